@@ -1,0 +1,143 @@
+#include "loom/autograd/engine.h"
+
+#include <queue>
+#include <unordered_map>
+
+#include "loom/ops/backend.h"
+#include "loom/ops/creation.h"
+
+namespace loom::autograd {
+namespace {
+
+using core::Node;
+using core::TensorImpl;
+
+struct LeafState {
+  int pending = 0;  // edges still to deliver
+  Tensor sum;       // gradient gathered so far in this pass
+};
+
+// Adds `g` into the leaf's .grad (in place when a buffer exists) and fires hooks.
+void finish_leaf(const std::shared_ptr<TensorImpl>& impl, const Tensor& g) {
+  Tensor leaf(impl);
+  auto& meta = leaf.autograd_meta();
+  LOOM_CHECK_T(ShapeError, g.shape() == leaf.shape(), "backward: gradient shape {} does not match leaf shape {}",
+               core::to_string(g.shape()), core::to_string(leaf.shape()));
+  const auto& be = ops::backend(leaf.device());
+  if (!meta.grad.defined()) {
+    // A fresh buffer: the incoming tensor may be shared with other leaves.
+    meta.grad = Tensor::empty(leaf.shape(), leaf.dtype(), leaf.device());
+    be.copy(g, meta.grad);
+  } else {
+    LOOM_CHECK_T(ShapeError, meta.grad.shape() == leaf.shape(), "backward: existing .grad has shape {} but leaf has {}",
+                 core::to_string(meta.grad.shape()), core::to_string(leaf.shape()));
+    Tensor gg = g.dtype() == leaf.dtype() ? g : Tensor();
+    if (!gg.defined()) {
+      gg = Tensor::empty(g.shape(), leaf.dtype(), g.device());
+      be.copy(g, gg);
+    }
+    be.binary(ops::BinaryOp::Add, meta.grad, gg, meta.grad);
+  }
+  for (const auto& hook : meta.hooks) hook(meta.grad);
+}
+
+Tensor add_grads(const Tensor& a, const Tensor& b) {
+  if (!a.defined()) return b;
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
+  ops::backend(a.device()).binary(ops::BinaryOp::Add, a, b, out);
+  return out;
+}
+
+}  // namespace
+
+void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
+  LOOM_CHECK(root.defined(), "backward: undefined tensor");
+  LOOM_CHECK(root.requires_grad(), "backward: the tensor does not require grad (no parameter in its history "
+                                   "requires grad, or it was computed under NoGradGuard)");
+  Tensor grad = grad_in;
+  if (!grad.defined()) {
+    LOOM_CHECK_T(ShapeError, root.numel() == 1,
+                 "backward: implicit gradient needs a one-element tensor, got shape {}; pass `grad`",
+                 core::to_string(root.shape()));
+    grad = ops::ones(root.shape(), root.dtype(), root.device());
+  }
+  LOOM_CHECK_T(ShapeError, grad.shape() == root.shape(), "backward: grad shape {} differs from tensor shape {}",
+               core::to_string(grad.shape()), core::to_string(root.shape()));
+  NoGradGuard no_grad;
+  if (!root.grad_fn()) {
+    finish_leaf(root.impl_ptr(), grad);
+    return;
+  }
+
+  // Count, for every node and leaf reachable from the root, how many edges lead to it.
+  std::unordered_map<Node*, int> deps;
+  std::unordered_map<TensorImpl*, LeafState> leaves;
+  std::vector<Node*> stack{root.grad_fn().get()};
+  deps[root.grad_fn().get()] = 0;
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (const auto& e : n->next) {
+      if (e.fn) {
+        auto [it, fresh] = deps.try_emplace(e.fn.get(), 0);
+        ++it->second;
+        if (fresh) stack.push_back(e.fn.get());
+      } else if (e.leaf) {
+        ++leaves[e.leaf.get()].pending;
+      }
+    }
+  }
+
+  // Latest-created node first: a valid reverse topological order that also
+  // finishes the last layers' parameters first (what bucketed all-reduce wants).
+  auto later = [](Node* a, Node* b) { return a->sequence_nr < b->sequence_nr; };
+  std::priority_queue<Node*, std::vector<Node*>, decltype(later)> ready(later);
+  std::unordered_map<Node*, Tensor> inbox;
+  inbox[root.grad_fn().get()] = grad;
+  ready.push(root.grad_fn().get());
+  // Keep nodes alive while we run them even if the root's graph is released.
+  std::shared_ptr<Node> keep_root = root.grad_fn();
+
+  while (!ready.empty()) {
+    Node* n = ready.top();
+    ready.pop();
+    Tensor g = std::move(inbox[n]);
+    inbox.erase(n);
+    std::vector<Tensor> grads;
+    if (g.defined()) grads = n->apply(g);
+    LOOM_ASSERT(grads.empty() || grads.size() == n->next.size());
+    for (size_t i = 0; i < n->next.size(); ++i) {
+      const auto& e = n->next[i];
+      Tensor gi = i < grads.size() ? grads[i] : Tensor();
+      if (e.fn) {
+        if (gi.defined()) inbox[e.fn.get()] = add_grads(inbox[e.fn.get()], gi);
+        if (--deps[e.fn.get()] == 0) ready.push(e.fn.get());
+      } else if (e.leaf) {
+        auto& st = leaves[e.leaf.get()];
+        if (gi.defined()) st.sum = add_grads(st.sum, gi);
+        if (--st.pending == 0 && st.sum.defined()) {
+          finish_leaf(e.leaf, st.sum);
+          st.sum = Tensor();
+        }
+      }
+    }
+    if (!retain_graph) n->release_saved();
+  }
+}
+
+void register_hook(Tensor& leaf, GradHook hook) {
+  LOOM_CHECK(leaf.requires_grad() && leaf.is_leaf(), "register_hook: hooks go on leaf tensors that require grad");
+  leaf.autograd_meta().hooks.push_back(std::move(hook));
+}
+
+void zero_grad(Tensor& leaf, bool set_to_none) {
+  auto* meta = leaf.autograd_meta_if();
+  if (!meta || !meta->grad.defined()) return;
+  if (set_to_none) {
+    meta->grad = Tensor();
+  } else {
+    ops::fill_(meta->grad, 0.0);
+  }
+}
+
+}  // namespace loom::autograd
