@@ -1,0 +1,80 @@
+// Batch and layer normalisation.
+//
+//   nn::BatchNorm2d bn({.num_features = 32});           // [N, 32, H, W], per-channel stats
+//   nn::BatchNorm2d bn2({.num_features = 32, .momentum = std::nullopt});  // cumulative average
+//   nn::LayerNorm ln({.normalized_shape = {512}});      // over the last dim of [..., 512]
+//
+// BatchNorm2d normalises with the batch statistics in training mode and
+// updates running_mean / running_var (unbiased variance) by
+// running = (1 - momentum) * running + momentum * batch; in eval mode it uses
+// the running statistics. Its state_dict holds weight, bias, running_mean,
+// running_var and num_batches_tracked (i64, shape []), as PyTorch's.
+// Init: weight 1, bias 0 (no randomness, so no seed).
+#pragma once
+
+#include <optional>
+
+#include "loom/core/dtype.h"
+#include "loom/core/shape.h"
+#include "loom/nn/module.h"
+
+namespace loom::nn {
+
+struct BatchNorm2dOptions {
+  int64_t num_features = 0;  // channels, dim 1 of the input
+  double eps = 1e-5;
+  // nullopt: cumulative moving average (momentum = 1 / num_batches_tracked).
+  std::optional<double> momentum = 0.1;
+  bool affine = true;               // learnable weight and bias
+  bool track_running_stats = true;  // false: batch statistics in eval mode too, no buffers
+  core::DType dtype = core::DType::F32;
+};
+
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(const BatchNorm2dOptions& o);
+  // [N, C, H, W] -> same shape.
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+  void reset_parameters(core::Generator& gen) override;
+  // running_mean <- 0, running_var <- 1, num_batches_tracked <- 0.
+  void reset_running_stats();
+
+  const BatchNorm2dOptions& options() const { return o_; }
+  const Tensor& weight() const { return weight_; }  // [C], undefined without affine
+  const Tensor& bias() const { return bias_; }      // [C], undefined without affine
+  const Tensor& running_mean() const { return running_mean_; }
+  const Tensor& running_var() const { return running_var_; }
+  const Tensor& num_batches_tracked() const { return num_batches_tracked_; }
+
+ private:
+  BatchNorm2dOptions o_;
+  Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
+};
+
+struct LayerNormOptions {
+  core::Shape normalized_shape;  // the trailing dims to normalise over
+  double eps = 1e-5;
+  bool affine = true;  // learnable weight (PyTorch's elementwise_affine)
+  bool bias = true;    // learnable bias, when affine
+  core::DType dtype = core::DType::F32;
+};
+
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(const LayerNormOptions& o);
+  // [..., *normalized_shape] -> same shape.
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+  void reset_parameters(core::Generator& gen) override;
+
+  const LayerNormOptions& options() const { return o_; }
+  const Tensor& weight() const { return weight_; }  // normalized_shape, undefined without affine
+  const Tensor& bias() const { return bias_; }
+
+ private:
+  LayerNormOptions o_;
+  Tensor weight_, bias_;
+};
+
+}  // namespace loom::nn
