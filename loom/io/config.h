@@ -1,0 +1,100 @@
+// Job files: a training job described in TOML, checked key by key.
+//
+//   io::JobConfig job = io::load_job_file("examples/fashion_mnist/cnn.toml", {"train.epochs=2"});
+//   job.optimizer.lr; job.train.epochs; job.model.name;   // typed, defaults filled in
+//
+// Every error is a ConfigError that names the file, the line and the key:
+//   cnn.toml:12: [optimizer] unknown key 'lrate' (did you mean 'lr'?)
+//   cnn.toml:4: [train] 'epochs' must be an integer, got string
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace loom::io {
+
+// One entry of [[model.layers]]: its type and the remaining keys as written.
+struct LayerSpec {
+  std::string type;
+  std::map<std::string, std::variant<int64_t, double, bool, std::string>> args;
+  std::string where;  // "file:line", for error messages about this layer
+};
+
+struct ModelConfig {
+  std::string name;               // a zoo model (mlp, cnn, lenet, resnet18), or empty with `layers`
+  std::vector<LayerSpec> layers;  // an explicit layer list
+  uint64_t init_seed = 0;
+};
+
+struct DataConfig {
+  std::string dataset = "fashion-mnist";  // fashion-mnist | idx | csv
+  std::string root = "/usr/share/datasets/fashion-mnist";
+  std::string train_file, test_file;  // csv: paths; idx: images files (labels via *_labels)
+  std::string train_labels, test_labels;
+  std::string label_column;           // csv: name or index of the target column
+  int64_t batch_size = 128;
+  int64_t test_batch_size = 1000;
+  bool shuffle = true;
+  bool drop_last = false;
+  int64_t num_workers = 1;            // prefetch threads
+  bool augment = false;               // random crop (padding 2) + horizontal flip
+  std::vector<double> mean, std;      // per-channel normalisation (empty: none)
+};
+
+struct OptimizerConfig {
+  std::string name = "sgd";  // sgd | adam | adamw
+  double lr = 0.05;
+  double momentum = 0.9;
+  double dampening = 0.0;
+  bool nesterov = false;
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+};
+
+struct ScheduleConfig {
+  std::string name = "constant";  // constant | step | cosine
+  int64_t step_size = 1;          // step: epochs between decays
+  double gamma = 0.1;
+  double min_lr = 0.0;            // cosine floor
+  int64_t warmup_steps = 0;       // linear warm-up before the schedule
+};
+
+struct TrainConfig {
+  int64_t epochs = 10;
+  int64_t max_steps = 0;       // 0: no limit
+  uint64_t seed = 0;
+  int64_t eval_interval = 1;   // evaluate every N epochs (0: only at the end)
+  int64_t threads = 0;         // 0: all cores
+  int64_t log_interval = 50;   // steps between progress updates
+  std::string checkpoint_dir;  // empty: no checkpoints
+  int64_t checkpoint_every = 1;  // epochs
+  int64_t checkpoint_keep = 3;
+  std::string metrics_out;     // JSONL, one object per epoch
+  std::string tensorboard_dir;
+  double label_smoothing = 0.0;
+};
+
+struct JobConfig {
+  std::string path;  // the file it came from
+  ModelConfig model;
+  DataConfig data;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  TrainConfig train;
+};
+
+// Parses and validates a job file, applying "section.key=value" overrides
+// (values in TOML syntax; a bare word is taken as a string).
+JobConfig load_job_file(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same from text; `name` stands for the file in messages.
+JobConfig parse_job(const std::string& text, const std::string& name, const std::vector<std::string>& overrides = {});
+
+// The closest of `candidates` to `word` by edit distance, if reasonably close.
+std::optional<std::string> closest_name(const std::string& word, const std::vector<std::string>& candidates);
+
+}  // namespace loom::io
