@@ -1,0 +1,29 @@
+// Models by name, or from a job file's [[model.layers]] list.
+//
+//   auto model = train::build_model(job.model, {1, 28, 28}, 10);   // mlp | cnn | lenet | resnet18
+//   auto logits = (*model)(images);                                 // [N, 10]
+//
+// Layer lists infer input sizes (a linear layer's `in`, a conv's `in`, a
+// norm's features) from the shape flowing in, and an error names the layer,
+// where it was written, and both shapes.
+#pragma once
+
+#include <memory>
+
+#include "loom/core/shape.h"
+#include "loom/io/config.h"
+#include "loom/nn/module.h"
+
+namespace loom::train {
+
+// `input` is one example's shape (C, H, W); the model ends in `num_classes` logits.
+std::shared_ptr<nn::Module> build_model(const io::ModelConfig& config, const core::Shape& input, int64_t num_classes);
+
+// The zoo models on their own.
+std::shared_ptr<nn::Module> mlp(const core::Shape& input, int64_t num_classes);
+std::shared_ptr<nn::Module> cnn(const core::Shape& input, int64_t num_classes);
+std::shared_ptr<nn::Module> lenet(const core::Shape& input, int64_t num_classes);
+// ResNet-18 in the CIFAR style (3x3 stem, no initial max-pool), for small images.
+std::shared_ptr<nn::Module> resnet18(const core::Shape& input, int64_t num_classes);
+
+}  // namespace loom::train
