@@ -1,0 +1,227 @@
+#include "loom/optim/optimizer.h"
+
+#include <cmath>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "loom/autograd/engine.h"
+#include "loom/ops/creation.h"
+
+namespace loom::optim {
+namespace {
+
+NamedTensors name_by_index(std::vector<Tensor> params) {
+  NamedTensors named;
+  named.reserve(params.size());
+  for (size_t i = 0; i < params.size(); ++i) named.emplace_back(std::to_string(i), std::move(params[i]));
+  return named;
+}
+
+Tensor clone(const Tensor& t) {
+  Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
+  ops::copy_(c, t);
+  return c;
+}
+
+void check_lr(double lr) {
+  LOOM_CHECK(lr >= 0.0 && std::isfinite(lr), "optimizer: learning rate must be finite and >= 0, got {}", lr);
+}
+
+}  // namespace
+
+Optimizer::Optimizer(std::vector<Tensor> params, std::unique_ptr<UpdateRule> rule, double lr)
+    : Optimizer(name_by_index(std::move(params)), std::move(rule), lr) {}
+
+Optimizer::Optimizer(NamedTensors named_params, std::unique_ptr<UpdateRule> rule, double lr)
+    : rule_(std::move(rule)), lr_(lr) {
+  LOOM_CHECK(rule_ != nullptr, "optimizer: no update rule");
+  LOOM_CHECK(!named_params.empty(), "optimizer: empty parameter list");
+  LOOM_CHECK(rule_->num_state_slots() <= kMaxStateSlots, "optimizer: rule '{}' has {} state slots, at most {}",
+             rule_->name(), rule_->num_state_slots(), kMaxStateSlots);
+  check_lr(lr);
+  std::unordered_set<std::string> seen_names;
+  std::unordered_set<const core::TensorImpl*> seen_params;
+  for (auto& [name, p] : named_params) {
+    LOOM_CHECK(!name.empty(), "optimizer: a parameter has an empty name");
+    LOOM_CHECK(p.defined(), "optimizer: parameter '{}' is undefined", name);
+    LOOM_CHECK(seen_names.insert(name).second, "optimizer: parameter name '{}' appears twice", name);
+    LOOM_CHECK(seen_params.insert(p.impl()).second, "optimizer: parameter '{}' appears twice in the list", name);
+    LOOM_CHECK_T(TypeError, p.dtype() == core::DType::F32 || p.dtype() == core::DType::F64,
+                 "optimizer: parameter '{}' has dtype {}, expected f32 or f64", name, p.dtype());
+    LOOM_CHECK(p.device().is_cpu(), "optimizer: parameter '{}' is on {}; only CPU parameters are supported", name,
+               core::to_string(p.device()));
+    LOOM_CHECK(p.is_leaf(), "optimizer: parameter '{}' is not a leaf tensor (it has a grad_fn)", name);
+    LOOM_CHECK(p.is_contiguous(), "optimizer: parameter '{}' is not contiguous", name);
+    names_.push_back(std::move(name));
+    params_.push_back(std::move(p));
+  }
+  state_.resize(params_.size());
+  param_steps_.assign(params_.size(), 0);
+}
+
+void Optimizer::set_lr(double lr) {
+  check_lr(lr);
+  lr_ = lr;
+}
+
+int64_t Optimizer::param_step(size_t i) const {
+  LOOM_CHECK_T(IndexError, i < params_.size(), "optimizer: parameter index {} out of range ({} parameters)", i,
+               params_.size());
+  return param_steps_[i];
+}
+
+Tensor Optimizer::state(size_t i, std::string_view slot) const {
+  LOOM_CHECK_T(IndexError, i < params_.size(), "optimizer: parameter index {} out of range ({} parameters)", i,
+               params_.size());
+  const auto& names = rule_->state_names();
+  for (size_t k = 0; k < names.size(); ++k) {
+    if (names[k] == slot) return state_[i].empty() ? Tensor() : state_[i][k];
+  }
+  throw ValueError(format("optimizer: rule '{}' has no state slot '{}'", rule_->name(), slot));
+}
+
+void Optimizer::step() {
+  autograd::NoGradGuard no_grad;
+  // Check everything first so that a bad gradient leaves all parameters as they were.
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor g = params_[i].grad();
+    if (!g.defined()) continue;
+    const auto& p = params_[i];
+    LOOM_CHECK_T(ShapeError, g.shape() == p.shape(), "optimizer: gradient of '{}' has shape {}, parameter has {}",
+                 names_[i], core::to_string(g.shape()), core::to_string(p.shape()));
+    LOOM_CHECK_T(TypeError, g.dtype() == p.dtype(), "optimizer: gradient of '{}' has dtype {}, parameter has {}",
+                 names_[i], g.dtype(), p.dtype());
+    LOOM_CHECK(g.device() == p.device(), "optimizer: gradient of '{}' is on {}, parameter on {}", names_[i],
+               core::to_string(g.device()), core::to_string(p.device()));
+    LOOM_CHECK(g.is_contiguous(), "optimizer: gradient of '{}' is not contiguous", names_[i]);
+  }
+  const size_t slots = rule_->num_state_slots();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor g = params_[i].grad();
+    if (!g.defined()) continue;
+    auto& st = state_[i];
+    if (st.size() != slots) {
+      st.clear();
+      for (size_t k = 0; k < slots; ++k) st.push_back(ops::zeros(params_[i].shape(), params_[i].dtype()));
+    }
+    rule_->step(params_[i], g, st, {.step = param_steps_[i] + 1, .lr = lr_});
+    ++param_steps_[i];
+  }
+  ++step_count_;
+}
+
+void Optimizer::zero_grad(bool set_to_none) {
+  for (auto& p : params_) autograd::zero_grad(p, set_to_none);
+}
+
+NamedTensors Optimizer::state_dict() const {
+  NamedTensors sd;
+  const auto& slots = rule_->state_names();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (param_steps_[i] == 0) continue;
+    for (size_t k = 0; k < slots.size(); ++k) sd.emplace_back(names_[i] + "." + slots[k], clone(state_[i][k]));
+    sd.emplace_back(names_[i] + ".step", Tensor::scalar<int64_t>(param_steps_[i]));
+  }
+  sd.emplace_back("step", Tensor::scalar<int64_t>(step_count_));
+  sd.emplace_back("lr", Tensor::scalar<double>(lr_));
+  return sd;
+}
+
+void Optimizer::load_state_dict(const NamedTensors& sd) {
+  std::unordered_map<std::string_view, const Tensor*> by_name;
+  for (const auto& [name, t] : sd) {
+    LOOM_CHECK(by_name.emplace(name, &t).second, "load_state_dict: key '{}' appears twice", name);
+    LOOM_CHECK(t.defined(), "load_state_dict: '{}' is an undefined tensor", name);
+  }
+  std::unordered_set<std::string_view> taken;
+  auto take = [&](const std::string& key) -> const Tensor* {
+    auto it = by_name.find(key);
+    if (it == by_name.end()) return nullptr;
+    taken.insert(it->first);
+    return it->second;
+  };
+  auto scalar = [&](const std::string& key, bool required) -> const Tensor* {
+    const Tensor* t = take(key);
+    LOOM_CHECK(t || !required, "load_state_dict: missing key '{}'", key);
+    LOOM_CHECK_T(ShapeError, !t || t->numel() == 1, "load_state_dict: '{}' must hold one value, has shape {}", key,
+                 core::to_string(t ? t->shape() : core::Shape{}));
+    return t;
+  };
+
+  // Validate everything before changing anything.
+  const Tensor* step_t = scalar("step", true);
+  const Tensor* lr_t = scalar("lr", true);
+  const int64_t step_count = step_t->item<int64_t>();
+  const double lr = lr_t->item<double>();
+  LOOM_CHECK(step_count >= 0, "load_state_dict: 'step' is {}, expected >= 0", step_count);
+  LOOM_CHECK(lr >= 0.0 && std::isfinite(lr), "load_state_dict: 'lr' is {}, expected a finite value >= 0", lr);
+  const auto& slots = rule_->state_names();
+  std::vector<int64_t> steps(params_.size(), 0);
+  std::vector<std::vector<const Tensor*>> found(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = names_[i];
+    const Tensor* ps = scalar(name + ".step", false);
+    for (const auto& slot : slots) {
+      const std::string key = name + "." + slot;
+      const Tensor* t = take(key);
+      LOOM_CHECK(!t || ps, "load_state_dict: '{}' is present but '{}.step' is missing", key, name);
+      LOOM_CHECK(t || !ps, "load_state_dict: missing key '{}' (rule '{}' keeps {} for every updated parameter)", key,
+                 rule_->name(), slot);
+      if (!t) continue;
+      LOOM_CHECK_T(ShapeError, t->shape() == params_[i].shape(),
+                   "load_state_dict: '{}' has shape {}, parameter '{}' has shape {}", key, core::to_string(t->shape()),
+                   name, core::to_string(params_[i].shape()));
+      LOOM_CHECK_T(TypeError, core::is_floating(t->dtype()), "load_state_dict: '{}' has dtype {}, expected a float",
+                   key, t->dtype());
+      found[i].push_back(t);
+    }
+    if (ps) {
+      steps[i] = ps->item<int64_t>();
+      LOOM_CHECK(steps[i] >= 1, "load_state_dict: '{}.step' is {}, expected >= 1", name, steps[i]);
+    }
+  }
+  if (taken.size() != sd.size()) {
+    for (const auto& [name, t] : sd) {
+      LOOM_CHECK(taken.contains(name), "load_state_dict: unexpected key '{}' (not a parameter of this optimizer, or "
+                 "not a state slot of rule '{}')", name, rule_->name());
+    }
+  }
+
+  // Commit: copy into the existing buffers where there are some.
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& st = state_[i];
+    if (found[i].empty() && steps[i] == 0) {
+      st.clear();
+    } else {
+      if (st.size() != slots.size()) {
+        st.clear();
+        for (size_t k = 0; k < slots.size(); ++k) st.push_back(Tensor::empty(params_[i].shape(), params_[i].dtype()));
+      }
+      for (size_t k = 0; k < slots.size(); ++k) ops::copy_(st[k], *found[i][k]);
+    }
+    param_steps_[i] = steps[i];
+  }
+  step_count_ = step_count;
+  lr_ = lr;
+}
+
+Optimizer sgd(std::vector<Tensor> params, const SgdOptions& o) {
+  return Optimizer(std::move(params), std::make_unique<Sgd>(o), o.lr);
+}
+Optimizer sgd(NamedTensors params, const SgdOptions& o) {
+  return Optimizer(std::move(params), std::make_unique<Sgd>(o), o.lr);
+}
+Optimizer adam(std::vector<Tensor> params, const AdamOptions& o) {
+  return Optimizer(std::move(params), std::make_unique<Adam>(o), o.lr);
+}
+Optimizer adam(NamedTensors params, const AdamOptions& o) {
+  return Optimizer(std::move(params), std::make_unique<Adam>(o), o.lr);
+}
+Optimizer adamw(std::vector<Tensor> params, const AdamWOptions& o) {
+  return Optimizer(std::move(params), std::make_unique<AdamW>(o), o.lr);
+}
+Optimizer adamw(NamedTensors params, const AdamWOptions& o) {
+  return Optimizer(std::move(params), std::make_unique<AdamW>(o), o.lr);
+}
+
+}  // namespace loom::optim
