@@ -51,7 +51,7 @@ TEST(TrainStep, CnnWithBatchNormAndAdamIsAllocationFreeInSteadyState) {
   nn::Sequential model(nn::Conv2d({.in = 1, .out = 8, .kernel = 5, .padding = 2}), nn::BatchNorm2d({.num_features = 8}),
                        nn::ReLU(), nn::MaxPool2d({.kernel = 2}), nn::Flatten(),
                        nn::Linear({.in = 8 * 14 * 14, .out = 10}));
-  auto opt = optim::adam(model.parameters(), {.lr = 1e-2});
+  auto opt = optim::adam(model.parameters(), {.lr = 1e-3});
   expect_alloc_free_and_learning(model, opt);
 }
 
