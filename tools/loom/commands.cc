@@ -1,0 +1,115 @@
+#include "tools/loom/commands.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "loom/io/safetensors.h"
+#include "loom/ops/ops.h"
+#include "loom/train/trainer.h"
+
+namespace loom::cli {
+
+int run_train(const TrainArgs& args) {
+  io::JobConfig job = io::load_job_file(args.job, args.overrides);
+  train::Trainer trainer(job, {.checkpoint_dir = args.checkpoint_dir, .metrics_out = args.metrics_out});
+  if (args.resume) {
+    if (trainer.resume_from_latest()) {
+      std::fprintf(stderr, "resuming at step %lld\n", static_cast<long long>(trainer.step()));
+    } else {
+      std::fprintf(stderr, "no checkpoint to resume from; starting fresh\n");
+    }
+  }
+  train::EpochReport last = trainer.fit();
+  if (!args.save_final.empty()) {
+    trainer.save_model(args.save_final);
+    std::fprintf(stderr, "saved final weights to %s\n", args.save_final.c_str());
+  }
+  if (last.test) std::printf("%s\n", last.test->to_json().c_str());
+  return 0;
+}
+
+int run_eval(const EvalArgs& args) {
+  io::JobConfig job = io::load_job_file(args.job, args.overrides);
+  train::Trainer trainer(job, {.log = nullptr});
+  trainer.load_model(args.checkpoint);
+  std::printf("%s\n", trainer.evaluate().to_json().c_str());
+  return 0;
+}
+
+namespace {
+
+void print_header(const std::string& path) {
+  io::SafetensorsHeader h = io::read_safetensors_header(path);
+  std::printf("%s: %zu tensors, %llu bytes of data\n", path.c_str(), h.tensors.size(),
+              static_cast<unsigned long long>(h.data_nbytes));
+  size_t width = 4;
+  for (const auto& t : h.tensors) width = std::max(width, t.name.size());
+  uint64_t params = 0;
+  for (const auto& t : h.tensors) {
+    std::printf("  %-*s  %-4s  %s\n", static_cast<int>(width), t.name.c_str(),
+                std::string(io::safetensors_dtype_name(t.dtype)).c_str(), core::to_string(t.shape).c_str());
+    params += static_cast<uint64_t>(core::numel(t.shape));
+  }
+  std::printf("  total elements: %llu\n", static_cast<unsigned long long>(params));
+  if (!h.metadata.empty()) {
+    std::printf("metadata:\n");
+    for (const auto& [k, v] : h.metadata) std::printf("  %s = %s\n", k.c_str(), v.c_str());
+  }
+}
+
+int print_diff(const std::string& a_path, const std::string& b_path) {
+  io::SafetensorsFile a = io::read_safetensors(a_path), b = io::read_safetensors(b_path);
+  double max_abs = 0, max_rel = 0;
+  int differing = 0;
+  std::printf("%-40s %14s %14s\n", "tensor", "max_abs_diff", "max_rel_diff");
+  for (const auto& [name, ta] : a.tensors) {
+    const core::Tensor* tb = b.find(name);
+    if (!tb) {
+      std::printf("%-40s only in %s\n", name.c_str(), a_path.c_str());
+      ++differing;
+      continue;
+    }
+    if (ta.shape() != tb->shape()) {
+      std::printf("%-40s shapes differ: %s vs %s\n", name.c_str(), core::to_string(ta.shape()).c_str(),
+                  core::to_string(tb->shape()).c_str());
+      ++differing;
+      continue;
+    }
+    auto va = ta.to_vector<double>(), vb = tb->to_vector<double>();
+    double t_abs = 0, t_rel = 0;
+    for (size_t i = 0; i < va.size(); ++i) {
+      const double d = std::abs(va[i] - vb[i]);
+      t_abs = std::max(t_abs, d);
+      const double scale = std::max(std::abs(va[i]), std::abs(vb[i]));
+      if (scale > 0) t_rel = std::max(t_rel, d / scale);
+    }
+    std::printf("%-40s %14.6g %14.6g\n", name.c_str(), t_abs, t_rel);
+    max_abs = std::max(max_abs, t_abs);
+    max_rel = std::max(max_rel, t_rel);
+  }
+  for (const auto& [name, tb] : b.tensors) {
+    if (!a.find(name)) {
+      std::printf("%-40s only in %s\n", name.c_str(), b_path.c_str());
+      ++differing;
+    }
+  }
+  std::printf("%-40s %14.6g %14.6g\n", "overall", max_abs, max_rel);
+  std::printf("{\"max_abs_diff\": %.17g, \"max_rel_diff\": %.17g, \"mismatched_tensors\": %d}\n", max_abs, max_rel,
+              differing);
+  return 0;
+}
+
+}  // namespace
+
+int run_inspect(const InspectArgs& args) {
+  if (args.diff) {
+    LOOM_CHECK(args.files.size() == 2, "inspect --diff needs exactly two files, got {}", args.files.size());
+    return print_diff(args.files[0], args.files[1]);
+  }
+  LOOM_CHECK(args.files.size() == 1, "inspect takes one file (or two with --diff), got {}", args.files.size());
+  print_header(args.files[0]);
+  return 0;
+}
+
+}  // namespace loom::cli
