@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& err) {
-    return app.exit(err);
+    const int rc = app.exit(err);  // prints help, version or the usage error
+    return rc == 0 ? 0 : 2;
   }
   try {
     if (*t) return loom::cli::run_train(train);
