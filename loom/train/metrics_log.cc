@@ -30,8 +30,9 @@ LogRecord& LogRecord::add(const std::map<std::string, double>& values) {
 
 std::string LogRecord::to_json() const {
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
-  for (const auto& [key, value] : fields_) {
-    std::visit([&j, &key](const auto& v) { j[key] = v; }, value.get());
+  for (const auto& field : fields_) {
+    const std::string& key = field.first;  // a plain reference: clang 14 cannot capture bindings
+    std::visit([&j, &key](const auto& v) { j[key] = v; }, field.second.get());
   }
   // Invalid UTF-8 in a string is replaced rather than thrown about: a log line
   // must not stop training.
