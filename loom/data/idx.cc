@@ -104,7 +104,9 @@ bool idx_type(unsigned code, IdxType* out) {
 // Big-endian file elements -> native tensor elements.
 void decode(unsigned code, const unsigned char* src, int64_t n, void* dst) {
   switch (code) {
-    case 0x08: std::memcpy(dst, src, static_cast<size_t>(n)); break;
+    case 0x08:
+      if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n));  // src may be null when n == 0
+      break;
     case 0x09: {
       auto* o = static_cast<int32_t*>(dst);
       for (int64_t i = 0; i < n; ++i) o[i] = static_cast<int8_t>(src[i]);
