@@ -55,6 +55,15 @@ TEST(Idx, ReadsHandWrittenU8File) {
   EXPECT_EQ(t.to_vector<int>(), (std::vector<int>{1, 2, 3, 4, 5, 6}));
 }
 
+TEST(Idx, ReadsAnEmptyTensor) {
+  // Found by fuzz/idx_fuzz.cc: zero elements used to reach memcpy with a null source.
+  TempDir dir;
+  write_bytes(dir.file("empty"), header(0x08, {0, 0}));
+  Tensor t = read_idx(dir.file("empty"));
+  EXPECT_EQ(t.shape(), (core::Shape{0, 0}));
+  EXPECT_EQ(t.numel(), 0);
+}
+
 TEST(Idx, DecodesBigEndianTypes) {
   TempDir dir;
   // i16 -2 and 258; i8 -1; f32 1.5 (0x3fc00000); f64 -2.0 (0xc000000000000000).
