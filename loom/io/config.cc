@@ -196,7 +196,7 @@ JobConfig parse_job(const std::string& text, const std::string& name, const std:
 
   JobConfig job;
   job.path = name;
-  const std::vector<std::string> sections = {"model", "data", "optimizer", "schedule", "train"};
+  const std::vector<std::string> sections = {"model", "data", "optimizer", "schedule", "train", "distributed"};
   for (const auto& [k, v] : root) {
     std::string key(k.str());
     if (std::find(sections.begin(), sections.end(), key) != sections.end()) continue;
@@ -320,6 +320,26 @@ JobConfig parse_job(const std::string& text, const std::string& name, const std:
   tr.check(t.checkpoint_every >= 1, "checkpoint_every", "must be >= 1");
   tr.check(t.checkpoint_keep >= 1, "checkpoint_keep", "must be >= 1");
   tr.check(t.label_smoothing >= 0 && t.label_smoothing < 1, "label_smoothing", "must be in [0, 1)");
+
+  Section dist(subtable(root, "distributed", name), "distributed", name);
+  auto& ds = job.distributed;
+  dist.get("mode", ds.mode);
+  dist.get("workers", ds.workers);
+  dist.get("deterministic", ds.deterministic);
+  dist.get("transport", ds.transport);
+  dist.get("algorithm", ds.algorithm);
+  dist.get("bucket_mb", ds.bucket_mb);
+  dist.get("first_bucket_mb", ds.first_bucket_mb);
+  dist.get("timeout_s", ds.timeout_s);
+  dist.get("heartbeat_timeout_s", ds.heartbeat_timeout_s);
+  dist.reject_unknown();
+  one_of(dist, "mode", ds.mode, {"local", "allreduce"});
+  one_of(dist, "transport", ds.transport, {"auto", "zmq", "shm"});
+  one_of(dist, "algorithm", ds.algorithm, {"auto", "ring", "halving_doubling", "tree", "hierarchical"});
+  dist.check(ds.workers >= 1, "workers", format("must be >= 1, got {}", ds.workers));
+  dist.check(ds.bucket_mb > 0 && ds.first_bucket_mb > 0, "bucket_mb", "bucket sizes must be positive");
+  dist.check(ds.timeout_s > 0, "timeout_s", "must be positive");
+  dist.check(ds.heartbeat_timeout_s > 0, "heartbeat_timeout_s", "must be positive");
   return job;
 }
 

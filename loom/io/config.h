@@ -79,6 +79,18 @@ struct TrainConfig {
   double label_smoothing = 0.0;
 };
 
+struct DistributedConfig {
+  std::string mode = "local";     // local | allreduce
+  int64_t workers = 1;            // processes `loom train` starts (or the launcher did)
+  bool deterministic = false;     // bitwise-identical results for any worker count (slower)
+  std::string transport = "auto"; // auto | zmq | shm
+  std::string algorithm = "auto"; // auto | ring | halving_doubling | tree | hierarchical
+  double bucket_mb = 25.0;
+  double first_bucket_mb = 1.0;
+  double timeout_s = 60.0;        // one collective call
+  double heartbeat_timeout_s = 10.0;
+};
+
 struct JobConfig {
   std::string path;  // the file it came from
   ModelConfig model;
@@ -86,6 +98,7 @@ struct JobConfig {
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
   TrainConfig train;
+  DistributedConfig distributed;
 };
 
 // Parses and validates a job file, applying "section.key=value" overrides

@@ -147,6 +147,10 @@ Trainer::Trainer(io::JobConfig job, TrainerOptions options) : job_(std::move(job
   test_loader_ = std::make_unique<data::DataLoader>(test_set_, eval_lo);
 
   model_ = build_model(job_.model, train_set_->get(0).input.shape(), num_classes_);
+  if (options_.distributed) {
+    if (options_.distributed->rank() != 0) options_.log = nullptr;  // rank 0 reports for the job
+    options_.distributed->attach(*model_);
+  }
   optimizer_ = make_optimizer(job_.optimizer, model_->named_parameters());
   scheduler_ = std::make_unique<optim::LRScheduler>(*optimizer_, make_schedule(job_, train_loader_->num_batches()), 0);
 
@@ -178,17 +182,11 @@ double Trainer::train_one_epoch(int64_t epoch) {
   }
   double loss_sum = 0.0;
   int64_t batches = 0;
-  const ops::CrossEntropyOptions ce{.label_smoothing = job_.train.label_smoothing};
   while (job_.train.max_steps == 0 || step_ < job_.train.max_steps) {
     std::optional<data::Batch> batch = train_loader_->next();
     if (!batch) break;
-    optimizer_->zero_grad();
-    Tensor loss = ops::cross_entropy((*model_)(batch->inputs), batch->targets, ce);
-    autograd::backward(loss);
-    optimizer_->step();
-    scheduler_->step();
+    const double l = train_step(*batch);
     ++step_;
-    const double l = loss.item<double>();
     LOOM_CHECK(std::isfinite(l), "training diverged: loss is {} at step {} (lower [optimizer] lr?)", l, step_);
     loss_sum += l;
     ++batches;
@@ -204,6 +202,45 @@ double Trainer::train_one_epoch(int64_t epoch) {
     bar->finish(status);
   }
   return batches ? loss_sum / static_cast<double>(batches) : last_train_loss_;
+}
+
+// One optimizer step on `batch` (this rank's rows of it when distributed);
+// returns the loss of the rows this process trained on.
+double Trainer::train_step(const data::Batch& batch) {
+  const ops::CrossEntropyOptions ce{.label_smoothing = job_.train.label_smoothing};
+  optimizer_->zero_grad();
+  DistributedContext* dist = options_.distributed;
+  double loss_value = 0.0;
+  if (!dist) {
+    Tensor loss = ops::cross_entropy((*model_)(batch.inputs), batch.targets, ce);
+    autograd::backward(loss);
+    loss_value = loss.item<double>();
+  } else {
+    const int64_t global = batch.inputs.size(0);
+    const int64_t r = dist->rank(), n = dist->world_size();
+    const int64_t begin = global * r / n, end = global * (r + 1) / n;
+    if (end > begin) {
+      Tensor x = ops::slice(batch.inputs, 0, begin, end), y = ops::slice(batch.targets, 0, begin, end);
+      if (dist->deterministic()) {
+        // One sample at a time, each scaled to its share of the global mean.
+        const ops::CrossEntropyOptions ce_sum{.reduction = ops::Reduction::Sum, .label_smoothing = ce.label_smoothing};
+        for (int64_t i = 0; i < end - begin; ++i) {
+          Tensor loss = ops::cross_entropy((*model_)(ops::slice(x, 0, i, i + 1)), ops::slice(y, 0, i, i + 1), ce_sum);
+          autograd::backward(ops::mul(loss, 1.0 / static_cast<double>(global)));
+          dist->accumulate_micro_batch();
+          loss_value += loss.item<double>() / static_cast<double>(end - begin);
+        }
+      } else {
+        Tensor loss = ops::cross_entropy((*model_)(x), y, ce);
+        autograd::backward(ops::mul(loss, static_cast<double>(end - begin) / static_cast<double>(global)));
+        loss_value = loss.item<double>();
+      }
+    }
+    dist->finish_gradients();
+  }
+  optimizer_->step();
+  scheduler_->step();
+  return loss_value;
 }
 
 ClassificationResult Trainer::evaluate() {
@@ -224,9 +261,9 @@ EpochReport Trainer::fit() {
   const auto t0 = Clock::now();
   std::unique_ptr<MetricsLog> jsonl;
   std::string metrics_path = options_.metrics_out.empty() ? job_.train.metrics_out : options_.metrics_out;
-  if (!metrics_path.empty()) jsonl = std::make_unique<MetricsLog>(metrics_path, OpenMode::Append);
+  if (!metrics_path.empty() && is_main()) jsonl = std::make_unique<MetricsLog>(metrics_path, OpenMode::Append);
   std::unique_ptr<TensorBoardWriter> tb;
-  if (!job_.train.tensorboard_dir.empty()) tb = std::make_unique<TensorBoardWriter>(job_.train.tensorboard_dir);
+  if (!job_.train.tensorboard_dir.empty() && is_main()) tb = std::make_unique<TensorBoardWriter>(job_.train.tensorboard_dir);
 
   EpochReport report;
   const int64_t epochs = job_.train.epochs;
@@ -248,7 +285,7 @@ EpochReport Trainer::fit() {
     const int64_t samples = std::min<int64_t>(batches * bs, std::max<int64_t>(0, train_set_->size() - first_batch * bs));
     report.samples_per_s = report.epoch_s > 0 ? static_cast<double>(samples) / report.epoch_s : 0.0;
     const bool last = stopped || epoch + 1 == epochs;
-    if (last || (job_.train.eval_interval > 0 && (epoch + 1) % job_.train.eval_interval == 0)) {
+    if (is_main() && (last || (job_.train.eval_interval > 0 && (epoch + 1) % job_.train.eval_interval == 0))) {
       report.test = evaluate();
       report.wall_s = seconds_since(t0);
     }
@@ -271,12 +308,13 @@ EpochReport Trainer::fit() {
       }
       tb->flush();
     }
-    if (checkpoints_ && (last || (epoch + 1) % job_.train.checkpoint_every == 0 || !finished_epoch)) {
+    if (checkpoints_ && is_main() && (last || (epoch + 1) % job_.train.checkpoint_every == 0 || !finished_epoch)) {
       log(format("checkpoint: {}", save_checkpoint().string()));
     }
     if (options_.on_epoch_end) options_.on_epoch_end(report);
     if (stopped) break;
   }
+  if (options_.distributed) options_.distributed->barrier();
   return report;
 }
 

@@ -29,6 +29,30 @@
 
 namespace loom::train {
 
+// How a Trainer takes part in data-parallel training, implemented above this
+// layer (parallel::AllreduceContext). Every rank runs the same Trainer on the
+// same global batches; rank r trains on rows [B*r/N, B*(r+1)/N) of each batch,
+// scales its loss by its share of the batch, and after backward the context
+// sums the gradients across ranks, so each step equals one step of a single
+// process on the whole batch. Rank 0 evaluates, logs and checkpoints.
+class DistributedContext {
+ public:
+  virtual ~DistributedContext() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  // Called once with the model before training (broadcast weights, buckets).
+  virtual void attach(nn::Module& model) = 0;
+  // After the backward pass(es) of one step: the gradients are summed across ranks.
+  virtual void finish_gradients() = 0;
+  // Deterministic mode: each rank back-propagates one sample at a time and
+  // calls accumulate_micro_batch() after each; sums are exact (fixed point), so
+  // results are bitwise the same for any number of ranks.
+  virtual bool deterministic() const { return false; }
+  virtual void accumulate_micro_batch() {}
+  // Waits for every rank (end of training).
+  virtual void barrier() = 0;
+};
+
 // What one epoch produced; callbacks and logs receive it.
 struct EpochReport {
   int64_t epoch = 0;  // 1-based: the number of epochs completed
@@ -48,6 +72,8 @@ struct TrainerOptions {
   std::optional<bool> interactive;  // progress bar style; unset: detect a terminal
   // Called after every epoch (after evaluation and checkpointing).
   std::function<void(const EpochReport&)> on_epoch_end;
+  // Data-parallel training (nullptr: one process).
+  DistributedContext* distributed = nullptr;
 };
 
 class Trainer {
@@ -76,6 +102,8 @@ class Trainer {
  private:
   void log(const std::string& line) const;
   double train_one_epoch(int64_t epoch);
+  double train_step(const data::Batch& batch);
+  bool is_main() const { return !options_.distributed || options_.distributed->rank() == 0; }
   io::NamedTensors checkpoint_tensors() const;
   io::Metadata checkpoint_metadata() const;
 
