@@ -40,7 +40,7 @@ class InProcTransport final : public Transport {
         return;
       }
       if (auto lost = box.lost.find(peer); lost != box.lost.end()) {
-        throw PeerLostError(format("rank {} lost: {}", peer, lost->second));
+        throw PeerLostError(lost->second);  // fail_peer's reason is the whole story
       }
       if (box.cv.wait_until(lock, deadline.at) == std::cv_status::timeout && deadline.expired()) {
         throw TimeoutError(format("recv: rank {} timed out waiting for rank {} (tag {})", rank_, peer, tag));

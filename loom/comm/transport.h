@@ -13,7 +13,9 @@
 //   waiting for tag B keeps an early tag-A message until someone asks for it).
 // - send() never waits for the matching recv(): a rank can send to its right
 //   neighbour and then receive from its left without deadlock. It may block for
-//   flow control, but never past the deadline (TimeoutError).
+//   flow control (a bounded queue that drains as the peer receives), but never
+//   past the deadline (TimeoutError). When send() returns, the caller may reuse
+//   or free `data`.
 // - recv() needs `out` to be exactly the message's size (CommError otherwise)
 //   and throws TimeoutError at the deadline, PeerLostError once the peer is
 //   known to be gone (see fail_peer), never hangs.
@@ -49,7 +51,8 @@ class Transport {
   virtual void recv(int peer, uint64_t tag, std::span<std::byte> out, Deadline deadline) = 0;
 
   // Declares `peer` gone (the heartbeat monitor calls this): pending and
-  // future recv() from it throw PeerLostError carrying `why`.
+  // future recv() from it throw PeerLostError whose message is `why`, verbatim
+  // (so `why` names the lost process and its host: "worker 2 on host a7 lost: ...").
   virtual void fail_peer(int peer, const std::string& why) = 0;
   // A short name for messages and benchmarks: "inproc", "shm", "zmq".
   virtual const char* kind() const = 0;

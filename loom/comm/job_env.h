@@ -1,0 +1,78 @@
+// Where this process sits in a job, read from the environment the launcher set,
+// so that `loom launch`, torchrun, mpirun, srun and MXNet's launchers all start
+// Loom processes unchanged.
+//
+//   comm::JobEnv env = comm::read_job_env();           // from environ
+//   if (env.role == "worker") { ... env.rank, env.world_size, env.coordinator_endpoint() ... }
+//   log("job: {}", env.describe());                     // says which launcher's variables it used
+//
+// Sources, tried in this order; the first whose rank variables are present
+// gives role, rank, world size and local rank (the others are ignored):
+//
+//   LOOM       LOOM_ROLE (worker | server | coordinator; default worker),
+//              LOOM_RANK (rank within the role), LOOM_WORLD_SIZE (number of
+//              workers), LOOM_NUM_SERVERS (default 0), LOOM_LOCAL_RANK
+//   torchrun   RANK, WORLD_SIZE, LOCAL_RANK
+//   Open MPI   OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_RANK
+//   Slurm      SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID
+//   MXNet      DMLC_ROLE (worker | server | scheduler), DMLC_NUM_WORKER,
+//              DMLC_NUM_SERVER, DMLC_PS_ROOT_URI, DMLC_PS_ROOT_PORT
+//              (no rank: the coordinator assigns one, rank = -1)
+//   none       a single process: worker 0 of 1
+//
+// torchrun, Open MPI and Slurm number all processes of a job together. When
+// LOOM_NUM_SERVERS = S > 0 the last S of those ranks are parameter servers
+// (server rank = global rank - number of workers) and the others are workers;
+// LOOM_ROLE, if set as well, has to agree.
+//
+// The coordinator address is LOOM_COORDINATOR ("host:port", "[v6]:port" or
+// "tcp://host:port") when set; otherwise the source's own: MASTER_ADDR +
+// MASTER_PORT (torchrun; also read for Open MPI and Slurm), SLURM_LAUNCH_NODE_IPADDR
+// (+ MASTER_PORT, else kDefaultCoordinatorPort) for Slurm, DMLC_PS_ROOT_URI +
+// DMLC_PS_ROOT_PORT for MXNet. A job of more than one process needs one.
+// The job secret is LOOM_JOB_SECRET, else the contents of LOOM_JOB_SECRET_FILE
+// (as security_from_env reads them); LOOM_INSECURE=1 asks for plaintext.
+//
+// Partial or inconsistent variables (a rank without a world size, rank >=
+// world size, a port that is not a number, ...) throw ConfigError naming them.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "loom/comm/security.h"
+
+namespace loom::comm {
+
+// Used for Slurm's launch node when no port is given anywhere.
+inline constexpr int kDefaultCoordinatorPort = 29400;
+
+struct JobEnv {
+  std::string source = "none";  // "LOOM", "torchrun", "Open MPI", "Slurm", "MXNet" or "none"
+  std::string role = "worker";  // "worker", "server" or "coordinator"
+  int rank = 0;                 // within the role; -1: the coordinator assigns it
+  int world_size = 1;           // number of workers
+  int num_servers = 0;
+  int local_rank = -1;           // among the processes on this host; -1: not given
+  std::string coordinator_host;  // empty: no coordinator (single process)
+  int coordinator_port = 0;
+  std::string secret;                  // LOOM_JOB_SECRET or LOOM_JOB_SECRET_FILE's contents; never logged
+  bool insecure = false;               // LOOM_INSECURE=1
+  std::vector<std::string> variables;  // the variables this was read from, in reading order
+
+  bool has_coordinator() const { return !coordinator_host.empty(); }
+  SecurityOptions security() const { return {.secret = secret, .insecure = insecure}; }
+  // "tcp://host:port" ("tcp://[v6]:port"); empty without a coordinator.
+  std::string coordinator_endpoint() const;
+  // One line for logs: "worker 3 of 8 (local rank 1), coordinator tcp://10.77.0.2:29400, from torchrun".
+  std::string describe() const;
+};
+
+JobEnv read_job_env(const std::map<std::string, std::string>& env);
+// Reads this process's environment.
+JobEnv read_job_env();
+// This process's environment as a map.
+std::map<std::string, std::string> environment_map();
+
+}  // namespace loom::comm
