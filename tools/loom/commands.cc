@@ -4,29 +4,73 @@
 #include <cmath>
 #include <cstdio>
 
+#include <csignal>
+#include <thread>
+
+#include "loom/comm/collectives.h"
+#include "loom/comm/coordinator.h"
+#include "loom/comm/job_env.h"
 #include "loom/io/safetensors.h"
+#include "loom/parallel/allreduce_context.h"
+#include "tools/loom/launch.h"
 #include "loom/ops/ops.h"
 #include "loom/train/trainer.h"
 
 namespace loom::cli {
 
-int run_train(const TrainArgs& args) {
-  io::JobConfig job = io::load_job_file(args.job, args.overrides);
-  train::Trainer trainer(job, {.checkpoint_dir = args.checkpoint_dir, .metrics_out = args.metrics_out});
+namespace {
+
+int train_here(const TrainArgs& args, const io::JobConfig& job, train::DistributedContext* dist) {
+  train::Trainer trainer(job, {.checkpoint_dir = args.checkpoint_dir, .metrics_out = args.metrics_out,
+                               .distributed = dist});
+  const bool main = !dist || dist->rank() == 0;
   if (args.resume) {
     if (trainer.resume_from_latest()) {
-      std::fprintf(stderr, "resuming at step %lld\n", static_cast<long long>(trainer.step()));
-    } else {
+      if (main) std::fprintf(stderr, "resuming at step %lld\n", static_cast<long long>(trainer.step()));
+    } else if (main) {
       std::fprintf(stderr, "no checkpoint to resume from; starting fresh\n");
     }
   }
   train::EpochReport last = trainer.fit();
-  if (!args.save_final.empty()) {
+  if (main && !args.save_final.empty()) {
     trainer.save_model(args.save_final);
     std::fprintf(stderr, "saved final weights to %s\n", args.save_final.c_str());
   }
-  if (last.test) std::printf("%s\n", last.test->to_json().c_str());
+  if (main && last.test) std::printf("%s\n", last.test->to_json().c_str());
   return 0;
+}
+
+}  // namespace
+
+int run_train(const TrainArgs& args) {
+  io::JobConfig job = io::load_job_file(args.job, args.overrides);
+  const int workers = args.workers > 0 ? args.workers : static_cast<int>(job.distributed.workers);
+  comm::JobEnv env = comm::read_job_env();
+  if (env.has_coordinator() && env.world_size > 1) {
+    // A worker of a distributed job (started by `loom launch`, torchrun, mpirun, srun, ...).
+    const auto& d = job.distributed;
+    auto ms = [](double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); };
+    auto pg = parallel::ProcessGroup::join(env, {.collective_timeout = ms(d.timeout_s),
+                                                 .heartbeat_timeout = ms(d.heartbeat_timeout_s),
+                                                 .transport = d.transport});
+    parallel::AllreduceContext ctx(
+        *pg, {.data_parallel = {.bucket_bytes = static_cast<size_t>(d.bucket_mb * (1 << 20)),
+                                .first_bucket_bytes = static_cast<size_t>(d.first_bucket_mb * (1 << 20)),
+                                .algorithm = comm::algorithm_from_name(d.algorithm),
+                                .timeout = ms(d.timeout_s)},
+              .deterministic = d.deterministic});
+    const int rc = train_here(args, job, &ctx);
+    pg->finish();
+    return rc;
+  }
+  if (workers > 1) {
+    LOOM_CHECK_T(ConfigError, job.distributed.mode != "local" || args.workers > 0,
+                 "{}: [distributed] workers = {} needs mode = \"allreduce\"", args.job, workers);
+    std::vector<std::string> command = {self_executable()};
+    for (const auto& a : args.argv) command.push_back(a);
+    return launch({.workers = workers, .insecure = false}, command);
+  }
+  return train_here(args, job, nullptr);
 }
 
 int run_eval(const EvalArgs& args) {
@@ -62,6 +106,7 @@ int print_diff(const std::string& a_path, const std::string& b_path) {
   io::SafetensorsFile a = io::read_safetensors(a_path), b = io::read_safetensors(b_path);
   double max_abs = 0, max_rel = 0;
   int differing = 0;
+  // max_rel_diff: max |a - b| / max(|a|, |b|) over the tensor.
   std::printf("%-40s %14s %14s\n", "tensor", "max_abs_diff", "max_rel_diff");
   for (const auto& [name, ta] : a.tensors) {
     const core::Tensor* tb = b.find(name);
@@ -77,13 +122,14 @@ int print_diff(const std::string& a_path, const std::string& b_path) {
       continue;
     }
     auto va = ta.to_vector<double>(), vb = tb->to_vector<double>();
-    double t_abs = 0, t_rel = 0;
+    // Relative to the tensor's scale (its largest magnitude), so that elements
+    // near zero do not turn rounding noise into huge ratios.
+    double t_abs = 0, scale = 0;
     for (size_t i = 0; i < va.size(); ++i) {
-      const double d = std::abs(va[i] - vb[i]);
-      t_abs = std::max(t_abs, d);
-      const double scale = std::max(std::abs(va[i]), std::abs(vb[i]));
-      if (scale > 0) t_rel = std::max(t_rel, d / scale);
+      t_abs = std::max(t_abs, std::abs(va[i] - vb[i]));
+      scale = std::max({scale, std::abs(va[i]), std::abs(vb[i])});
     }
+    const double t_rel = scale > 0 ? t_abs / scale : 0.0;
     std::printf("%-40s %14.6g %14.6g\n", name.c_str(), t_abs, t_rel);
     max_abs = std::max(max_abs, t_abs);
     max_rel = std::max(max_rel, t_rel);
@@ -101,6 +147,33 @@ int print_diff(const std::string& a_path, const std::string& b_path) {
 }
 
 }  // namespace
+
+int run_coordinator(const CoordinatorArgs& args) {
+  comm::SecurityOptions security = comm::security_from_env(args.insecure);
+  comm::check_security(security);
+  std::string bind = args.bind.rfind("tcp://", 0) == 0 ? args.bind : "tcp://" + args.bind;
+  comm::Coordinator coordinator(
+      {.bind = bind, .num_workers = args.workers, .num_servers = args.servers, .security = security,
+       .heartbeat_timeout = std::chrono::milliseconds(static_cast<int64_t>(args.heartbeat_timeout_s * 1000))});
+  std::fprintf(stderr, "coordinator listening on %s for %d workers and %d servers\n", coordinator.endpoint().c_str(),
+               args.workers, args.servers);
+  // Runs until every process has left, or until SIGTERM/SIGINT.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  for (;;) {
+    if (coordinator.wait_finished(std::chrono::milliseconds(200))) return 0;
+    timespec zero{0, 0};
+    if (sigtimedwait(&set, nullptr, &zero) > 0) return 0;
+    auto lost = coordinator.lost();
+    if (!lost.empty()) {
+      std::fprintf(stderr, "coordinator: %s\n", lost.front().describe().c_str());
+      return 1;
+    }
+  }
+}
 
 int run_inspect(const InspectArgs& args) {
   if (args.diff) {

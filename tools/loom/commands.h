@@ -11,6 +11,14 @@ struct TrainArgs {
   std::vector<std::string> overrides;
   std::string checkpoint_dir, metrics_out, save_final;
   bool resume = false;
+  int workers = 0;  // > 0: overrides [distributed] workers
+  std::vector<std::string> argv;  // the original arguments (re-run by each worker)
+};
+struct CoordinatorArgs {
+  std::string bind = "tcp://127.0.0.1:29400";
+  int workers = 1, servers = 0;
+  bool insecure = false;
+  double heartbeat_timeout_s = 10.0;
 };
 struct EvalArgs {
   std::string job, checkpoint;
@@ -24,5 +32,6 @@ struct InspectArgs {
 int run_train(const TrainArgs& args);
 int run_eval(const EvalArgs& args);
 int run_inspect(const InspectArgs& args);
+int run_coordinator(const CoordinatorArgs& args);
 
 }  // namespace loom::cli

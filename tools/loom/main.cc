@@ -14,6 +14,8 @@
 
 #include "loom/core/error.h"
 #include "tools/loom/commands.h"
+#include "tools/loom/bench.h"
+#include "tools/loom/launch.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Loom: train, evaluate and inspect models (C++20 deep-learning training framework)", "loom"};
@@ -28,6 +30,8 @@ int main(int argc, char** argv) {
   t->add_flag("--resume", train.resume, "continue from the newest checkpoint in the checkpoint dir");
   t->add_option("--metrics-out", train.metrics_out, "append one JSON object per epoch to this file");
   t->add_option("--save-final", train.save_final, "write the final weights to this safetensors file");
+  t->add_option("--workers", train.workers, "train with N local worker processes (data parallel, all-reduce)")
+      ->check(CLI::PositiveNumber);
 
   loom::cli::EvalArgs eval;
   auto* e = app.add_subcommand("eval", "evaluate a checkpoint on the job's test set");
@@ -40,6 +44,41 @@ int main(int argc, char** argv) {
   i->add_option("files", inspect.files, "one file, or two with --diff")->required();
   i->add_flag("--diff", inspect.diff, "print the largest absolute and relative difference per tensor");
 
+  loom::cli::LaunchOptions launch;
+  std::vector<std::string> launch_command;
+  auto* l = app.add_subcommand("launch", "start a coordinator and N worker processes running COMMAND");
+  l->add_option("--workers", launch.workers, "number of worker processes")->check(CLI::PositiveNumber);
+  l->add_option("--servers", launch.servers, "number of parameter-server processes");
+  l->add_option("--hosts", launch.hosts, "placement: localhost:slots or netns:NAME:slots, comma-separated")
+      ->delimiter(',');
+  l->add_flag("--insecure", launch.insecure, "no CURVE encryption or authentication (trusted networks only)");
+  l->add_flag("--describe", launch.describe, "print where each process would run and exit");
+  l->add_option("command", launch_command, "the program and its arguments (after --)")->required();
+
+  loom::cli::CoordinatorArgs coord;
+  auto* c = app.add_subcommand("coordinator", "run a job's coordinator (rendezvous, barriers, heartbeats)");
+  c->add_option("--bind", coord.bind, "address to listen on (host:port or tcp://host:port)");
+  c->add_option("--workers", coord.workers, "number of workers to expect")->check(CLI::PositiveNumber);
+  c->add_option("--servers", coord.servers, "number of parameter servers to expect");
+  c->add_flag("--insecure", coord.insecure, "no CURVE encryption or authentication");
+  c->add_option("--heartbeat-timeout", coord.heartbeat_timeout_s, "seconds of silence after which a process is lost")
+      ->check(CLI::PositiveNumber);
+
+  loom::cli::BenchAllreduceArgs bench_ar;
+  auto* b = app.add_subcommand("bench", "benchmarks");
+  b->require_subcommand(1);
+  auto* bar = b->add_subcommand("allreduce", "all-reduce bus bandwidth across worker processes (JSON lines)");
+  bar->add_option("--workers", bench_ar.workers, "number of worker processes")->check(CLI::PositiveNumber);
+  bar->add_option("--sizes", bench_ar.sizes, "message sizes, e.g. 1M,4M,16M,64M")->delimiter(',');
+  bar->add_option("--algo", bench_ar.algorithm, "auto, ring, halving_doubling, tree or hierarchical");
+  bar->add_option("--transport", bench_ar.transport, "auto, zmq or shm");
+  bar->add_option("--hosts", bench_ar.hosts, "placement, as for launch")->delimiter(',');
+  bar->add_flag("--insecure", bench_ar.insecure, "no CURVE encryption (as the plaintext references)");
+
+  for (int k = 1; k < argc; ++k) {
+    train.argv.emplace_back(argv[k]);
+    bench_ar.argv.emplace_back(argv[k]);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& err) {
@@ -50,6 +89,9 @@ int main(int argc, char** argv) {
     if (*t) return loom::cli::run_train(train);
     if (*e) return loom::cli::run_eval(eval);
     if (*i) return loom::cli::run_inspect(inspect);
+    if (*l) return loom::cli::launch(launch, launch_command);
+    if (*c) return loom::cli::run_coordinator(coord);
+    if (*bar) return loom::cli::run_bench_allreduce(bench_ar);
   } catch (const loom::Error& err) {
     std::fprintf(stderr, "loom: %s\n", err.what());
     return 1;

@@ -1,0 +1,117 @@
+// Synchronous data parallelism over all-reduce, as PyTorch DDP / Horovod do it:
+// every worker holds a full replica, computes gradients on its share of the
+// batch, and the gradients are summed across workers before the optimizer step.
+//
+//   parallel::DataParallel dp(model, comm, {.bucket_bytes = 25 << 20});   // broadcasts rank 0's weights
+//   for (...) {
+//     opt.zero_grad();
+//     autograd::backward(loss_scaled);   // buckets start all-reducing from the gradient hooks
+//     dp.finish_gradient_sync();         // waits; every rank now holds the same summed gradients
+//     opt.step();
+//   }
+//   { auto no_sync = dp.no_sync(); autograd::backward(loss); }   // accumulate locally, sync later
+//
+// Buckets: parameters are grouped in reverse registration order (the order
+// backward finishes them) into flat buffers of at most bucket_bytes (the first
+// bucket: first_bucket_bytes, so communication starts early). Each parameter's
+// .grad is a view into its bucket, so backward writes straight into the buffer
+// that goes on the wire: no copies. When every gradient of a bucket is final,
+// the bucket is queued to a communication thread, which all-reduces buckets in
+// index order (the same order on every rank) while backward continues.
+//
+// The reduction is a sum: scale the loss by (local batch / global batch) to get
+// the global-batch mean (Trainer does). With `deterministic`, gradients are
+// summed in 64-bit fixed point, which is associative: the result is bitwise the
+// same for any number of workers and any all-reduce algorithm (see
+// docs/ARCHITECTURE.md).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "loom/comm/collectives.h"
+#include "loom/comm/communicator.h"
+#include "loom/nn/module.h"
+
+namespace loom::parallel {
+
+struct DataParallelOptions {
+  size_t bucket_bytes = 25u << 20;
+  size_t first_bucket_bytes = 1u << 20;
+  bool broadcast_parameters = true;  // make every replica start from rank 0's weights and buffers
+  comm::Algorithm algorithm = comm::Algorithm::Auto;
+  std::chrono::milliseconds timeout{60000};
+};
+
+class DataParallel {
+ public:
+  DataParallel(nn::Module& model, comm::Communicator& comm, DataParallelOptions options = {});
+  ~DataParallel();
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
+
+  // Waits until every bucket of this backward pass is all-reduced (buckets
+  // whose parameters got no gradient are reduced too, as zeros) and rethrows a
+  // communication error (TimeoutError, PeerLostError) if one happened.
+  void finish_gradient_sync();
+
+  // While the returned guard lives, backward accumulates gradients locally
+  // without communicating (gradient accumulation); the next synced backward
+  // all-reduces the accumulated sum.
+  class NoSync {
+   public:
+    explicit NoSync(DataParallel& dp) : dp_(dp) { dp_.sync_ = false; }
+    ~NoSync() { dp_.sync_ = true; }
+   private:
+    DataParallel& dp_;
+  };
+  NoSync no_sync() { return NoSync(*this); }
+
+  // Deterministic mode: adds the current gradients (of one micro-batch) into
+  // 64-bit fixed-point accumulators and zeroes them. finish_gradient_sync()
+  // then all-reduces the accumulators (integer sums: exact, associative) and
+  // writes the result back as the gradients. Call it after each micro-batch's
+  // backward inside no_sync().
+  void accumulate_fixed_point();
+  static constexpr int kFixedPointBits = 40;  // resolution 2^-40; |sum| < 2^23
+
+  size_t num_buckets() const { return buckets_.size(); }
+  // Parameter names per bucket, in bucket order (for logs and tests).
+  std::vector<std::vector<std::string>> bucket_layout() const;
+
+ private:
+  struct Bucket {
+    core::Tensor flat;  // the gradients of its parameters, back to back
+    core::Tensor fixed; // deterministic mode: i64 fixed-point accumulator
+    std::vector<std::string> names;
+    int pending = 0;    // gradients not yet final in this pass
+  };
+  void on_grad_ready(size_t bucket);
+  void comm_loop();
+  void reset_pass();
+
+  nn::Module& model_;
+  comm::Communicator& comm_;
+  DataParallelOptions options_;
+  std::vector<Bucket> buckets_;
+  bool sync_ = true;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<size_t> ready_;     // buckets ready to reduce, in the order they became ready
+  size_t next_to_reduce_ = 0;    // the comm thread reduces buckets in index order
+  size_t reduced_ = 0;           // buckets finished in this pass
+  std::vector<bool> is_ready_;
+  std::exception_ptr error_;
+  bool stop_ = false;
+  std::shared_ptr<bool> alive_;  // hooks outlive us in the parameters; they check this
+  std::thread comm_thread_;
+};
+
+}  // namespace loom::parallel

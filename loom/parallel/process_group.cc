@@ -1,0 +1,142 @@
+#include "loom/parallel/process_group.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <cstdlib>
+
+#include "loom/comm/inproc_transport.h"
+#include "loom/comm/security.h"
+#include "loom/comm/shm_transport.h"
+#include "loom/comm/zmq_transport.h"
+
+namespace loom::parallel {
+namespace {
+
+// The local IP address this host uses to reach `host` (no packet is sent).
+std::string local_address_towards(const std::string& host, int port) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || !res) return "127.0.0.1";
+  std::string out = "127.0.0.1";
+  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+    sockaddr_in local{};
+    socklen_t len = sizeof local;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+      char buf[INET_ADDRSTRLEN];
+      if (::inet_ntop(AF_INET, &local.sin_addr, buf, sizeof buf)) out = buf;
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  ::freeaddrinfo(res);
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<ProcessGroup> ProcessGroup::join(const ProcessGroupOptions& options) {
+  return join(comm::read_job_env(), options);
+}
+
+std::unique_ptr<ProcessGroup> ProcessGroup::join(const comm::JobEnv& env, const ProcessGroupOptions& options) {
+  std::unique_ptr<ProcessGroup> pg(new ProcessGroup());
+  pg->env_ = env;
+  if (!env.has_coordinator() || (env.world_size == 1 && env.num_servers == 0)) {
+    // A single process: an in-process transport to itself, no coordinator.
+    static comm::InProcHub* solo = new comm::InProcHub(1);  // NOLINT: one per process, never freed
+    pg->comm_ = comm::make_communicator(solo->transport(0));
+    pg->comm_.timeout = options.collective_timeout;
+    pg->finished_ = true;
+    return pg;
+  }
+  comm::SecurityOptions security = comm::security_from_env(env.insecure);
+  comm::check_security(security);
+
+  // Foreign launchers start no coordinator: rank 0 hosts it.
+  if (env.source != "LOOM" && env.role == "worker" && env.rank == 0) {
+    pg->coordinator_ = std::make_unique<comm::Coordinator>(comm::CoordinatorOptions{
+        .bind = format("tcp://*:{}", env.coordinator_port), .num_workers = env.world_size,
+        .num_servers = env.num_servers, .security = security, .heartbeat_timeout = options.heartbeat_timeout});
+  }
+  pg->client_ = std::make_unique<comm::CoordinatorClient>(env.coordinator_endpoint(), security, options.timeout);
+
+  const std::string host_env = std::getenv("LOOM_HOST") ? std::getenv("LOOM_HOST") : "";
+  const std::string ip = local_address_towards(env.coordinator_host, env.coordinator_port);
+  const std::string endpoint = comm::pick_free_tcp_endpoint(ip);
+  // Names hosts by what the launcher said (network namespaces share a kernel host name).
+  const std::string host = host_env.empty() ? comm::host_name() : host_env;
+  pg->membership_ = pg->client_->register_process(
+      {.role = env.role, .host = host, .rank = env.rank, .endpoint = endpoint}, options.timeout);
+
+  const auto& m = pg->membership_;
+  std::vector<int> hosts = m.host_indices(env.role);
+  bool one_host = true;
+  for (int h : hosts) one_host = one_host && h == hosts.front();
+  std::shared_ptr<comm::Transport> transport;
+  std::string kind = options.transport;
+  // Same host: shared memory (no network stack, no encryption needed: the
+  // segment is private to this user). Across hosts: ZeroMQ with CURVE.
+  if (kind == "auto") kind = one_host ? "shm" : "zmq";
+  if (kind == "shm") {
+    LOOM_CHECK_T(ConfigError, one_host, "transport 'shm' needs every rank on one host");
+    std::string job_id = pg->client_->endpoint();
+    for (char& c : job_id) {
+      if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+    }
+    transport = std::make_shared<comm::ShmTransport>(comm::ShmOptions{.job_id = job_id, .rank = m.rank, .size = m.world_size});
+  } else {
+    LOOM_CHECK_T(ConfigError, kind == "zmq", "unknown transport '{}' (auto, zmq or shm)", kind);
+    transport = std::make_shared<comm::ZmqTransport>(m.rank, m.endpoints(env.role), security);
+  }
+  // Any loss breaks synchronous training: fail every peer so that no rank
+  // waits on a rank that is itself waiting on the dead one.
+  std::weak_ptr<comm::Transport> weak = transport;
+  const int world = m.world_size, self = m.rank;
+  // Only the first loss is the cause; later ones (ranks that stopped because
+  // of it) must not overwrite the reason every rank reports.
+  auto first = std::make_shared<std::atomic<bool>>(false);
+  pg->client_->on_peer_lost([weak, world, self, first](const comm::LostPeer& lost) {
+    if (first->exchange(true)) return;
+    if (auto t = weak.lock()) {
+      for (int r = 0; r < world; ++r) {
+        if (r != self) t->fail_peer(r, lost.describe());
+      }
+    }
+  });
+  pg->comm_ = comm::make_communicator(transport, hosts);
+  pg->comm_.timeout = options.collective_timeout;
+  pg->client_->barrier("transport-ready", options.timeout, env.role);
+  return pg;
+}
+
+std::string ProcessGroup::host() const {
+  if (membership_.processes.empty()) return comm::host_name();
+  return membership_.self().host;
+}
+
+void ProcessGroup::finish() {
+  if (finished_) return;
+  finished_ = true;
+  try {
+    client_->barrier("finish", std::chrono::seconds(60), env_.role);
+    client_->leave();
+  } catch (const Error&) {
+    // Leaving is best effort: a peer already gone makes the barrier fail.
+  }
+  if (coordinator_) coordinator_->wait_finished(std::chrono::seconds(10));
+}
+
+ProcessGroup::~ProcessGroup() {
+  try {
+    finish();
+  } catch (...) {
+  }
+}
+
+}  // namespace loom::parallel

@@ -1,0 +1,61 @@
+// Joining a distributed job: read the launcher's variables, meet the others at
+// the coordinator, open the data transport, and turn a lost peer into
+// PeerLostError on every rank.
+//
+//   auto pg = parallel::ProcessGroup::join({.timeout = 60s});   // LOOM_*, torchrun, Open MPI, Slurm, MXNet
+//   comm::Communicator& comm = pg->comm();                       // rank, size, topology
+//   comm::allreduce(comm, t);
+//   pg->finish();                                                // a clean goodbye (others are not told "lost")
+//
+// With a foreign launcher (torchrun, Open MPI, Slurm, Kubernetes) nobody has
+// started a coordinator: rank 0 starts one in-process at the advertised
+// address (MASTER_ADDR:MASTER_PORT), as torchrun's rank 0 hosts its store.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "loom/comm/communicator.h"
+#include "loom/comm/coordinator.h"
+#include "loom/comm/job_env.h"
+
+namespace loom::parallel {
+
+struct ProcessGroupOptions {
+  std::chrono::milliseconds timeout{120000};             // rendezvous
+  std::chrono::milliseconds collective_timeout{60000};   // each collective call
+  std::chrono::milliseconds heartbeat_timeout{10000};    // a silent peer is lost after this
+  std::string transport = "auto";                        // auto | zmq | shm (shm: all ranks on one host)
+};
+
+class ProcessGroup {
+ public:
+  // Joins the job the environment describes (see comm::read_job_env). Throws
+  // ConfigError when the variables are missing or inconsistent.
+  static std::unique_ptr<ProcessGroup> join(const ProcessGroupOptions& options = {});
+  static std::unique_ptr<ProcessGroup> join(const comm::JobEnv& env, const ProcessGroupOptions& options);
+  ~ProcessGroup();
+
+  comm::Communicator& comm() { return comm_; }
+  const comm::Membership& membership() const { return membership_; }
+  const comm::JobEnv& env() const { return env_; }
+  int rank() const { return comm_.rank; }
+  int size() const { return comm_.size; }
+  std::string host() const;
+
+  // Leaves cleanly (after a final barrier): the coordinator does not report
+  // this process lost. Called by the destructor if not called before.
+  void finish();
+
+ private:
+  ProcessGroup() = default;
+  comm::JobEnv env_;
+  std::unique_ptr<comm::Coordinator> coordinator_;  // rank 0 under a foreign launcher
+  std::unique_ptr<comm::CoordinatorClient> client_;
+  comm::Membership membership_;
+  comm::Communicator comm_;
+  bool finished_ = false;
+};
+
+}  // namespace loom::parallel

@@ -1,0 +1,314 @@
+#include "tools/loom/launch.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "loom/core/error.h"
+
+namespace loom::cli {
+namespace {
+
+struct Child {
+  std::string label;  // "coordinator", "worker 3"
+  std::string host = "localhost";
+  pid_t pid = -1;
+  int out_fd = -1;    // stdout+stderr pipe
+  std::string partial;  // an unfinished output line
+  bool exited = false;
+  int status = 0;
+};
+
+struct Placement {
+  std::string host;   // "localhost" or a namespace name
+  bool netns = false;
+  int rank = 0, local_rank = 0;
+};
+
+std::vector<Placement> place(const LaunchOptions& o, int count) {
+  std::vector<std::pair<std::string, int>> hosts;
+  for (const auto& h : o.hosts) {
+    std::string spec = h;
+    bool netns = spec.rfind("netns:", 0) == 0;
+    if (netns) spec = spec.substr(6);
+    auto colon = spec.rfind(':');
+    int slots = 1;
+    std::string name = spec;
+    if (colon != std::string::npos) {
+      name = spec.substr(0, colon);
+      try {
+        slots = std::stoi(spec.substr(colon + 1));
+      } catch (const std::exception&) {
+        throw ConfigError(format("--hosts: bad slot count in '{}' (expected name:slots)", h));
+      }
+    }
+    LOOM_CHECK_T(ConfigError, slots >= 1 && !name.empty(), "--hosts: bad entry '{}' (expected name:slots)", h);
+    LOOM_CHECK_T(ConfigError, netns || name == "localhost" || name == "127.0.0.1",
+                 "--hosts: '{}' is a remote host; `loom launch` starts processes on this machine only (hosts as "
+                 "localhost or netns:NAME). Start remote ranks with your cluster's launcher and LOOM_* variables "
+                 "(see deploy/)", name);
+    hosts.emplace_back((netns ? "netns:" : "") + name, slots);
+  }
+  if (hosts.empty()) hosts.emplace_back("localhost", count);
+  int total = 0;
+  for (auto& [h, s] : hosts) total += s;
+  LOOM_CHECK_T(ConfigError, total >= count, "--hosts offer {} slots for {} processes", total, count);
+  std::vector<Placement> out;
+  for (auto& [h, s] : hosts) {
+    for (int l = 0; l < s && static_cast<int>(out.size()) < count; ++l) {
+      Placement p;
+      p.netns = h.rfind("netns:", 0) == 0;
+      p.host = p.netns ? h.substr(6) : h;
+      p.rank = static_cast<int>(out.size());
+      p.local_rank = l;
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
+int free_tcp_port(const std::string& host) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  LOOM_CHECK_T(IoError, fd >= 0, "launch: socket(): {}", std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = 0;
+  ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    throw IoError(format("launch: cannot bind {}: {}", host, std::strerror(errno)));
+  }
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// The first IPv4 address inside network namespace `ns` (other than loopback).
+std::string netns_address(const std::string& ns) {
+  std::string cmd = "ip -n '" + ns + "' -4 -o addr show 2>/dev/null";
+  std::FILE* p = ::popen(cmd.c_str(), "r");
+  LOOM_CHECK_T(IoError, p != nullptr, "launch: cannot run ip: {}", std::strerror(errno));
+  char line[512];
+  std::string found;
+  while (found.empty() && std::fgets(line, sizeof line, p)) {
+    const char* inet = std::strstr(line, " inet ");
+    if (!inet) continue;
+    std::string addr(inet + 6);
+    addr = addr.substr(0, addr.find('/'));
+    if (addr.rfind("127.", 0) != 0) found = addr;
+  }
+  ::pclose(p);
+  LOOM_CHECK_T(ConfigError, !found.empty(), "launch: network namespace '{}' has no IPv4 address (is it up?)", ns);
+  return found;
+}
+
+std::string random_secret() {
+  std::random_device rd;
+  std::string s;
+  for (int i = 0; i < 32; ++i) s += "0123456789abcdef"[rd() % 16];
+  return s;
+}
+
+Child spawn(const std::string& label, const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+            const Placement* where) {
+  int fds[2];
+  LOOM_CHECK_T(IoError, ::pipe2(fds, O_CLOEXEC) == 0, "launch: pipe: {}", std::strerror(errno));
+  std::vector<std::string> args;
+  if (where && where->netns) args = {"ip", "netns", "exec", where->host};
+  args.insert(args.end(), argv.begin(), argv.end());
+  pid_t pid = ::fork();
+  LOOM_CHECK_T(IoError, pid >= 0, "launch: fork: {}", std::strerror(errno));
+  if (pid == 0) {
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::dup2(fds[1], STDERR_FILENO);
+    ::setpgid(0, 0);
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> cargs;
+    for (auto& a : args) cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    ::execvp(cargs[0], cargs.data());
+    std::fprintf(stderr, "loom launch: cannot run '%s': %s\n", cargs[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  Child c;
+  c.label = label;
+  c.pid = pid;
+  c.out_fd = fds[0];
+  return c;
+}
+
+// Copies complete lines from a child's pipe to our stdout, prefixed.
+bool pump(Child& c) {
+  char buf[65536];
+  ssize_t n = ::read(c.out_fd, buf, sizeof buf);
+  if (n <= 0) {
+    if (!c.partial.empty()) std::printf("[%s] %s\n", c.label.c_str(), c.partial.c_str());
+    c.partial.clear();
+    ::close(c.out_fd);
+    c.out_fd = -1;
+    return false;
+  }
+  c.partial.append(buf, static_cast<size_t>(n));
+  size_t start = 0, nl;
+  while ((nl = c.partial.find_first_of("\n\r", start)) != std::string::npos) {
+    if (nl > start) std::printf("[%s] %s\n", c.label.c_str(), c.partial.substr(start, nl - start).c_str());
+    start = nl + 1;
+  }
+  c.partial.erase(0, start);
+  std::fflush(stdout);
+  return true;
+}
+
+volatile sig_atomic_t g_interrupted = 0;
+void on_signal(int) { g_interrupted = 1; }
+
+std::string describe_exit(int status) {
+  if (WIFEXITED(status)) return format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  return "stopped";
+}
+
+}  // namespace
+
+std::string self_executable() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  LOOM_CHECK_T(IoError, n > 0, "cannot find the loom executable: {}", std::strerror(errno));
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+int launch(const LaunchOptions& o, const std::vector<std::string>& command) {
+  LOOM_CHECK_T(ConfigError, o.workers >= 1, "launch: --workers must be >= 1, got {}", o.workers);
+  LOOM_CHECK_T(ConfigError, o.servers >= 0, "launch: --servers must be >= 0, got {}", o.servers);
+  LOOM_CHECK_T(ConfigError, !command.empty(), "launch: no command given (use: loom launch --workers N -- COMMAND)");
+  std::vector<Placement> workers = place(o, o.workers);
+  if (o.describe) {
+    std::printf("coordinator: %s\n", o.coordinator_bind.c_str());
+    for (const auto& p : workers) {
+      std::printf("worker %d: host %s%s, local rank %d\n", p.rank, p.netns ? "netns:" : "", p.host.c_str(), p.local_rank);
+    }
+    return 0;
+  }
+  const std::string secret = o.insecure ? std::string() : (o.secret.empty() ? random_secret() : o.secret);
+  // With network namespaces as hosts, the coordinator lives on the first one.
+  const Placement* coord_where = workers.front().netns ? &workers.front() : nullptr;
+  const std::string coord_host = coord_where ? netns_address(coord_where->host) : o.coordinator_bind;
+  const int port = coord_where ? 29400 + static_cast<int>(::getpid() % 500) : free_tcp_port(coord_host);
+  const std::string coordinator = format("{}:{}", coord_host, port);
+
+  struct sigaction sa{};
+  sa.sa_handler = on_signal;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+
+  std::vector<Child> children;
+  std::map<std::string, std::string> common{{"LOOM_COORDINATOR", coordinator},
+                                            {"LOOM_WORLD_SIZE", std::to_string(o.workers)},
+                                            {"LOOM_NUM_SERVERS", std::to_string(o.servers)},
+                                            {"LOOM_JOB_SECRET", secret},
+                                            {"LOOM_INSECURE", o.insecure ? "1" : "0"}};
+  {
+    std::vector<std::string> argv = {self_executable(), "coordinator", "--bind", coordinator,
+                                     "--workers", std::to_string(o.workers), "--servers", std::to_string(o.servers)};
+    if (o.insecure) argv.push_back("--insecure");
+    children.push_back(spawn("coordinator", argv, common, coord_where));
+  }
+  for (const auto& p : workers) {
+    auto env = common;
+    env["LOOM_ROLE"] = "worker";
+    env["LOOM_RANK"] = std::to_string(p.rank);
+    env["LOOM_LOCAL_RANK"] = std::to_string(p.local_rank);
+    env["LOOM_HOST"] = p.netns ? p.host : "localhost";
+    children.push_back(spawn(format("worker {}", p.rank), command, env, &p));
+    children.back().host = p.host;
+  }
+
+  int result = 0;
+  std::string failure;
+  auto alive = [&] {
+    int n = 0;
+    for (auto& c : children) n += !c.exited;
+    return n;
+  };
+  auto kill_all = [&](int sig) {
+    for (auto& c : children) {
+      if (!c.exited) ::kill(-c.pid, sig);
+    }
+  };
+  auto deadline = std::chrono::steady_clock::time_point::max();
+  bool stopping = false;
+  while (alive() > 0) {
+    std::vector<pollfd> fds;
+    std::vector<Child*> owners;
+    for (auto& c : children) {
+      if (c.out_fd >= 0) {
+        fds.push_back({c.out_fd, POLLIN, 0});
+        owners.push_back(&c);
+      }
+    }
+    ::poll(fds.data(), fds.size(), 100);
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) pump(*owners[i]);
+    }
+    for (auto& c : children) {
+      if (c.exited) continue;
+      int status = 0;
+      if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
+        c.exited = true;
+        c.status = status;
+        const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (c.label == "coordinator" && ok && !stopping) continue;  // it leaves once the workers are done
+        if (!ok && !stopping) {
+          failure = format("{} on host {} (pid {}) {}", c.label, c.host, c.pid, describe_exit(status));
+          result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+          if (result == 0) result = 1;
+          stopping = true;
+          kill_all(SIGTERM);
+          deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.grace_ms);
+        }
+      }
+    }
+    // When every worker is done, the coordinator is told to go.
+    bool workers_done = true;
+    for (auto& c : children) workers_done = workers_done && (c.label == "coordinator" || c.exited);
+    if (workers_done && !stopping) {
+      stopping = true;
+      kill_all(SIGTERM);
+      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.grace_ms);
+    }
+    if (g_interrupted && !stopping) {
+      failure = "interrupted";
+      result = 130;
+      stopping = true;
+      kill_all(SIGTERM);
+      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.grace_ms);
+    }
+    if (stopping && std::chrono::steady_clock::now() > deadline) kill_all(SIGKILL);
+  }
+  for (auto& c : children) {
+    while (c.out_fd >= 0 && pump(c)) {
+    }
+  }
+  if (!failure.empty()) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "loom launch: %s; stopped the other processes\n", failure.c_str());
+  }
+  return result;
+}
+
+}  // namespace loom::cli
