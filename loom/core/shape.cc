@@ -1,5 +1,7 @@
 #include "loom/core/shape.h"
 
+#include <algorithm>
+
 #include "loom/core/error.h"
 
 namespace loom::core {
@@ -15,7 +17,9 @@ Strides contiguous_strides(const Shape& s) {
   int64_t acc = 1;
   for (size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= s[i];
+    // Zero-size dims still get strides; the product of the others must fit.
+    LOOM_CHECK_T(ShapeError, !__builtin_mul_overflow(acc, std::max<int64_t>(s[i], 1), &acc),
+                 "shape {} is too large: its element count overflows 64 bits", to_string(s));
   }
   return st;
 }

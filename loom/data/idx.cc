@@ -177,6 +177,14 @@ Tensor read_idx(const std::string& path) {
     LOOM_CHECK_T(IoError, !__builtin_mul_overflow(count, n, &count),
                  "read_idx: '{}' declares dims {} whose product overflows", path, core::to_string(shape));
   }
+  // The dims other than zeros must multiply out too (they set the strides).
+  uint64_t nonzero = 1;
+  for (int64_t d : shape) {
+    LOOM_CHECK_T(IoError,
+                 !__builtin_mul_overflow(nonzero, static_cast<uint64_t>(std::max<int64_t>(d, 1)), &nonzero) &&
+                     nonzero <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+                 "read_idx: '{}' declares dims {} whose product overflows", path, core::to_string(shape));
+  }
   uint64_t nbytes = 0;
   LOOM_CHECK_T(IoError,
                !__builtin_mul_overflow(count, type.file_itemsize, &nbytes) &&

@@ -64,6 +64,13 @@ TEST(Idx, ReadsAnEmptyTensor) {
   EXPECT_EQ(t.numel(), 0);
 }
 
+TEST(Idx, HugeDimsAroundAZeroAreRefused) {
+  // Found by fuzz/idx_fuzz.cc: zero elements, but the other dims' product overflows the strides.
+  TempDir dir;
+  write_bytes(dir.file("huge"), header(0x08, {0, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu}));
+  expect_io_error([&] { read_idx(dir.file("huge")); }, {"overflows"});
+}
+
 TEST(Idx, DecodesBigEndianTypes) {
   TempDir dir;
   // i16 -2 and 258; i8 -1; f32 1.5 (0x3fc00000); f64 -2.0 (0xc000000000000000).
