@@ -1,5 +1,7 @@
 #include "loom/comm/wire.h"
 
+#include "loom/core/crc32c.h"
+
 #include <cstring>
 #include <string>
 
@@ -50,19 +52,7 @@ std::string printable(const std::byte* p, size_t n) {
   return s;
 }
 
-constexpr uint32_t kCrcPolynomial = 0x82F63B78u;  // Castagnoli, bit-reflected
 
-constexpr std::array<uint32_t, 256> make_crc_table() {
-  std::array<uint32_t, 256> table{};
-  for (uint32_t b = 0; b < 256; ++b) {
-    uint32_t c = b;
-    for (int k = 0; k < 8; ++k) c = (c & 1u) ? (c >> 1) ^ kCrcPolynomial : c >> 1;
-    table[b] = c;
-  }
-  return table;
-}
-
-constexpr std::array<uint32_t, 256> kCrcTable = make_crc_table();
 
 }  // namespace
 
@@ -79,11 +69,7 @@ bool operator==(const Header& a, const Header& b) {
          a.payload_nbytes == b.payload_nbytes;
 }
 
-uint32_t crc32c(std::span<const std::byte> data) {
-  uint32_t c = ~0u;
-  for (std::byte b : data) c = kCrcTable[(c ^ static_cast<uint32_t>(b)) & 0xFFu] ^ (c >> 8);
-  return ~c;
-}
+uint32_t crc32c(std::span<const std::byte> data) { return core::crc32c(data.data(), data.size()); }
 
 HeaderBytes encode_header(const Header& h) {
   LOOM_CHECK_T(CommError, known_kind(static_cast<uint16_t>(h.kind)), "wire: cannot encode unknown message kind {}",

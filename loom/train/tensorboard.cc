@@ -10,9 +10,12 @@
 #include <exception>
 
 #include "loom/core/error.h"
-#include "loom/train/crc32c.h"
+#include "loom/core/crc32c.h"
 
 namespace loom::train {
+
+using core::crc32c;
+using core::mask_crc32c;
 namespace {
 
 // ---- protobuf wire format (only what Event / Summary need) ----

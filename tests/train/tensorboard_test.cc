@@ -12,10 +12,15 @@
 #include <sstream>
 
 #include "loom/core/error.h"
-#include "loom/train/crc32c.h"
+#include "loom/core/crc32c.h"
 
 namespace loom::train {
 namespace {
+
+using core::crc32c;
+using core::crc32c_extend;
+using core::mask_crc32c;
+using core::unmask_crc32c;
 
 namespace fs = std::filesystem;
 

@@ -1,8 +1,8 @@
-// CRC-32C (Castagnoli), the checksum TFRecord files use to frame records.
+// CRC-32C (Castagnoli): TFRecord framing (TensorBoard files) and the comm wire header.
 //
-//   uint32_t c = train::crc32c("123456789", 9);          // 0xE3069283
-//   c = train::crc32c_extend(c, more, n_more);             // checksum of the concatenation
-//   uint32_t m = train::mask_crc32c(c);                    // what a TFRecord stores
+//   uint32_t c = core::crc32c("123456789", 9);          // 0xE3069283
+//   c = core::crc32c_extend(c, more, n_more);             // checksum of the concatenation
+//   uint32_t m = core::mask_crc32c(c);                    // what a TFRecord stores
 //
 // Reflected polynomial 0x82F63B78, initial value and final xor 0xFFFFFFFF.
 #pragma once
@@ -10,7 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace loom::train {
+namespace loom::core {
 
 // Continues a checksum `crc` (0 for the empty prefix) over `nbytes` more bytes.
 uint32_t crc32c_extend(uint32_t crc, const void* data, size_t nbytes);
@@ -26,4 +26,4 @@ inline uint32_t unmask_crc32c(uint32_t masked) {
   return (rot >> 17) | (rot << 15);
 }
 
-}  // namespace loom::train
+}  // namespace loom::core

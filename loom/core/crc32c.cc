@@ -1,8 +1,8 @@
-#include "loom/train/crc32c.h"
+#include "loom/core/crc32c.h"
 
 #include <array>
 
-namespace loom::train {
+namespace loom::core {
 namespace {
 
 constexpr uint32_t kPolynomial = 0x82F63B78u;  // Castagnoli, bit-reflected
@@ -29,4 +29,4 @@ uint32_t crc32c_extend(uint32_t crc, const void* data, size_t nbytes) {
   return ~c;
 }
 
-}  // namespace loom::train
+}  // namespace loom::core
