@@ -46,7 +46,10 @@ int run_train(const TrainArgs& args) {
   io::JobConfig job = io::load_job_file(args.job, args.overrides);
   const int workers = args.workers > 0 ? args.workers : static_cast<int>(job.distributed.workers);
   comm::JobEnv env = comm::read_job_env();
-  if (env.has_coordinator() && env.world_size > 1) {
+  // Deterministic mode runs even one process through the data-parallel path
+  // (per-sample, fixed-point gradients), so its results match any worker count bit for bit.
+  const bool deterministic = job.distributed.deterministic;
+  if (env.has_coordinator() && (env.world_size > 1 || deterministic)) {
     // A worker of a distributed job (started by `loom launch`, torchrun, mpirun, srun, ...).
     const auto& d = job.distributed;
     auto ms = [](double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); };
@@ -63,7 +66,7 @@ int run_train(const TrainArgs& args) {
     pg->finish();
     return rc;
   }
-  if (workers > 1) {
+  if (workers > 1 || deterministic) {
     LOOM_CHECK_T(ConfigError, job.distributed.mode != "local" || args.workers > 0,
                  "{}: [distributed] workers = {} needs mode = \"allreduce\"", args.job, workers);
     std::vector<std::string> command = {self_executable()};
