@@ -19,6 +19,7 @@
 
 #include "loom/comm/collectives.h"
 #include "loom/comm/inproc_transport.h"
+#include "run_ranks.h"
 
 namespace loom::comm {
 namespace {
@@ -28,27 +29,7 @@ using core::BFloat16;
 using core::DType;
 using core::Tensor;
 
-// Runs fn(communicator) on n ranks as threads; rethrows the first error.
-template <class F>
-void run_ranks(int n, const std::vector<int>& hosts, F&& fn) {
-  InProcHub hub(n);
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        Communicator c = make_communicator(hub.transport(r), hosts);
-        fn(c);
-      } catch (...) {
-        errors[static_cast<size_t>(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
-}
+using testing::run_ranks;
 
 // Two hosts layouts for the hierarchical cases: ranks dealt round-robin over
 // ceil(n/2) hosts (local ranks not contiguous), or in blocks of three.

@@ -15,6 +15,7 @@
 
 #include "loom/comm/collectives.h"
 #include "loom/comm/inproc_transport.h"
+#include "run_ranks.h"
 
 namespace loom::comm {
 namespace {
@@ -24,26 +25,7 @@ using core::BFloat16;
 using core::DType;
 using core::Tensor;
 
-template <class F>
-void run_ranks(int n, const std::vector<int>& hosts, F&& fn) {
-  InProcHub hub(n);
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        Communicator c = make_communicator(hub.transport(r), hosts);
-        fn(c);
-      } catch (...) {
-        errors[static_cast<size_t>(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
-}
+using testing::run_ranks;
 
 // A value that identifies (rank, element), exact in every dtype tested.
 int tagged_value(int rank, int64_t i) { return static_cast<int>((rank * 37 + i * 11) % 101) - 50; }
