@@ -99,7 +99,7 @@ class ZmqTransport final : public Transport {
   bool secure() const;  // CURVE (false: plaintext, --insecure)
 
  private:
-  struct Impl;  // sockets, the I/O thread and the receive queues (zmq_transport.cc)
+  struct Impl;  // sockets, the I/O thread and the receive queues (zmq_transport_impl.h)
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,503 @@
+// class CoordinatorClient: one per process. Caller threads queue requests and
+// wait for the reply; a background thread owns the DEALER, sends heartbeats,
+// files replies and reports lost peers. Also the Membership and LostPeer
+// helpers and host_name(). The messages it speaks are in coordinator_protocol.h.
+#include <unistd.h>
+#include <zmq.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "loom/comm/coordinator.h"
+#include "loom/comm/coordinator_protocol.h"
+#include "loom/comm/transport.h"  // Clock
+#include "loom/core/error.h"
+
+namespace loom::comm {
+
+using namespace coordinator_protocol;
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kReplyGrace = 250ms;  // a client waits this much past a timeout it gave the coordinator
+
+std::string random_routing_id() {
+  std::random_device rd;
+  std::string id = "c-";
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 32; ++i) id.push_back(kHex[rd() & 15]);
+  return id;
+}
+
+}  // namespace
+
+// ===========================================================================
+// Membership and LostPeer
+
+const ProcessInfo& Membership::at(const std::string& r, int k) const {
+  for (const auto& p : processes) {
+    if (p.role == r && p.rank == k) return p;
+  }
+  throw ValueError(format("membership: no {} with rank {}", r, k));
+}
+
+std::vector<std::string> Membership::endpoints(const std::string& r) const {
+  std::vector<std::string> out;
+  for (const auto& p : processes) {
+    if (p.role == r) out.push_back(p.endpoint);
+  }
+  return out;
+}
+
+std::vector<int> Membership::host_indices(const std::string& r) const {
+  std::vector<int> out;
+  for (const auto& p : processes) {
+    if (p.role == r) out.push_back(p.host_index);
+  }
+  return out;
+}
+
+std::string LostPeer::describe() const {
+  if (role == "coordinator") return format("the coordinator at {} lost: {}", host, reason);
+  return format("{} lost: {}", describe_process(role, rank, host), reason);
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+// ===========================================================================
+// The client
+
+struct CoordinatorClient::Impl {
+  struct Pending {
+    bool done = false;
+    Type type = Type::Error;
+    std::string body;
+  };
+
+  std::string endpoint;
+  std::unique_ptr<CurveKeys> keys;
+  void* ctx = nullptr;
+  void* dealer = nullptr;
+  void* monitor = nullptr;
+  int wake_fd = -1;
+  std::thread io;
+
+  mutable std::mutex mu;  // everything below
+  std::condition_variable cv;
+  std::deque<std::pair<std::string, std::string>> outbox;  // header, body
+  std::map<uint64_t, std::shared_ptr<Pending>> pending;
+  uint64_t next_request = 1;
+  bool welcomed = false;
+  Ms heartbeat_interval{1000};
+  Ms heartbeat_timeout{10000};
+  Clock::time_point last_heard;
+  std::string auth_error;
+  std::string coordinator_lost;  // why, once it is
+  std::vector<LostPeer> lost;
+  std::set<std::pair<std::string, int>> lost_seen;
+  std::function<void(const LostPeer&)> callback;
+  std::vector<LostPeer> to_report;  // for the callback, reported outside the lock
+  bool stopping = false;
+  bool left = false;
+
+  void open(const SecurityOptions& security) {
+    check_security(security);
+    if (!security.insecure) keys = std::make_unique<CurveKeys>(derive_curve_keys(security.secret));
+    wake_fd = make_eventfd();
+    ctx = zmq_ctx_new();
+    if (ctx == nullptr) throw CommError(format("coordinator client: zmq_ctx_new failed: {}", zmq_error()));
+    dealer = zmq_socket(ctx, ZMQ_DEALER);
+    if (dealer == nullptr) throw CommError(format("coordinator client: cannot create a DEALER: {}", zmq_error()));
+    const std::string id = random_routing_id();
+    if (zmq_setsockopt(dealer, ZMQ_ROUTING_ID, id.data(), id.size()) != 0) {
+      throw CommError(format("coordinator client: setting the routing id failed: {}", zmq_error()));
+    }
+    set_int(dealer, ZMQ_LINGER, 500, "ZMQ_LINGER");
+    set_int64(dealer, ZMQ_MAXMSGSIZE, static_cast<int64_t>(kMaxBodyBytes + 64), "ZMQ_MAXMSGSIZE");
+    if (keys) make_curve_client(dealer, *keys);
+    constexpr char kMonitor[] = "inproc://loom-coordinator-client-monitor";
+    if (zmq_socket_monitor(dealer, kMonitor,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
+      throw CommError(format("coordinator client: cannot monitor the DEALER: {}", zmq_error()));
+    }
+    monitor = zmq_socket(ctx, ZMQ_PAIR);
+    if (monitor == nullptr || zmq_connect(monitor, kMonitor) != 0) {
+      throw CommError(format("coordinator client: cannot connect the monitor: {}", zmq_error()));
+    }
+    set_int(monitor, ZMQ_LINGER, 0, "ZMQ_LINGER");
+    if (zmq_connect(dealer, endpoint.c_str()) != 0) {
+      throw CommError(format("coordinator client: cannot connect to {}: {}", endpoint, zmq_error()));
+    }
+  }
+
+  void close() {
+    for (void** s : {&dealer, &monitor}) {
+      if (*s != nullptr) zmq_close(*s);
+      *s = nullptr;
+    }
+    if (ctx != nullptr) {
+      while (zmq_ctx_term(ctx) != 0 && zmq_errno() == EINTR) {
+      }
+    }
+    ctx = nullptr;
+    if (wake_fd >= 0) ::close(wake_fd);
+    wake_fd = -1;
+  }
+
+  // ---- requests (caller threads) ------------------------------------------
+
+  [[noreturn]] void throw_coordinator_lost() const {
+    throw PeerLostError(format("the coordinator at {} lost: {}", endpoint, coordinator_lost));
+  }
+
+  // Sends a request and waits for its reply (of type `expect`) until `wait`.
+  std::string request(Type type, const std::string& body, Type expect, Ms wait, const std::string& what) {
+    auto p = std::make_shared<Pending>();
+    uint64_t id = 0;
+    {
+      std::lock_guard lock(mu);
+      if (!coordinator_lost.empty()) throw_coordinator_lost();
+      id = next_request++;
+      pending[id] = p;
+      outbox.emplace_back(encode_header(type, id), body);
+    }
+    signal_eventfd(wake_fd);
+    std::unique_lock lock(mu);
+    const auto deadline = Clock::now() + wait;
+    cv.wait_until(lock, deadline, [&] { return p->done || !coordinator_lost.empty() || !auth_error.empty(); });
+    pending.erase(id);
+    if (!p->done) {
+      if (!auth_error.empty()) throw AuthError(auth_error);
+      if (!coordinator_lost.empty()) throw_coordinator_lost();
+      throw TimeoutError(format("coordinator {}: {} got no reply within {} ms", endpoint, what, wait.count()));
+    }
+    if (p->type == Type::Error) {
+      BodyReader r(p->body, "error");
+      const int64_t code = r.i64("code");
+      const std::string message = format("coordinator {}: {}: {}", endpoint, what, r.str("message", kMaxNameBytes));
+      switch (code) {
+        case kRefused:
+          throw ConfigError(message);
+        case kTimedOut:
+          throw TimeoutError(message);
+        case kPeerLost:
+          throw PeerLostError(message);
+        default:
+          throw CommError(message);
+      }
+    }
+    if (p->type != expect) {
+      throw CommError(format("coordinator {}: {}: reply of type {}, expected {}", endpoint, what,
+                             static_cast<int>(p->type), static_cast<int>(expect)));
+    }
+    return std::move(p->body);
+  }
+
+  // ---- the I/O thread -----------------------------------------------------
+
+  void run() {
+    zmq_pollitem_t items[3] = {
+        {dealer, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}, {monitor, 0, ZMQ_POLLIN, 0}};
+    std::vector<std::string> frames;
+    auto next_beat = Clock::now();
+    for (;;) {
+      bool stop = false;
+      {
+        std::lock_guard lock(mu);
+        flush_outbox();
+        stop = stopping;
+        const auto now = Clock::now();
+        if (welcomed && coordinator_lost.empty()) {
+          if (now >= next_beat) {
+            outbox.emplace_back(encode_header(Type::Heartbeat, 0), std::string());
+            flush_outbox();
+            next_beat = now + heartbeat_interval;
+          }
+          if (now - last_heard > heartbeat_timeout) {
+            const auto ms = std::chrono::duration_cast<Ms>(now - last_heard).count();
+            mark_coordinator_lost(
+                format("no reply for {} ms (heartbeat_timeout {} ms)", ms, heartbeat_timeout.count()));
+          }
+        }
+      }
+      report();
+      if (stop) return;
+      if (zmq_poll(items, 3, 20) < 0) {
+        if (zmq_errno() == EINTR) continue;
+        return;
+      }
+      if (items[1].revents & ZMQ_POLLIN) drain_eventfd(wake_fd);
+      if (items[2].revents & ZMQ_POLLIN) on_monitor_event();
+      for (int i = 0; i < 256 && recv_frames(dealer, frames, 2); ++i) {
+        if (frames.size() == 2) on_message(frames[0], frames[1]);
+      }
+    }
+  }
+
+  // Caller holds mu.
+  void flush_outbox() {
+    while (!outbox.empty()) {
+      if (!send_frames(dealer, {outbox.front().first, outbox.front().second})) return;  // try again later
+      outbox.pop_front();
+    }
+  }
+
+  void on_monitor_event() {
+    std::vector<std::string> event;
+    while (recv_frames(monitor, event, 2)) {
+      if (event.empty() || event[0].size() < 6) continue;
+      uint16_t code = 0;
+      std::memcpy(&code, event[0].data(), sizeof code);
+      std::lock_guard lock(mu);
+      if (!welcomed && auth_error.empty()) {
+        auth_error = format(
+            "the coordinator at {} refused this process's credentials ({}): is LOOM_JOB_SECRET (or --insecure) the "
+            "same as the coordinator's?",
+            endpoint, code == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "authentication failed" : "CURVE handshake failed");
+        cv.notify_all();
+      }
+    }
+  }
+
+  void on_message(const std::string& header, const std::string& body) {
+    Header h{};
+    try {
+      h = decode_header(header);
+    } catch (const CommError&) {
+      return;  // not from a coordinator we understand: ignore
+    }
+    std::lock_guard lock(mu);
+    last_heard = Clock::now();
+    try {
+      if (h.type == Type::Lost) {
+        BodyReader r(body, "lost");
+        LostPeer l = decode_lost(r);
+        r.done();
+        note_lost(std::move(l));
+        return;
+      }
+      if (h.type == Type::HeartbeatAck) {
+        BodyReader r(body, "heartbeat reply");
+        const int64_t n = r.i64("count", 0, kMaxProcesses);
+        std::vector<LostPeer> all;
+        for (int64_t i = 0; i < n; ++i) all.push_back(decode_lost(r));
+        r.done();
+        for (auto& l : all) note_lost(std::move(l));
+        return;
+      }
+      if (h.type == Type::Welcome && !welcomed) {
+        BodyReader r(body, "welcome");
+        heartbeat_interval = Ms(r.i64("heartbeat_interval_ms", 1, 3600000));
+        heartbeat_timeout = Ms(r.i64("heartbeat_timeout_ms", 1, 36000000));
+        r.done();
+        welcomed = true;
+      }
+    } catch (const CommError&) {
+      return;  // malformed: dropped
+    }
+    if (auto it = pending.find(h.request); it != pending.end()) {
+      it->second->done = true;
+      it->second->type = h.type;
+      it->second->body = body;
+      cv.notify_all();
+    }
+  }
+
+  // Caller holds mu.
+  void note_lost(LostPeer l) {
+    if (!lost_seen.insert({l.role, l.rank}).second) return;
+    lost.push_back(l);
+    to_report.push_back(std::move(l));
+  }
+
+  // Caller holds mu.
+  void mark_coordinator_lost(const std::string& why) {
+    coordinator_lost = why;
+    note_lost(LostPeer{"coordinator", -1, endpoint, why});
+    cv.notify_all();
+  }
+
+  // Runs the callback for new losses, outside the lock.
+  void report() {
+    std::vector<LostPeer> batch;
+    std::function<void(const LostPeer&)> fn;
+    {
+      std::lock_guard lock(mu);
+      if (!callback || to_report.empty()) return;
+      batch.swap(to_report);
+      fn = callback;
+    }
+    for (const auto& l : batch) {
+      try {
+        fn(l);
+      } catch (...) {  // the callback's problem must not end the heartbeat thread
+      }
+    }
+  }
+};
+
+CoordinatorClient::CoordinatorClient(std::string endpoint, const SecurityOptions& security,
+                                     std::chrono::milliseconds timeout)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.endpoint = std::move(endpoint);
+  try {
+    m.open(security);
+  } catch (...) {
+    m.close();
+    throw;
+  }
+  m.io = std::thread([&m] { m.run(); });
+  try {
+    const std::string body = BodyWriter().i64(static_cast<int64_t>(::getpid())).take();
+    try {
+      m.request(Type::Hello, body, Type::Welcome, timeout, "connecting");
+    } catch (const TimeoutError&) {
+      throw TimeoutError(
+          format("no coordinator answered at {} within {} ms (is it running, and does it use the same "
+                 "LOOM_JOB_SECRET and --insecure setting?)",
+                 m.endpoint, timeout.count()));
+    }
+    std::lock_guard lock(m.mu);
+    m.last_heard = Clock::now();
+  } catch (...) {
+    {
+      std::lock_guard lock(m.mu);
+      m.stopping = true;
+    }
+    signal_eventfd(m.wake_fd);
+    m.io.join();
+    const int zero = 0;
+    zmq_setsockopt(m.dealer, ZMQ_LINGER, &zero, sizeof zero);
+    m.close();
+    throw;
+  }
+}
+
+CoordinatorClient::~CoordinatorClient() {
+  Impl& m = *impl_;
+  bool coordinator_gone = false;
+  {
+    std::lock_guard lock(m.mu);
+    coordinator_gone = !m.coordinator_lost.empty();
+    if (!m.left && !coordinator_gone) {
+      BodyWriter w;
+      w.i64(0).str("its process ended without leaving the job (crashed or stopped on an error)");
+      m.outbox.emplace_back(encode_header(Type::Leave, 0), w.take());
+    }
+    m.stopping = true;
+  }
+  signal_eventfd(m.wake_fd);
+  m.io.join();
+  if (coordinator_gone) {  // nothing will reach it: do not wait for the Leave to go out
+    const int zero = 0;
+    zmq_setsockopt(m.dealer, ZMQ_LINGER, &zero, sizeof zero);
+  }
+  m.close();
+}
+
+Membership CoordinatorClient::register_process(const RegisterRequest& req, std::chrono::milliseconds timeout) {
+  LOOM_CHECK(valid_role(req.role), "register_process: role must be worker or server, got '{}'", req.role);
+  LOOM_CHECK(req.rank >= -1, "register_process: rank must be -1 (any) or >= 0, got {}", req.rank);
+  LOOM_CHECK(req.host.size() <= kMaxNameBytes && req.endpoint.size() <= kMaxNameBytes,
+             "register_process: host or endpoint longer than {} bytes", kMaxNameBytes);
+  const std::string body =
+      BodyWriter().str(req.role).str(req.host).i64(req.rank).str(req.endpoint).i64(timeout.count()).take();
+  const std::string reply =
+      impl_->request(Type::Register, body, Type::Registered, timeout + kReplyGrace, format("register as {}", req.role));
+  BodyReader r(reply, "registered");
+  Membership m;
+  m.role = r.str("role", kMaxNameBytes);
+  m.rank = static_cast<int>(r.i64("rank", 0, kMaxProcesses));
+  m.num_workers = static_cast<int>(r.i64("num_workers", 1, kMaxProcesses));
+  m.num_servers = static_cast<int>(r.i64("num_servers", 0, kMaxProcesses));
+  m.num_hosts = static_cast<int>(r.i64("num_hosts", 1, kMaxProcesses));
+  const int64_t count = r.i64("count", 1, 2 * kMaxProcesses);
+  if (count != m.num_workers + m.num_servers) {
+    throw CommError(format("coordinator protocol: {} processes listed for {} workers and {} servers", count,
+                           m.num_workers, m.num_servers));
+  }
+  std::vector<int> next = {0, 0};  // expected rank per role: workers, then servers, each in rank order
+  for (int64_t i = 0; i < count; ++i) {
+    ProcessInfo p;
+    p.role = r.str("process role", kMaxNameBytes);
+    p.rank = static_cast<int>(r.i64("process rank", 0, kMaxProcesses));
+    p.host = r.str("process host", kMaxNameBytes);
+    p.host_index = static_cast<int>(r.i64("host index", 0, m.num_hosts - 1));
+    p.local_rank = static_cast<int>(r.i64("local rank", 0, kMaxProcesses));
+    p.endpoint = r.str("endpoint", kMaxNameBytes);
+    const bool worker = i < m.num_workers;
+    if (p.role != (worker ? "worker" : "server") || p.rank != next[worker ? 0 : 1]++) {
+      throw CommError(format("coordinator protocol: process {} is {} {}, out of order", i, p.role, p.rank));
+    }
+    m.processes.push_back(std::move(p));
+  }
+  r.done();
+  if (m.role != req.role || (req.rank >= 0 && m.rank != req.rank)) {
+    throw CommError(format("coordinator protocol: asked to be {} {}, told {} {}", req.role, req.rank, m.role, m.rank));
+  }
+  m.world_size = m.role == "worker" ? m.num_workers : m.num_servers;
+  if (m.rank >= m.world_size) throw CommError(format("coordinator protocol: rank {} of {}", m.rank, m.world_size));
+  return m;
+}
+
+void CoordinatorClient::barrier(const std::string& name, std::chrono::milliseconds timeout, const std::string& role) {
+  LOOM_CHECK(name.size() <= kMaxNameBytes, "barrier: name longer than {} bytes", kMaxNameBytes);
+  const std::string body = BodyWriter().str(name).str(role).i64(timeout.count()).take();
+  impl_->request(Type::Barrier, body, Type::Done, timeout + kReplyGrace, format("barrier '{}'", name));
+}
+
+void CoordinatorClient::set(const std::string& key, const std::string& value, std::chrono::milliseconds timeout) {
+  LOOM_CHECK(key.size() <= kMaxNameBytes, "set: key longer than {} bytes", kMaxNameBytes);
+  LOOM_CHECK(value.size() <= kMaxValueBytes, "set: value of {} bytes is over the {}-byte limit", value.size(),
+             kMaxValueBytes);
+  impl_->request(Type::Set, BodyWriter().str(key).str(value).take(), Type::Done, timeout, format("set '{}'", key));
+}
+
+std::string CoordinatorClient::get(const std::string& key, std::chrono::milliseconds timeout) {
+  LOOM_CHECK(key.size() <= kMaxNameBytes, "get: key longer than {} bytes", kMaxNameBytes);
+  const std::string reply = impl_->request(Type::Get, BodyWriter().str(key).i64(timeout.count()).take(), Type::Value,
+                                           timeout + kReplyGrace, format("get '{}'", key));
+  BodyReader r(reply, "value");
+  std::string value = r.str("value", kMaxValueBytes);
+  r.done();
+  return value;
+}
+
+void CoordinatorClient::leave(std::chrono::milliseconds timeout) {
+  impl_->request(Type::Leave, BodyWriter().i64(1).str("").take(), Type::Done, timeout, "leave");
+  std::lock_guard lock(impl_->mu);
+  impl_->left = true;
+}
+
+void CoordinatorClient::on_peer_lost(std::function<void(const LostPeer&)> callback) {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->callback = std::move(callback);
+    impl_->to_report = impl_->lost;  // replay what was seen before
+  }
+  signal_eventfd(impl_->wake_fd);
+}
+
+std::vector<LostPeer> CoordinatorClient::lost_peers() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->lost;
+}
+
+const std::string& CoordinatorClient::endpoint() const { return impl_->endpoint; }
+
+}  // namespace loom::comm

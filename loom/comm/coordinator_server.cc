@@ -1,0 +1,549 @@
+// class Coordinator: the job's one coordinator process. A single thread owns
+// the ROUTER (and the ZAP handler), answers every client request under one
+// lock, and on each tick times out waits and declares silent processes lost.
+// The messages it speaks are in coordinator_protocol.h.
+#include <unistd.h>
+#include <zmq.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <tuple>
+
+#include "loom/comm/coordinator.h"
+#include "loom/comm/coordinator_protocol.h"
+#include "loom/comm/transport.h"  // Clock
+#include "loom/core/error.h"
+
+namespace loom::comm {
+
+using namespace coordinator_protocol;
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kTick = 20ms;  // how often the coordinator checks deadlines and heartbeats
+
+// "tcp://host:0" -> "tcp://host:*" (ZeroMQ's spelling of "any free port").
+std::string zmq_bind_address(const std::string& bind) {
+  if (bind.size() > 2 && bind.ends_with(":0")) return bind.substr(0, bind.size() - 1) + "*";
+  return bind;
+}
+
+}  // namespace
+
+struct Coordinator::Impl {
+  enum class State { Connected, Registering, Member, Left, Lost };
+  struct Proc {
+    State state = State::Connected;
+    std::string role, host, endpoint;
+    int64_t pid = 0;
+    int preferred = -1;
+    int rank = -1;
+    uint64_t order = 0;
+    Clock::time_point last_heard;
+    uint64_t register_request = 0;
+    Clock::time_point register_deadline;
+  };
+  struct Waiter {
+    std::string id;
+    uint64_t request = 0;
+    Clock::time_point deadline;
+  };
+  struct PendingBarrier {
+    std::string scope;
+    std::vector<Waiter> waiters;  // one per arrived process
+  };
+
+  CoordinatorOptions opt;
+  void* ctx = nullptr;
+  void* router = nullptr;
+  std::unique_ptr<CurveKeys> keys;
+  std::unique_ptr<ZapHandler> zap;
+  int wake_fd = -1;
+  std::string bound;
+  std::thread thread;
+  std::atomic<bool> stopping{false};
+  std::once_flag stopped;
+
+  mutable std::mutex mu;  // everything below; held while handling a message
+  mutable std::condition_variable changed;
+  std::map<std::string, Proc> procs;  // by routing id
+  uint64_t next_order = 0;
+  bool formed = false;
+  std::vector<LostPeer> lost;
+  std::map<std::string, PendingBarrier> barriers;
+  std::map<std::string, std::string> kv;
+  std::multimap<std::string, Waiter> gets;
+
+  explicit Impl(CoordinatorOptions o) : opt(std::move(o)) {}
+
+  void open() {
+    LOOM_CHECK(opt.num_workers >= 1 && opt.num_workers <= kMaxProcesses, "coordinator: num_workers {} out of range",
+               opt.num_workers);
+    LOOM_CHECK(opt.num_servers >= 0 && opt.num_servers <= kMaxProcesses, "coordinator: num_servers {} out of range",
+               opt.num_servers);
+    LOOM_CHECK(opt.heartbeat_interval.count() > 0 && opt.heartbeat_timeout > opt.heartbeat_interval,
+               "coordinator: heartbeat_timeout ({} ms) must exceed heartbeat_interval ({} ms)",
+               opt.heartbeat_timeout.count(), opt.heartbeat_interval.count());
+    check_security(opt.security);
+    if (!opt.security.insecure) keys = std::make_unique<CurveKeys>(derive_curve_keys(opt.security.secret));
+    wake_fd = make_eventfd();
+    ctx = zmq_ctx_new();
+    if (ctx == nullptr) throw CommError(format("coordinator: zmq_ctx_new failed: {}", zmq_error()));
+    if (keys) zap = std::make_unique<ZapHandler>(ctx, *keys);  // before bind: no client slips in unasked
+    router = zmq_socket(ctx, ZMQ_ROUTER);
+    if (router == nullptr) throw CommError(format("coordinator: cannot create the ROUTER: {}", zmq_error()));
+    set_int(router, ZMQ_LINGER, 0, "ZMQ_LINGER");
+    set_int(router, ZMQ_ROUTER_HANDOVER, 1, "ZMQ_ROUTER_HANDOVER");  // a client that reconnects keeps its identity
+    set_int64(router, ZMQ_MAXMSGSIZE, static_cast<int64_t>(kMaxBodyBytes + 64), "ZMQ_MAXMSGSIZE");
+    if (keys) make_curve_server(router, *keys);
+    const std::string address = zmq_bind_address(opt.bind);
+    if (zmq_bind(router, address.c_str()) != 0) {
+      throw CommError(format("coordinator: cannot bind {}: {}", opt.bind, zmq_error()));
+    }
+    char last[256] = {};
+    size_t len = sizeof last;
+    zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, last, &len);
+    bound = last;
+  }
+
+  void close() {
+    if (router != nullptr) zmq_close(router);
+    router = nullptr;
+    zap.reset();
+    if (ctx != nullptr) {
+      while (zmq_ctx_term(ctx) != 0 && zmq_errno() == EINTR) {
+      }
+    }
+    ctx = nullptr;
+    if (wake_fd >= 0) ::close(wake_fd);
+    wake_fd = -1;
+  }
+
+  void stop() {
+    std::call_once(stopped, [this] {
+      stopping.store(true);
+      if (wake_fd >= 0) signal_eventfd(wake_fd);
+      if (thread.joinable()) thread.join();
+      close();
+      changed.notify_all();
+    });
+  }
+
+  // ---- the loop -----------------------------------------------------------
+
+  void run() {
+    zmq_pollitem_t items[3] = {{router, 0, ZMQ_POLLIN, 0},
+                               {nullptr, wake_fd, ZMQ_POLLIN, 0},
+                               {zap ? zap->socket() : nullptr, 0, ZMQ_POLLIN, 0}};
+    const int count = zap ? 3 : 2;
+    std::vector<std::string> frames;
+    while (!stopping.load()) {
+      if (zmq_poll(items, count, static_cast<long>(kTick.count())) < 0) {
+        if (zmq_errno() == EINTR) continue;
+        break;
+      }
+      if (items[1].revents & ZMQ_POLLIN) drain_eventfd(wake_fd);
+      if (count == 3 && (items[2].revents & ZMQ_POLLIN)) zap->handle();
+      for (int i = 0; i < 256 && recv_frames(router, frames, 3); ++i) {
+        if (frames.size() == 3) handle(frames[0], frames[1], frames[2]);  // else malformed: dropped
+      }
+      std::lock_guard lock(mu);
+      tick(Clock::now());
+    }
+  }
+
+  void reply(const std::string& id, Type type, uint64_t request, const std::string& body) {
+    send_frames(router, {id, encode_header(type, request), body});  // a client that is gone is not our problem
+  }
+  void reply_error(const std::string& id, uint64_t request, ErrorCode code, const std::string& message) {
+    reply(id, Type::Error, request, BodyWriter().i64(code).str(message.substr(0, kMaxNameBytes)).take());
+  }
+
+  void handle(const std::string& id, const std::string& header, const std::string& body) {
+    Header h{};
+    try {
+      h = decode_header(header);
+    } catch (const CommError&) {
+      return;  // not ours: no reply to what we cannot parse
+    }
+    std::lock_guard lock(mu);
+    try {
+      dispatch(id, h, body);
+    } catch (const std::exception& e) {  // a bad message must not end the coordinator
+      reply_error(id, h.request, kProtocol, e.what());
+    }
+  }
+
+  void dispatch(const std::string& id, const Header& h, const std::string& body) {
+    const auto now = Clock::now();
+    if (h.type == Type::Hello) {
+      BodyReader r(body, "hello");
+      const int64_t pid = r.i64("pid");
+      r.done();
+      auto [it, fresh] = procs.try_emplace(id);
+      if (!fresh && it->second.state == State::Lost) {
+        return reply_error(id, h.request, kPeerLost, "this process was declared lost");
+      }
+      it->second.pid = pid;
+      it->second.last_heard = now;
+      return reply(id, Type::Welcome, h.request,
+                   BodyWriter().i64(opt.heartbeat_interval.count()).i64(opt.heartbeat_timeout.count()).take());
+    }
+    auto it = procs.find(id);
+    if (it == procs.end()) return reply_error(id, h.request, kProtocol, "no hello from this client");
+    Proc& p = it->second;
+    if (h.type == Type::Heartbeat) {  // answered even for a process declared lost: the list tells it so
+      BodyReader(body, "heartbeat").done();
+      p.last_heard = now;
+      BodyWriter w;
+      w.i64(static_cast<int64_t>(lost.size()));
+      for (const auto& l : lost) encode_lost(w, l);
+      return reply(id, Type::HeartbeatAck, h.request, w.take());
+    }
+    if (p.state == State::Lost) return reply_error(id, h.request, kPeerLost, "this process was declared lost");
+    p.last_heard = now;
+    switch (h.type) {
+      case Type::Register:
+        return on_register(id, p, h.request, body, now);
+      case Type::Barrier:
+        return on_barrier(id, p, h.request, body, now);
+      case Type::Set: {
+        BodyReader r(body, "set");
+        std::string key = r.str("key", kMaxNameBytes);
+        std::string value = r.str("value", kMaxValueBytes);
+        r.done();
+        auto [first, last] = gets.equal_range(key);
+        for (auto g = first; g != last; ++g)
+          reply(g->second.id, Type::Value, g->second.request, BodyWriter().str(value).take());
+        gets.erase(first, last);
+        kv[key] = std::move(value);
+        return reply(id, Type::Done, h.request, {});
+      }
+      case Type::Get: {
+        BodyReader r(body, "get");
+        std::string key = r.str("key", kMaxNameBytes);
+        const int64_t timeout_ms = r.i64("timeout_ms", 0, INT64_MAX / 2000000);
+        r.done();
+        if (auto v = kv.find(key); v != kv.end())
+          return reply(id, Type::Value, h.request, BodyWriter().str(v->second).take());
+        gets.emplace(key, Waiter{id, h.request, now + Ms(timeout_ms)});
+        return;
+      }
+      case Type::Leave: {
+        BodyReader r(body, "leave");
+        const bool clean = r.i64("clean", 0, 1) == 1;
+        std::string reason = r.str("reason", kMaxNameBytes);
+        r.done();
+        reply(id, Type::Done, h.request, {});
+        if (p.state == State::Member) {
+          if (clean) {
+            p.state = State::Left;
+            fail_barriers_of(p, format("{} left the job", describe_process(p.role, p.rank, p.host)));
+          } else {
+            declare_lost(id, reason);
+          }
+        } else if (p.state != State::Left) {
+          procs.erase(it);  // not part of the job yet: forget it (its slot is free again)
+        }
+        changed.notify_all();
+        return;
+      }
+      default:
+        return reply_error(id, h.request, kProtocol, format("unexpected message type {}", static_cast<int>(h.type)));
+    }
+  }
+
+  int expected(const std::string& role) const { return role == "worker" ? opt.num_workers : opt.num_servers; }
+
+  void on_register(const std::string& id, Proc& p, uint64_t request, const std::string& body, Clock::time_point now) {
+    BodyReader r(body, "register");
+    std::string role = r.str("role", kMaxNameBytes);
+    std::string host = r.str("host", kMaxNameBytes);
+    const int rank = static_cast<int>(r.i64("rank", -1, kMaxProcesses));
+    std::string endpoint = r.str("endpoint", kMaxNameBytes);
+    const int64_t timeout_ms = r.i64("timeout_ms", 0, INT64_MAX / 2000000);
+    r.done();
+    if (!valid_role(role))
+      return reply_error(id, request, kRefused, format("unknown role '{}' (worker or server)", role));
+    if (p.state != State::Connected) return reply_error(id, request, kRefused, "this process registered already");
+    if (formed) {
+      return reply_error(
+          id, request, kRefused,
+          format("the job has formed already ({} workers, {} servers)", opt.num_workers, opt.num_servers));
+    }
+    const int want = expected(role);
+    if (want == 0) return reply_error(id, request, kRefused, format("this job has no {}s", role));
+    if (rank >= want) {
+      return reply_error(id, request, kRefused, format("rank {} asked for, but the job has {} {}s", rank, want, role));
+    }
+    int registered = 0;
+    for (const auto& [other_id, o] : procs) {
+      if (o.state != State::Registering || o.role != role) continue;
+      ++registered;
+      if (rank >= 0 && o.preferred == rank) {
+        return reply_error(id, request, kRefused,
+                           format("{} rank {} is taken already by host {} (pid {})", role, rank, o.host, o.pid));
+      }
+    }
+    if (registered >= want) {
+      return reply_error(id, request, kRefused, format("all {} {}s have registered already", want, role));
+    }
+    p.state = State::Registering;
+    p.role = std::move(role);
+    p.host = std::move(host);
+    p.endpoint = std::move(endpoint);
+    p.preferred = rank;
+    p.order = next_order++;
+    p.register_request = request;
+    p.register_deadline = now + Ms(timeout_ms);
+    try_form();
+  }
+
+  void try_form() {
+    std::map<std::string, std::vector<Proc*>> by_role;
+    for (auto& [pid, p] : procs) {
+      if (p.state == State::Registering) by_role[p.role].push_back(&p);
+    }
+    if (static_cast<int>(by_role["worker"].size()) != opt.num_workers ||
+        static_cast<int>(by_role["server"].size()) != opt.num_servers) {
+      return;
+    }
+    // Ranks: asked-for ones first, then the free ones by (host, arrival), so
+    // processes on one host get contiguous ranks.
+    std::vector<ProcessInfo> all;
+    for (const char* role : {"worker", "server"}) {
+      auto& members = by_role[role];
+      std::vector<bool> taken(members.size(), false);
+      for (Proc* p : members) {
+        if (p->preferred >= 0) taken[static_cast<size_t>(p->preferred)] = true;
+        p->rank = p->preferred;
+      }
+      std::vector<Proc*> rest;
+      for (Proc* p : members) {
+        if (p->preferred < 0) rest.push_back(p);
+      }
+      std::sort(rest.begin(), rest.end(),
+                [](const Proc* a, const Proc* b) { return std::tie(a->host, a->order) < std::tie(b->host, b->order); });
+      size_t next = 0;
+      for (Proc* p : rest) {
+        while (taken[next]) ++next;
+        p->rank = static_cast<int>(next);
+        taken[next] = true;
+      }
+      std::sort(members.begin(), members.end(), [](const Proc* a, const Proc* b) { return a->rank < b->rank; });
+      for (Proc* p : members) all.push_back({p->role, p->rank, p->host, -1, -1, p->endpoint});
+    }
+    std::map<std::string, int> host_index;
+    std::map<std::pair<std::string, std::string>, int> local;
+    for (auto& info : all) {
+      auto [h, fresh] = host_index.try_emplace(info.host, static_cast<int>(host_index.size()));
+      info.host_index = h->second;
+      info.local_rank = local[{info.role, info.host}]++;
+    }
+    BodyWriter common;
+    common.i64(opt.num_workers).i64(opt.num_servers).i64(static_cast<int64_t>(host_index.size()));
+    common.i64(static_cast<int64_t>(all.size()));
+    for (const auto& info : all) {
+      common.str(info.role).i64(info.rank).str(info.host).i64(info.host_index).i64(info.local_rank).str(info.endpoint);
+    }
+    const std::string tail = common.take();
+    formed = true;
+    for (auto& [pid, p] : procs) {
+      if (p.state != State::Registering) continue;
+      p.state = State::Member;
+      reply(pid, Type::Registered, p.register_request, BodyWriter().str(p.role).i64(p.rank).take() + tail);
+    }
+    changed.notify_all();
+  }
+
+  // Members of a barrier scope ("" = everyone).
+  std::vector<const Proc*> scope_members(const std::string& scope) const {
+    std::vector<const Proc*> out;
+    for (const auto& [pid, p] : procs) {
+      if ((p.state == State::Member || p.state == State::Left || p.state == State::Lost) &&
+          (scope.empty() || p.role == scope)) {
+        out.push_back(&p);
+      }
+    }
+    return out;
+  }
+
+  void on_barrier(const std::string& id, Proc& p, uint64_t request, const std::string& body, Clock::time_point now) {
+    BodyReader r(body, "barrier");
+    std::string name = r.str("name", kMaxNameBytes);
+    std::string scope = r.str("scope", kMaxNameBytes);
+    const int64_t timeout_ms = r.i64("timeout_ms", 0, INT64_MAX / 2000000);
+    r.done();
+    if (p.state != State::Member) return reply_error(id, request, kRefused, "barrier before this process registered");
+    if (!scope.empty() && !valid_role(scope))
+      return reply_error(id, request, kRefused, format("unknown role '{}'", scope));
+    if (!scope.empty() && p.role != scope) {
+      return reply_error(id, request, kRefused, format("a {} cannot enter a barrier of the {}s", p.role, scope));
+    }
+    for (const Proc* m : scope_members(scope)) {
+      if (m->state == State::Lost || m->state == State::Left) {
+        return reply_error(id, request, kPeerLost,
+                           format("barrier '{}': {} {}", name, describe_process(m->role, m->rank, m->host),
+                                  m->state == State::Lost ? "was lost" : "left the job"));
+      }
+    }
+    auto [it, fresh] = barriers.try_emplace(name);
+    PendingBarrier& b = it->second;
+    if (fresh) b.scope = scope;
+    if (b.scope != scope) {
+      return reply_error(id, request, kRefused,
+                         format("barrier '{}' was entered for '{}' and now for '{}'", name, b.scope, scope));
+    }
+    auto same = std::find_if(b.waiters.begin(), b.waiters.end(), [&](const Waiter& w) { return w.id == id; });
+    if (same != b.waiters.end()) b.waiters.erase(same);  // a retry replaces the earlier arrival
+    b.waiters.push_back({id, request, now + Ms(timeout_ms)});
+    if (b.waiters.size() == scope_members(scope).size()) {
+      for (const auto& w : b.waiters) reply(w.id, Type::Done, w.request, {});
+      barriers.erase(it);
+    }
+  }
+
+  std::string missing_from(const PendingBarrier& b) const {
+    std::string out;
+    int listed = 0, missing = 0;
+    for (const auto& [pid, p] : procs) {
+      if (p.state != State::Member || (!b.scope.empty() && p.role != b.scope)) continue;
+      if (std::any_of(b.waiters.begin(), b.waiters.end(), [&](const Waiter& w) { return w.id == pid; })) continue;
+      ++missing;
+      if (listed++ < 8) out += (out.empty() ? "" : ", ") + describe_process(p.role, p.rank, p.host);
+    }
+    if (missing > listed) out += format(" and {} more", missing - listed);
+    return out;
+  }
+
+  void fail_barriers_of(const Proc& gone, const std::string& why) {
+    for (auto it = barriers.begin(); it != barriers.end();) {
+      if (it->second.scope.empty() || it->second.scope == gone.role) {
+        for (const auto& w : it->second.waiters)
+          reply_error(w.id, w.request, kPeerLost, format("barrier '{}': {}", it->first, why));
+        it = barriers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void declare_lost(const std::string& id, const std::string& reason) {
+    Proc& p = procs.at(id);
+    p.state = State::Lost;
+    LostPeer l{p.role, p.rank, p.host, reason};
+    lost.push_back(l);
+    BodyWriter w;
+    encode_lost(w, l);
+    const std::string body = w.take();
+    for (const auto& [pid, o] : procs) {
+      if (pid != id && (o.state == State::Connected || o.state == State::Registering || o.state == State::Member)) {
+        reply(pid, Type::Lost, 0, body);
+      }
+    }
+    fail_barriers_of(p, l.describe());
+    for (auto g = gets.begin(); g != gets.end();) g = g->second.id == id ? gets.erase(g) : std::next(g);
+    changed.notify_all();
+  }
+
+  void tick(Clock::time_point now) {
+    for (auto g = gets.begin(); g != gets.end();) {
+      if (now < g->second.deadline) {
+        ++g;
+        continue;
+      }
+      reply_error(g->second.id, g->second.request, kTimedOut, format("key '{}' was not set in time", g->first));
+      g = gets.erase(g);
+    }
+    for (auto& [name, b] : barriers) {
+      for (auto w = b.waiters.begin(); w != b.waiters.end();) {
+        if (now < w->deadline) {
+          ++w;
+          continue;
+        }
+        reply_error(w->id, w->request, kTimedOut,
+                    format("barrier '{}' timed out waiting for {}", name, missing_from(b)));
+        w = b.waiters.erase(w);
+      }
+    }
+    std::erase_if(barriers, [](const auto& kv) { return kv.second.waiters.empty(); });
+    std::vector<std::string> silent;
+    for (auto& [pid, p] : procs) {
+      if (p.state == State::Registering && now >= p.register_deadline) {
+        std::string waiting;
+        for (const char* role : {"worker", "server"}) {
+          int have = 0;
+          for (const auto& [oid, o] : procs) have += o.state == State::Registering && o.role == role;
+          if (have < expected(role))
+            waiting += format("{}{} of {} {}s", waiting.empty() ? "" : ", ", have, expected(role), role);
+        }
+        reply_error(pid, p.register_request, kTimedOut, format("rendezvous timed out: registered so far {}", waiting));
+        p.state = State::Connected;  // its slot is free again
+      }
+      if ((p.state == State::Connected || p.state == State::Registering || p.state == State::Member) &&
+          now - p.last_heard > opt.heartbeat_timeout) {
+        silent.push_back(pid);
+      }
+    }
+    for (const auto& pid : silent) {
+      Proc& p = procs.at(pid);
+      if (p.state == State::Member) {
+        const auto ms = std::chrono::duration_cast<Ms>(now - p.last_heard).count();
+        declare_lost(pid,
+                     format("no heartbeat for {} ms (heartbeat_timeout {} ms)", ms, opt.heartbeat_timeout.count()));
+      } else {
+        procs.erase(pid);  // not part of the job yet: forget it
+      }
+    }
+  }
+
+  bool finished() const {
+    if (!formed) return false;
+    for (const auto& [pid, p] : procs) {
+      if (p.state == State::Member) return false;
+    }
+    return true;
+  }
+};
+
+Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  try {
+    impl_->open();
+  } catch (...) {
+    impl_->close();
+    throw;
+  }
+  impl_->thread = std::thread([this] { impl_->run(); });
+}
+
+Coordinator::~Coordinator() { stop(); }
+
+void Coordinator::stop() { impl_->stop(); }
+
+std::string Coordinator::endpoint() const { return impl_->bound; }
+
+bool Coordinator::formed() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->formed;
+}
+
+std::vector<LostPeer> Coordinator::lost() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->lost;
+}
+
+bool Coordinator::wait_finished(std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(impl_->mu);
+  return impl_->changed.wait_for(lock, timeout, [&] { return impl_->finished() || impl_->stopping.load(); }) &&
+         impl_->finished();
+}
+
+}  // namespace loom::comm
