@@ -72,6 +72,9 @@ struct JobEnv {
 JobEnv read_job_env(const std::map<std::string, std::string>& env);
 // Reads this process's environment.
 JobEnv read_job_env();
+// The local IPv4 address this host uses to reach `host` (no packet is sent);
+// "127.0.0.1" if it cannot tell. What a process binds its data endpoint to.
+std::string local_address_towards(const std::string& host, int port);
 // This process's environment as a map.
 std::map<std::string, std::string> environment_map();
 

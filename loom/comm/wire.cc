@@ -1,6 +1,7 @@
 #include "loom/comm/wire.h"
 
 #include "loom/core/crc32c.h"
+#include "loom/core/le_bytes.h"
 
 #include <cstring>
 #include <string>
@@ -21,17 +22,8 @@ constexpr size_t kOffChecksum = 32;
 constexpr size_t kOffReserved = 36;
 static_assert(kOffReserved + 4 == kHeaderBytes);
 
-template <class T>
-void put_le(std::byte* p, T v) {
-  for (size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<std::byte>((static_cast<uint64_t>(v) >> (8 * i)) & 0xFF);
-}
-
-template <class T>
-T get_le(const std::byte* p) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return static_cast<T>(v);
-}
+using core::get_le;
+using core::put_le;
 
 bool known_kind(uint16_t kind) { return kind == static_cast<uint16_t>(MessageKind::Data); }
 

@@ -80,7 +80,7 @@ struct TrainConfig {
 };
 
 struct DistributedConfig {
-  std::string mode = "local";     // local | allreduce
+  std::string mode = "local";     // local | allreduce | dist_sync | dist_async | dist_ssp (parameter servers)
   int64_t workers = 1;            // processes `loom train` starts (or the launcher did)
   bool deterministic = false;     // bitwise-identical results for any worker count (slower)
   std::string transport = "auto"; // auto | zmq | shm
@@ -89,6 +89,10 @@ struct DistributedConfig {
   double first_bucket_mb = 1.0;
   double timeout_s = 60.0;        // one collective call
   double heartbeat_timeout_s = 10.0;
+  int64_t servers = 0;            // parameter-server processes (dist_* modes)
+  int64_t staleness = 0;          // dist_ssp's bound
+  int64_t replicas = 0;           // backups per server shard
+  int64_t split_bound = 1 << 20;  // arrays larger than this (elements) are split across all servers
 };
 
 struct JobConfig {

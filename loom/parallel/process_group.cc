@@ -15,30 +15,6 @@
 #include "loom/comm/zmq_transport.h"
 
 namespace loom::parallel {
-namespace {
-
-// The local IP address this host uses to reach `host` (no packet is sent).
-std::string local_address_towards(const std::string& host, int port) {
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_family = AF_INET;
-  hints.ai_socktype = SOCK_DGRAM;
-  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || !res) return "127.0.0.1";
-  std::string out = "127.0.0.1";
-  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
-    sockaddr_in local{};
-    socklen_t len = sizeof local;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
-      char buf[INET_ADDRSTRLEN];
-      if (::inet_ntop(AF_INET, &local.sin_addr, buf, sizeof buf)) out = buf;
-    }
-  }
-  if (fd >= 0) ::close(fd);
-  ::freeaddrinfo(res);
-  return out;
-}
-
-}  // namespace
 
 std::unique_ptr<ProcessGroup> ProcessGroup::join(const ProcessGroupOptions& options) {
   return join(comm::read_job_env(), options);
@@ -67,7 +43,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::join(const comm::JobEnv& env, const 
   pg->client_ = std::make_unique<comm::CoordinatorClient>(env.coordinator_endpoint(), security, options.timeout);
 
   const std::string host_env = std::getenv("LOOM_HOST") ? std::getenv("LOOM_HOST") : "";
-  const std::string ip = local_address_towards(env.coordinator_host, env.coordinator_port);
+  const std::string ip = comm::local_address_towards(env.coordinator_host, env.coordinator_port);
   const std::string endpoint = comm::pick_free_tcp_endpoint(ip);
   // Names hosts by what the launcher said (network namespaces share a kernel host name).
   const std::string host = host_env.empty() ? comm::host_name() : host_env;

@@ -149,6 +149,7 @@ Trainer::Trainer(io::JobConfig job, TrainerOptions options) : job_(std::move(job
   model_ = build_model(job_.model, train_set_->get(0).input.shape(), num_classes_);
   if (options_.distributed) {
     if (options_.distributed->rank() != 0) options_.log = nullptr;  // rank 0 reports for the job
+    options_.distributed->set_steps_per_epoch(train_loader_->num_batches());
     options_.distributed->attach(*model_);
   }
   optimizer_ = make_optimizer(job_.optimizer, model_->named_parameters());
@@ -238,8 +239,12 @@ double Trainer::train_step(const data::Batch& batch) {
     }
     dist->finish_gradients();
   }
-  optimizer_->step();
-  scheduler_->step();
+  if (dist && dist->applies_update()) {
+    dist->apply_update();
+  } else {
+    optimizer_->step();
+  }
+  scheduler_->step();  // also when the servers update: the reported lr stays true
   return loss_value;
 }
 

@@ -51,6 +51,13 @@ class DistributedContext {
   virtual void accumulate_micro_batch() {}
   // Waits for every rank (end of training).
   virtual void barrier() = 0;
+  // Told before attach(): optimizer steps per epoch (schedules in epochs need it).
+  virtual void set_steps_per_epoch(int64_t steps) {}
+  // Parameter servers run the update rule themselves: after finish_gradients()
+  // the trainer calls apply_update() (which leaves the new weights in the
+  // model) instead of stepping its own optimizer.
+  virtual bool applies_update() const { return false; }
+  virtual void apply_update() {}
 };
 
 // What one epoch produced; callbacks and logs receive it.

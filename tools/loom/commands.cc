@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include <csignal>
+#include <set>
 #include <thread>
 
 #include "loom/comm/collectives.h"
@@ -12,6 +13,9 @@
 #include "loom/comm/job_env.h"
 #include "loom/io/safetensors.h"
 #include "loom/parallel/allreduce_context.h"
+#include "loom/parallel/ps_context.h"
+#include "loom/ps/kvstore.h"
+#include "loom/ps/server_process.h"
 #include "tools/loom/launch.h"
 #include "loom/ops/ops.h"
 #include "loom/train/trainer.h"
@@ -42,10 +46,51 @@ int train_here(const TrainArgs& args, const io::JobConfig& job, train::Distribut
 
 }  // namespace
 
+namespace {
+
+std::chrono::milliseconds seconds(double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); }
+
+// Parameter-server modes: this process is a worker, a server or (MXNet's
+// scheduler) the coordinator of a job; or, outside a job, it starts one.
+int run_train_ps(const TrainArgs& args, const io::JobConfig& job, const comm::JobEnv& env, int workers) {
+  const auto& d = job.distributed;
+  if (!env.has_coordinator()) {
+    std::vector<std::string> command = {self_executable()};
+    for (const auto& a : args.argv) command.push_back(a);
+    return launch({.workers = workers, .servers = static_cast<int>(d.servers), .replicas = static_cast<int>(d.replicas),
+                   .split_bound = d.split_bound, .heartbeat_timeout_s = d.heartbeat_timeout_s},
+                  command);
+  }
+  if (env.role == "server") {
+    return ps::run_server(env, {.replicas = static_cast<int>(d.replicas), .split_bound = d.split_bound});
+  }
+  if (env.role == "coordinator") {
+    return run_coordinator({.bind = format("tcp://*:{}", env.coordinator_port), .workers = env.world_size,
+                            .servers = env.num_servers, .insecure = env.insecure,
+                            .heartbeat_timeout_s = d.heartbeat_timeout_s, .tolerate_server_loss = d.replicas > 0});
+  }
+  auto kv = ps::join_kvstore(env, d.mode, {.staleness = static_cast<int>(d.staleness), .timeout = seconds(d.timeout_s)});
+  parallel::PsContext ctx(*kv, job);
+  const int rc = train_here(args, job, &ctx);
+  kv->close();
+  return rc;
+}
+
+}  // namespace
+
+int run_server(const ServerArgs& args) {
+  comm::JobEnv env = comm::read_job_env();
+  LOOM_CHECK_T(ConfigError, env.role == "server",
+               "loom server: this process is not a server of a job (set LOOM_ROLE=server or DMLC_ROLE=server, with "
+               "the coordinator's address); `loom launch --servers S` and `loom train` start servers themselves");
+  return ps::run_server(env, {.replicas = args.replicas, .split_bound = args.split_bound});
+}
+
 int run_train(const TrainArgs& args) {
   io::JobConfig job = io::load_job_file(args.job, args.overrides);
   const int workers = args.workers > 0 ? args.workers : static_cast<int>(job.distributed.workers);
   comm::JobEnv env = comm::read_job_env();
+  if (job.distributed.mode.rfind("dist_", 0) == 0) return run_train_ps(args, job, env, workers);
   // Deterministic mode runs even one process through the data-parallel path
   // (per-sample, fixed-point gradients), so its results match any worker count bit for bit.
   const bool deterministic = job.distributed.deterministic;
@@ -166,13 +211,20 @@ int run_coordinator(const CoordinatorArgs& args) {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::set<int> reported;
   for (;;) {
     if (coordinator.wait_finished(std::chrono::milliseconds(200))) return 0;
     timespec zero{0, 0};
     if (sigtimedwait(&set, nullptr, &zero) > 0) return 0;
-    auto lost = coordinator.lost();
-    if (!lost.empty()) {
-      std::fprintf(stderr, "coordinator: %s\n", lost.front().describe().c_str());
+    for (const auto& lost : coordinator.lost()) {
+      // With replicated parameter servers a lost server is survivable: its backups take over.
+      if (args.tolerate_server_loss && lost.role == "server") {
+        if (reported.insert(lost.rank).second) {
+          std::fprintf(stderr, "coordinator: %s; its backups take over\n", lost.describe().c_str());
+        }
+        continue;
+      }
+      std::fprintf(stderr, "coordinator: %s\n", lost.describe().c_str());
       return 1;
     }
   }

@@ -1,6 +1,7 @@
 // The subcommands of `loom`, one function each; main.cc parses the arguments.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,11 @@ struct CoordinatorArgs {
   int workers = 1, servers = 0;
   bool insecure = false;
   double heartbeat_timeout_s = 10.0;
+  bool tolerate_server_loss = false;  // replicated parameter servers: a lost server is not the end of the job
+};
+struct ServerArgs {
+  int replicas = 0;
+  int64_t split_bound = 1 << 20;
 };
 struct EvalArgs {
   std::string job, checkpoint;
@@ -33,5 +39,6 @@ int run_train(const TrainArgs& args);
 int run_eval(const EvalArgs& args);
 int run_inspect(const InspectArgs& args);
 int run_coordinator(const CoordinatorArgs& args);
+int run_server(const ServerArgs& args);
 
 }  // namespace loom::cli

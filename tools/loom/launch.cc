@@ -18,6 +18,9 @@
 #include <thread>
 
 #include "loom/core/error.h"
+#include "loom/io/config.h"
+#include "loom/ps/placement.h"
+#include "loom/train/trainer.h"
 
 namespace loom::cli {
 namespace {
@@ -78,6 +81,44 @@ std::vector<Placement> place(const LaunchOptions& o, int count) {
     }
   }
   return out;
+}
+
+// Servers take the slots --hosts offers beyond the workers', else they go
+// round-robin over the hosts (on localhost: all here).
+std::vector<Placement> place_servers(const LaunchOptions& o, int workers) {
+  if (o.servers <= 0) return {};
+  std::vector<Placement> slots;
+  try {
+    slots = place(o, workers + o.servers);
+  } catch (const ConfigError&) {
+    slots = place(o, workers);  // not enough slots: share the workers' hosts
+  }
+  std::vector<Placement> out;
+  for (int s = 0; s < o.servers; ++s) {
+    const size_t i = static_cast<size_t>(workers + s);
+    Placement p = i < slots.size() ? slots[i] : slots[static_cast<size_t>(s) % slots.size()];
+    p.rank = s;
+    p.local_rank = s;
+    out.push_back(p);
+  }
+  return out;
+}
+
+// For `loom train JOB`: where each of the model's parameters (keys, in order) lives.
+void describe_keys(const LaunchOptions& o, const std::vector<std::string>& command) {
+  std::string job_path;
+  for (const auto& a : command) {
+    if (a.size() > 5 && a.substr(a.size() - 5) == ".toml") job_path = a;
+  }
+  const ps::PlacementOptions po{.num_servers = o.servers, .replicas = o.replicas, .split_bound = o.split_bound};
+  std::printf("keys: arrays of more than %lld elements are split over all %d servers; replicas %d\n",
+              static_cast<long long>(o.split_bound), o.servers, o.replicas);
+  if (job_path.empty()) return;
+  train::Trainer trainer(io::load_job_file(job_path), {.log = nullptr});
+  int64_t key = 0;
+  for (const auto& [name, p] : trainer.model().named_parameters()) {
+    std::printf("  %-20s %s\n", name.c_str(), ps::describe_key(key++, p.shape(), po).c_str());
+  }
 }
 
 int free_tcp_port(const std::string& host) {
@@ -197,11 +238,17 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& command) {
   LOOM_CHECK_T(ConfigError, o.servers >= 0, "launch: --servers must be >= 0, got {}", o.servers);
   LOOM_CHECK_T(ConfigError, !command.empty(), "launch: no command given (use: loom launch --workers N -- COMMAND)");
   std::vector<Placement> workers = place(o, o.workers);
+  std::vector<Placement> servers = place_servers(o, o.workers);
+  if (o.servers > 0) ps::check_placement({.num_servers = o.servers, .replicas = o.replicas, .split_bound = o.split_bound});
   if (o.describe) {
     std::printf("coordinator: %s\n", o.coordinator_bind.c_str());
     for (const auto& p : workers) {
       std::printf("worker %d: host %s%s, local rank %d\n", p.rank, p.netns ? "netns:" : "", p.host.c_str(), p.local_rank);
     }
+    for (const auto& p : servers) {
+      std::printf("server %d: host %s%s\n", p.rank, p.netns ? "netns:" : "", p.host.c_str());
+    }
+    if (o.servers > 0) describe_keys(o, command);
     return 0;
   }
   const std::string secret = o.insecure ? std::string() : (o.secret.empty() ? random_secret() : o.secret);
@@ -224,9 +271,21 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& command) {
                                             {"LOOM_INSECURE", o.insecure ? "1" : "0"}};
   {
     std::vector<std::string> argv = {self_executable(), "coordinator", "--bind", coordinator,
-                                     "--workers", std::to_string(o.workers), "--servers", std::to_string(o.servers)};
+                                     "--workers", std::to_string(o.workers), "--servers", std::to_string(o.servers),
+                                     "--heartbeat-timeout", format("{}", o.heartbeat_timeout_s)};
+    if (o.replicas > 0) argv.push_back("--tolerate-server-loss");
     if (o.insecure) argv.push_back("--insecure");
     children.push_back(spawn("coordinator", argv, common, coord_where));
+  }
+  for (const auto& p : servers) {
+    auto env = common;
+    env["LOOM_ROLE"] = "server";
+    env["LOOM_RANK"] = std::to_string(p.rank);
+    env["LOOM_HOST"] = p.netns ? p.host : "localhost";
+    const std::vector<std::string> argv = {self_executable(), "server", "--replicas", std::to_string(o.replicas),
+                                           "--split-bound", std::to_string(o.split_bound)};
+    children.push_back(spawn(format("server {}", p.rank), argv, env, &p));
+    children.back().host = p.host;
   }
   for (const auto& p : workers) {
     auto env = common;
@@ -273,6 +332,13 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& command) {
         c.status = status;
         const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (c.label == "coordinator" && ok && !stopping) continue;  // it leaves once the workers are done
+        if (!ok && !stopping && o.replicas > 0 && c.label.rfind("server", 0) == 0) {
+          // Replicated parameter servers: the backups take over its shards.
+          std::fflush(stdout);
+          std::fprintf(stderr, "loom launch: %s on host %s (pid %d) %s; its backups take over\n", c.label.c_str(),
+                       c.host.c_str(), c.pid, describe_exit(status).c_str());
+          continue;
+        }
         if (!ok && !stopping) {
           failure = format("{} on host {} (pid {}) {}", c.label, c.host, c.pid, describe_exit(status));
           result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -285,7 +351,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& command) {
     }
     // When every worker is done, the coordinator is told to go.
     bool workers_done = true;
-    for (auto& c : children) workers_done = workers_done && (c.label == "coordinator" || c.exited);
+    for (auto& c : children) workers_done = workers_done && (c.label.rfind("worker", 0) != 0 || c.exited);
     if (workers_done && !stopping) {
       stopping = true;
       kill_all(SIGTERM);

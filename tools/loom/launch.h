@@ -6,6 +6,7 @@
 //   loom train job.toml --workers 4                     (calls the same code)
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,9 @@ struct LaunchOptions {
   std::string coordinator_bind = "127.0.0.1";
   int grace_ms = 5000;              // after a failure: SIGTERM, then SIGKILL after this long
   bool describe = false;            // print the placement and exit
+  int replicas = 0;                 // parameter servers: backups per shard (a lost server does not stop the job)
+  int64_t split_bound = 1 << 20;    // parameter servers: split arrays larger than this (elements)
+  double heartbeat_timeout_s = 10.0;
 };
 
 // Runs `command` as every worker (and server) process; returns the exit status for `loom`.

@@ -4,6 +4,7 @@
 //              [--metrics-out metrics.jsonl] [--save-final model.safetensors]
 //   loom eval examples/fashion_mnist/mlp.toml --checkpoint model.safetensors
 //   loom inspect ckpt.safetensors          |   loom inspect --diff a.safetensors b.safetensors
+//   loom launch --workers 4 [--servers 2 --replicas 1] -- COMMAND       loom server (a parameter server)
 //
 // Errors become one line on stderr ("loom: ...") and exit status 1; usage
 // errors exit with 2.
@@ -52,7 +53,12 @@ int main(int argc, char** argv) {
   l->add_option("--hosts", launch.hosts, "placement: localhost:slots or netns:NAME:slots, comma-separated")
       ->delimiter(',');
   l->add_flag("--insecure", launch.insecure, "no CURVE encryption or authentication (trusted networks only)");
-  l->add_flag("--describe", launch.describe, "print where each process would run and exit");
+  l->add_option("--heartbeat-timeout", launch.heartbeat_timeout_s, "seconds of silence after which a process is lost")
+      ->check(CLI::PositiveNumber);
+  l->add_option("--replicas", launch.replicas, "parameter servers: backups of each shard");
+  l->add_option("--split-bound", launch.split_bound, "parameter servers: split arrays larger than this (elements)");
+  l->add_flag("--describe", launch.describe,
+              "print where each process would run (and, for `loom train JOB`, where each key lives) and exit");
   l->add_option("command", launch_command, "the program and its arguments (after --)")->required();
 
   loom::cli::CoordinatorArgs coord;
@@ -62,6 +68,15 @@ int main(int argc, char** argv) {
   c->add_option("--servers", coord.servers, "number of parameter servers to expect");
   c->add_flag("--insecure", coord.insecure, "no CURVE encryption or authentication");
   c->add_option("--heartbeat-timeout", coord.heartbeat_timeout_s, "seconds of silence after which a process is lost")
+      ->check(CLI::PositiveNumber);
+
+  c->add_flag("--tolerate-server-loss", coord.tolerate_server_loss,
+              "a lost parameter server does not end the job (its shards have backups)");
+
+  loom::cli::ServerArgs server;
+  auto* sv = app.add_subcommand("server", "run a parameter server of a job (LOOM_ROLE=server or DMLC_ROLE=server)");
+  sv->add_option("--replicas", server.replicas, "backups of each server's shards (as every server of the job)");
+  sv->add_option("--split-bound", server.split_bound, "arrays larger than this many elements are split over all servers")
       ->check(CLI::PositiveNumber);
 
   loom::cli::BenchAllreduceArgs bench_ar;
@@ -91,6 +106,7 @@ int main(int argc, char** argv) {
     if (*i) return loom::cli::run_inspect(inspect);
     if (*l) return loom::cli::launch(launch, launch_command);
     if (*c) return loom::cli::run_coordinator(coord);
+    if (*sv) return loom::cli::run_server(server);
     if (*bar) return loom::cli::run_bench_allreduce(bench_ar);
   } catch (const loom::Error& err) {
     std::fprintf(stderr, "loom: %s\n", err.what());

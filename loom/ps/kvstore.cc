@@ -1,0 +1,241 @@
+#include "loom/ps/kvstore.h"
+
+#include <cstring>
+#include <map>
+
+#include "loom/core/error.h"
+#include "loom/io/safetensors.h"
+#include "loom/ops/creation.h"
+#include "loom/ops/view.h"
+#include "loom/ps/kvstore_internal.h"
+
+namespace loom::ps {
+
+namespace detail {
+
+void check_value(int64_t key, const core::Tensor& t, const char* what) {
+  LOOM_CHECK(t.defined(), "kvstore: {} of key {}: undefined tensor", what, key);
+  LOOM_CHECK_T(TypeError, t.dtype() == core::DType::F32 || t.dtype() == core::DType::F64,
+               "kvstore: {} of key {}: dtype {} (the store holds f32 or f64)", what, key, core::name(t.dtype()));
+  LOOM_CHECK(t.device().is_cpu() && t.is_contiguous(), "kvstore: {} of key {}: needs a contiguous CPU tensor", what, key);
+}
+
+std::span<const std::byte> bytes_of(const core::Tensor& t) {
+  return {static_cast<const std::byte*>(t.data_ptr()), t.nbytes()};
+}
+
+std::span<std::byte> mutable_bytes_of(const core::Tensor& t) { return {static_cast<std::byte*>(t.data_ptr()), t.nbytes()}; }
+
+std::vector<int64_t> row_ids_of(int64_t key, const core::Tensor& ids, bool sorted_unique) {
+  LOOM_CHECK_T(TypeError, ids.defined() && ids.dtype() == core::DType::I64 && ids.dim() == 1,
+               "kvstore: row ids for key {} must be a 1-D i64 tensor", key);
+  std::vector<int64_t> out = ids.to_vector<int64_t>();
+  for (size_t i = 1; sorted_unique && i < out.size(); ++i) {
+    LOOM_CHECK_T(IndexError, out[i] > out[i - 1],
+                 "kvstore: row_sparse_push to key {}: row ids must be ascending and unique ({} after {})", key, out[i],
+                 out[i - 1]);
+  }
+  return out;
+}
+
+void write_states(const std::filesystem::path& path, const std::map<int64_t, KeyState>& states) {
+  io::NamedTensors tensors;
+  io::Metadata meta{{"format", "loom-kvstore-state-v1"}};
+  for (const auto& [key, s] : states) {
+    for (size_t j = 0; j < s.parts.size(); ++j) {
+      core::Tensor t = ops::empty(s.shape, s.dtype);
+      LOOM_CHECK(t.nbytes() == s.parts[j].size(), "kvstore: key {}: state part of {} bytes", key, s.parts[j].size());
+      if (t.nbytes() > 0) std::memcpy(t.data_ptr(), s.parts[j].data(), t.nbytes());
+      tensors.emplace_back(j == 0 ? format("key{}", key) : format("key{}.state{}", key, j - 1), t);
+    }
+    meta[format("key{}.updates", key)] = std::to_string(s.updates);
+    meta[format("key{}.slots", key)] = std::to_string(s.parts.size() - 1);
+  }
+  io::write_safetensors(path, tensors, meta);
+}
+
+std::map<int64_t, KeyState> read_states(const std::filesystem::path& path) {
+  io::SafetensorsFile f = io::read_safetensors(path);
+  auto it = f.metadata.find("format");
+  LOOM_CHECK_T(IoError, it != f.metadata.end() && it->second == "loom-kvstore-state-v1",
+               "{}: not a KVStore state file (no format = loom-kvstore-state-v1 in its metadata)", path.string());
+  std::map<int64_t, KeyState> out;
+  auto number = [&](const std::string& name) {
+    auto m = f.metadata.find(name);
+    LOOM_CHECK_T(IoError, m != f.metadata.end(), "{}: metadata '{}' missing", path.string(), name);
+    try {
+      return std::stoll(m->second);
+    } catch (const std::exception&) {
+      throw IoError(format("{}: metadata '{}' = '{}' is not a number", path.string(), name, m->second));
+    }
+  };
+  for (const auto& [name, t] : f.tensors) {
+    if (name.find('.') != std::string::npos) continue;
+    LOOM_CHECK_T(IoError, name.rfind("key", 0) == 0, "{}: unexpected tensor '{}'", path.string(), name);
+    int64_t key = 0;
+    try {
+      key = std::stoll(name.substr(3));
+    } catch (const std::exception&) {
+      throw IoError(format("{}: unexpected tensor '{}'", path.string(), name));
+    }
+    KeyState s{.shape = t.shape(), .dtype = t.dtype(), .updates = number(format("key{}.updates", key))};
+    const int64_t slots = number(format("key{}.slots", key));
+    for (int64_t j = -1; j < slots; ++j) {
+      const core::Tensor& part = j < 0 ? t : f.at(format("key{}.state{}", key, j));
+      LOOM_CHECK_T(IoError, part.shape() == s.shape && part.dtype() == s.dtype, "{}: key {}: state {} has another shape",
+                   path.string(), key, j);
+      const core::Tensor dense = ops::contiguous(part);
+      const auto b = bytes_of(dense);
+      s.parts.emplace_back(b.begin(), b.end());
+    }
+    out.emplace(key, std::move(s));
+  }
+  return out;
+}
+
+std::vector<std::byte> restored_meta(int64_t updates, int num_workers) {
+  std::vector<int64_t> meta(2 + static_cast<size_t>(num_workers), 0);
+  meta[0] = updates;
+  std::vector<std::byte> out(meta.size() * 8);
+  std::memcpy(out.data(), meta.data(), out.size());
+  return out;
+}
+
+}  // namespace detail
+
+namespace {
+
+// "local": one process holds every key; the same Shard code as a server.
+class LocalKVStore final : public KVStore {
+ public:
+  std::string type() const override { return "local"; }
+  int rank() const override { return 0; }
+  int num_workers() const override { return 1; }
+
+  void init(std::span<const int64_t> keys, std::span<const Tensor> values) override {
+    LOOM_CHECK(keys.size() == values.size(), "kvstore: init of {} keys with {} values", keys.size(), values.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      detail::check_value(keys[i], values[i], "init");
+      LOOM_CHECK(!shards_.contains(keys[i]), "kvstore: key {} is already initialized", keys[i]);
+      const core::Shape& shape = values[i].shape();
+      auto shard = std::make_unique<Shard>(ShardOptions{.key = keys[i], .dtype = values[i].dtype(), .key_shape = shape,
+                                                        .row_begin = 0, .num_rows = key_rows(shape)});
+      shard->init(detail::bytes_of(values[i]));
+      if (optimizer_) shard->set_optimizer(optimizer_);
+      shards_.emplace(keys[i], Entry{std::move(shard), 0});
+    }
+  }
+
+  void push(std::span<const int64_t> keys, std::span<const Tensor> values) override {
+    LOOM_CHECK(keys.size() == values.size(), "kvstore: push of {} keys with {} values", keys.size(), values.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      Entry& e = entry(keys[i], "push");
+      check_same(e, keys[i], values[i], "push");
+      stats_.bytes_sent += values[i].nbytes();
+      e.shard->push(0, ++e.version, PushData{.data = {nullptr, detail::bytes_of(values[i])}});
+    }
+  }
+
+  void pull(std::span<const int64_t> keys, std::span<const Tensor> outs) override {
+    LOOM_CHECK(keys.size() == outs.size(), "kvstore: pull of {} keys into {} tensors", keys.size(), outs.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      Entry& e = entry(keys[i], "pull");
+      check_same(e, keys[i], outs[i], "pull");
+      const auto w = e.shard->weights();
+      std::memcpy(outs[i].data_ptr(), w.data(), w.size());
+      stats_.bytes_received += w.size();
+    }
+  }
+
+  void pushpull(std::span<const int64_t> keys, std::span<const Tensor> values, std::span<const Tensor> outs) override {
+    push(keys, values);
+    pull(keys, outs);
+  }
+
+  void row_sparse_push(int64_t key, const Tensor& row_ids, const Tensor& rows) override {
+    Entry& e = entry(key, "row_sparse_push");
+    auto ids = detail::row_ids_of(key, row_ids, true);
+    detail::check_value(key, rows, "row_sparse_push");
+    stats_.bytes_sent += rows.nbytes() + ids.size() * 8;
+    e.shard->push(0, ++e.version, PushData{.data = {nullptr, detail::bytes_of(rows)}, .rows = std::move(ids)});
+  }
+
+  void row_sparse_pull(int64_t key, const Tensor& out, const Tensor& row_ids) override {
+    Entry& e = entry(key, "row_sparse_pull");
+    auto ids = detail::row_ids_of(key, row_ids, false);
+    detail::check_value(key, out, "row_sparse_pull");
+    e.shard->read_rows(ids, detail::mutable_bytes_of(out));
+    stats_.bytes_received += out.nbytes();
+  }
+
+  void set_optimizer(const OptimizerSpec& spec) override {
+    optimizer_ = make_server_optimizer(spec);
+    for (auto& [k, e] : shards_) e.shard->set_optimizer(optimizer_);
+  }
+  void barrier() override {}
+
+  void save_optimizer_states(const std::filesystem::path& path) override {
+    std::map<int64_t, detail::KeyState> states;
+    for (auto& [k, e] : shards_) {
+      auto parts = e.shard->get_state();
+      int64_t updates = 0;
+      std::memcpy(&updates, parts.back().data(), 8);
+      parts.pop_back();
+      states.emplace(k, detail::KeyState{.shape = e.shard->options().key_shape, .dtype = e.shard->options().dtype,
+                                         .parts = std::move(parts), .updates = updates});
+    }
+    detail::write_states(path, states);
+  }
+
+  void load_optimizer_states(const std::filesystem::path& path) override {
+    for (auto& [k, s] : detail::read_states(path)) {
+      Entry& e = entry(k, "load_optimizer_states");
+      LOOM_CHECK_T(ShapeError, e.shard->options().key_shape == s.shape && e.shard->options().dtype == s.dtype,
+                   "{}: key {} is {} {} in the file, {} {} here", path.string(), k, core::name(s.dtype),
+                   core::to_string(s.shape), core::name(e.shard->options().dtype),
+                   core::to_string(e.shard->options().key_shape));
+      const auto meta = detail::restored_meta(s.updates, 1);
+      std::vector<std::span<const std::byte>> frames(s.parts.begin(), s.parts.end());
+      frames.emplace_back(meta);
+      e.shard->set_state(frames);
+      e.version = 0;
+    }
+  }
+
+  KVStoreStats stats() const override { return stats_; }
+
+ private:
+  struct Entry {
+    std::unique_ptr<Shard> shard;
+    int64_t version = 0;
+  };
+  Entry& entry(int64_t key, const char* what) {
+    auto it = shards_.find(key);
+    LOOM_CHECK(it != shards_.end(), "kvstore: {} of key {}, which is not initialized (call init first)", what, key);
+    return it->second;
+  }
+  static void check_same(const Entry& e, int64_t key, const Tensor& t, const char* what) {
+    detail::check_value(key, t, what);
+    LOOM_CHECK_T(ShapeError, t.shape() == e.shard->options().key_shape, "kvstore: {} of key {}: shape {}, the key is {}",
+                 what, key, core::to_string(t.shape()), core::to_string(e.shard->options().key_shape));
+    LOOM_CHECK_T(TypeError, t.dtype() == e.shard->options().dtype, "kvstore: {} of key {}: dtype {}, the key holds {}",
+                 what, key, core::name(t.dtype()), core::name(e.shard->options().dtype));
+  }
+
+  std::map<int64_t, Entry> shards_;
+  std::shared_ptr<const ServerOptimizer> optimizer_;
+  KVStoreStats stats_;
+};
+
+}  // namespace
+
+void KVStore::broadcast(std::span<const int64_t> keys, std::span<const Tensor> values, std::span<const Tensor> outs) {
+  init(keys, values);
+  pull(keys, outs);
+}
+
+bool is_dist_type(std::string_view type) { return type == "dist_sync" || type == "dist_async" || type == "dist_ssp"; }
+
+std::unique_ptr<KVStore> detail::create_local_kvstore() { return std::make_unique<LocalKVStore>(); }
+
+}  // namespace loom::ps

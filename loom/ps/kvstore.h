@@ -1,0 +1,140 @@
+// The KVStore: MXNet's key-value store API over Loom's parameter servers.
+//
+//   auto kv = ps::KVStore::create("dist_sync");          // joins the job the environment describes
+//   kv->init(3, weights);                                 // every worker; rank 0's value is kept
+//   kv->set_optimizer({.rule = "sgd", .lr = 0.1});        // the servers run the update rule
+//   kv->push(3, grad);                                    // summed over the workers, then updated
+//   kv->pull(3, weights);                                 // the new value, written in place
+//   kv->row_sparse_pull(7, rows_out, row_ids);            // only the rows asked for travel
+//
+// Types:
+//   local       one process; the store and the update live in this process
+//   dist_sync   a server applies an update once it has every worker's push for
+//               that key and round, merged in worker-rank order; push returns
+//               when the update is applied (and held by the backups)
+//   dist_async  every push is applied on arrival
+//   dist_ssp    as dist_async, plus a bound on staleness: advance_clock() at the
+//               end of step t waits until no worker is more than `staleness`
+//               steps behind, so no worker starts step t+s+1 before every worker
+//               has finished step t
+//
+// Values are CPU tensors of f32 or f64, contiguous, of the key's shape. A key
+// is an array whose first dimension counts rows (placement.h): row-sparse push
+// and pull address rows of it. Without set_optimizer a push replaces the value
+// with the merged push (MXNet's default); with it the server applies the rule
+// to the merged gradient times `rescale_grad`.
+//
+// Errors: a request the server refuses (unknown key, wrong shape or dtype, push
+// before init) throws ValueError with the server's reason at this worker; the
+// others go on. Every call has a timeout (TimeoutError naming the key and server).
+// A lost server whose slices have a live backup is replaced transparently;
+// without one, PeerLostError names it. In dist_sync a lost worker makes every
+// waiting call throw PeerLostError (its rounds can never complete).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "loom/comm/security.h"
+#include "loom/core/tensor.h"
+#include "loom/ps/placement.h"
+#include "loom/ps/protocol.h"
+
+namespace loom::comm {
+class CoordinatorClient;
+struct JobEnv;
+}  // namespace loom::comm
+
+namespace loom::ps {
+
+using core::Tensor;
+
+struct KVStoreOptions {
+  int staleness = 0;  // dist_ssp's bound s
+  std::chrono::milliseconds timeout{60000};   // one call
+  std::chrono::milliseconds join_timeout{120000};
+  int64_t split_bound = kDefaultSplitBound;   // elements; must match the servers'
+  int replicas = 0;                           // must match the servers'
+};
+
+struct KVStoreStats {
+  uint64_t requests = 0;
+  uint64_t bytes_sent = 0;      // payload bytes (values, gradients, row ids)
+  uint64_t bytes_received = 0;
+};
+
+class KVStore {
+ public:
+  virtual ~KVStore() = default;
+
+  // "local" here; "dist_sync" | "dist_async" | "dist_ssp" join the job the
+  // environment describes (comm::read_job_env) as a worker.
+  static std::unique_ptr<KVStore> create(std::string_view type, const KVStoreOptions& options = {});
+
+  virtual std::string type() const = 0;
+  virtual int rank() const = 0;
+  virtual int num_workers() const = 0;
+
+  virtual void init(std::span<const int64_t> keys, std::span<const Tensor> values) = 0;
+  virtual void push(std::span<const int64_t> keys, std::span<const Tensor> values) = 0;
+  virtual void pull(std::span<const int64_t> keys, std::span<const Tensor> outs) = 0;
+  virtual void pushpull(std::span<const int64_t> keys, std::span<const Tensor> values,
+                        std::span<const Tensor> outs) = 0;
+  // `row_ids`: i64, 1-D, ascending and unique; `rows`: [row_ids.size(), ...rest of the key's shape].
+  virtual void row_sparse_push(int64_t key, const Tensor& row_ids, const Tensor& rows) = 0;
+  // `row_ids`: i64, 1-D, any order; `out`: [row_ids.size(), ...], written in place.
+  virtual void row_sparse_pull(int64_t key, const Tensor& out, const Tensor& row_ids) = 0;
+  // Every worker: init (rank 0's value) then pull into `outs`.
+  void broadcast(std::span<const int64_t> keys, std::span<const Tensor> values, std::span<const Tensor> outs);
+
+  // Every worker calls it; rank 0's spec is sent to the servers.
+  virtual void set_optimizer(const OptimizerSpec& spec) = 0;
+  virtual void barrier() = 0;
+  // dist_ssp: the end of one step (see above); a no-op for the other types.
+  virtual void advance_clock() {}
+
+  // Rank 0 writes (others wait): every key's value and server-side optimizer
+  // state, as one safetensors file (atomically). Loading puts them back.
+  virtual void save_optimizer_states(const std::filesystem::path& path) = 0;
+  virtual void load_optimizer_states(const std::filesystem::path& path) = 0;
+
+  virtual KVStoreStats stats() const = 0;
+  // Tells the job this worker is done (the destructor does it too).
+  virtual void close() {}
+
+  // Single-key forms.
+  void init(int64_t key, const Tensor& value) { init(std::span(&key, 1), std::span(&value, 1)); }
+  void push(int64_t key, const Tensor& value) { push(std::span(&key, 1), std::span(&value, 1)); }
+  void pull(int64_t key, const Tensor& out) { pull(std::span(&key, 1), std::span(&out, 1)); }
+  void pushpull(int64_t key, const Tensor& value, const Tensor& out) {
+    pushpull(std::span(&key, 1), std::span(&value, 1), std::span(&out, 1));
+  }
+};
+
+// A worker's store connected to running servers (what create() does after the rendezvous).
+struct DistKVStoreOptions {
+  std::string type = "dist_sync";
+  int rank = 0;
+  int num_workers = 1;
+  std::vector<std::string> server_endpoints;
+  comm::SecurityOptions security;
+  KVStoreOptions options;
+  // For barriers, set_optimizer, dist_ssp clocks and loss notices; may be null
+  // for a single worker without them. Owned when `owned_client` is set.
+  comm::CoordinatorClient* client = nullptr;
+  std::shared_ptr<comm::CoordinatorClient> owned_client;
+};
+std::unique_ptr<KVStore> connect_kvstore(DistKVStoreOptions options);
+// create() for a dist type with the job described by `env` (create() reads the environment).
+std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, std::string_view type, const KVStoreOptions& options = {});
+
+// The KVStore type names.
+bool is_dist_type(std::string_view type);
+
+}  // namespace loom::ps

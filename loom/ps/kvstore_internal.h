@@ -1,0 +1,36 @@
+// Internal to loom/ps: what the local and the distributed KVStore share.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <map>
+#include <vector>
+
+#include "loom/core/tensor.h"
+#include "loom/ps/kvstore.h"
+#include "loom/ps/shard.h"
+
+namespace loom::ps::detail {
+
+std::unique_ptr<KVStore> create_local_kvstore();
+
+// A value passed to the store: CPU, contiguous, f32 or f64 (TypeError/ValueError naming the key otherwise).
+void check_value(int64_t key, const core::Tensor& t, const char* what);
+std::span<const std::byte> bytes_of(const core::Tensor& t);
+std::span<std::byte> mutable_bytes_of(const core::Tensor& t);
+// Row ids of a sparse call: i64, 1-D, contiguous.
+std::vector<int64_t> row_ids_of(int64_t key, const core::Tensor& ids, bool sorted_unique);
+
+// One key's saved state: the whole value and each optimizer slot, plus its update count.
+struct KeyState {
+  core::Shape shape;
+  core::DType dtype = core::DType::F32;
+  std::vector<std::vector<std::byte>> parts;  // [value] [slot 0] ...
+  int64_t updates = 0;
+};
+void write_states(const std::filesystem::path& path, const std::map<int64_t, KeyState>& states);
+std::map<int64_t, KeyState> read_states(const std::filesystem::path& path);
+// The counters frame a restored slice gets: updates kept, rounds and worker versions from 0.
+std::vector<std::byte> restored_meta(int64_t updates, int num_workers);
+
+}  // namespace loom::ps::detail

@@ -1,0 +1,65 @@
+#include "loom/ps/placement.h"
+
+#include "loom/core/error.h"
+
+namespace loom::ps {
+
+int64_t key_rows(const core::Shape& shape) { return shape.empty() ? 1 : shape[0]; }
+
+int64_t key_row_numel(const core::Shape& shape) {
+  int64_t n = 1;
+  for (size_t i = 1; i < shape.size(); ++i) n *= shape[i];
+  return n;
+}
+
+void check_placement(const PlacementOptions& o) {
+  LOOM_CHECK_T(ConfigError, o.num_servers >= 1, "parameter servers: need at least one server, got {}", o.num_servers);
+  LOOM_CHECK_T(ConfigError, o.replicas >= 0 && o.replicas < o.num_servers,
+               "parameter servers: replicas = {} needs more than {} servers (each backup is another server)",
+               o.replicas, o.replicas);
+  LOOM_CHECK_T(ConfigError, o.split_bound >= 1, "parameter servers: split bound must be >= 1, got {}", o.split_bound);
+}
+
+std::vector<Slice> place_key(int64_t key, const core::Shape& shape, const PlacementOptions& o) {
+  return place_key_rows(key, key_rows(shape), key_row_numel(shape), o);
+}
+
+std::vector<Slice> place_key_rows(int64_t key, int64_t rows, int64_t row_numel, const PlacementOptions& o) {
+  check_placement(o);
+  LOOM_CHECK(key >= 0, "kvstore: key {} is negative", key);
+  const int64_t numel = rows * row_numel;
+  const int64_t s = o.num_servers;
+  if (numel <= o.split_bound || s == 1 || rows < 2) {
+    return {Slice{.server = static_cast<int>(key % s), .row_begin = 0, .num_rows = rows}};
+  }
+  std::vector<Slice> out;
+  for (int64_t i = 0; i < s; ++i) {
+    const int64_t begin = rows * i / s, end = rows * (i + 1) / s;
+    if (end > begin) out.push_back({.server = static_cast<int>((key + i) % s), .row_begin = begin, .num_rows = end - begin});
+  }
+  return out;
+}
+
+std::vector<int> replica_chain(int server, const PlacementOptions& o) {
+  std::vector<int> chain;
+  for (int i = 0; i <= o.replicas; ++i) chain.push_back((server + i) % o.num_servers);
+  return chain;
+}
+
+std::string describe_key(int64_t key, const core::Shape& shape, const PlacementOptions& o) {
+  std::string out = format("key {} {}:", key, core::to_string(shape));
+  bool first = true;
+  for (const Slice& s : place_key(key, shape, o)) {
+    out += format("{} server {} rows [{}, {})", first ? "" : ",", s.server, s.row_begin, s.row_begin + s.num_rows);
+    first = false;
+    auto chain = replica_chain(s.server, o);
+    if (chain.size() > 1) {
+      out += " (backup";
+      for (size_t i = 1; i < chain.size(); ++i) out += format(" {}", chain[i]);
+      out += ")";
+    }
+  }
+  return out;
+}
+
+}  // namespace loom::ps

@@ -1,0 +1,54 @@
+// Which server holds which part of which key.
+//
+//   ps::PlacementOptions o{.num_servers = 4, .replicas = 1};
+//   for (const ps::Slice& s : ps::place_key(key, {1000000, 16}, o)) ...   // rows [s.row_begin, +s.num_rows) on s.server
+//   std::vector<int> chain = ps::replica_chain(s.server, o);              // {primary, backup, ...}
+//
+// A key is an array whose first dimension counts rows (a scalar or 1-D array:
+// rows of one element). Keys of at most `split_bound` elements live whole on
+// server key mod S, so consecutive keys spread over the servers; larger keys
+// are cut into S contiguous row ranges of near-equal size, range i on server
+// (key + i) mod S, so every server takes a share of every big array. Slices
+// never split a row, which is what lets row-sparse pushes and pulls go to the
+// servers holding the touched rows only.
+//
+// Replication: the slices a server owns are also held by the next `replicas`
+// servers (mod S). The first live server of a chain is the slice's primary.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "loom/core/shape.h"
+
+namespace loom::ps {
+
+inline constexpr int64_t kDefaultSplitBound = int64_t{1} << 20;  // elements
+
+struct PlacementOptions {
+  int num_servers = 1;
+  int replicas = 0;
+  int64_t split_bound = kDefaultSplitBound;
+};
+
+struct Slice {
+  int server = 0;         // the owner (head of its replica chain)
+  int64_t row_begin = 0;
+  int64_t num_rows = 0;
+};
+
+// Rows of a key of this shape (its first dimension; 1 for a scalar) and elements per row.
+int64_t key_rows(const core::Shape& shape);
+int64_t key_row_numel(const core::Shape& shape);
+
+// Throws ConfigError for a bad option (no servers, replicas >= servers).
+void check_placement(const PlacementOptions& options);
+std::vector<Slice> place_key(int64_t key, const core::Shape& shape, const PlacementOptions& options);
+// The same from the key's row count and elements per row (what a request header carries).
+std::vector<Slice> place_key_rows(int64_t key, int64_t rows, int64_t row_numel, const PlacementOptions& options);
+std::vector<int> replica_chain(int server, const PlacementOptions& options);
+// "key 3 [1000000, 16]: server 0 rows [0, 250000) (backup 1), server 1 rows ..." for `loom launch --describe`.
+std::string describe_key(int64_t key, const core::Shape& shape, const PlacementOptions& options);
+
+}  // namespace loom::ps

@@ -1,0 +1,131 @@
+// The parameter-server wire protocol: what workers and servers (and servers
+// among themselves) send over ZeroMQ.
+//
+//   ps::Header h{.op = ps::Op::Push, .sender = rank, .request_id = id, .key = 3, .version = 12,
+//                .row_begin = 0, .num_rows = 10, .row_numel = 784, .dtype = core::DType::F32, .num_frames = 1};
+//   ps::HeaderBytes bytes = ps::encode_header(h);            // 96 bytes, little-endian
+//   ps::Header back = ps::decode_header(bytes);              // throws CommError if bad
+//
+// A message is a header frame followed by `num_frames` payload frames (the
+// ROUTER side adds the peer's routing id in front). Header layout, version 1:
+//
+//   offset size  field
+//        0    4  magic "LMPS"
+//        4    2  version (1)
+//        6    2  header length (96)
+//        8    2  op (Op)
+//       10    2  flags (Flag bits)
+//       12    2  status (Status; replies only)
+//       14    2  dtype (core::DType)
+//       16    4  sender: a worker rank, or -1 - s for server s
+//       20    4  num_frames: payload frames that follow
+//       24    8  request id (a reply carries its request's)
+//       32    8  key
+//       40    8  version: the sender's count of pushes to this key (pushes),
+//                the worker's finished steps (clock)
+//       48    8  seq: updates applied to the slice (replication), or 0
+//       56    8  row_begin: first row of the key slice this message is about
+//       64    8  num_rows: rows in the slice
+//       72    8  row_numel: elements per row (the product of dims after the first)
+//       80    8  total_rows: rows of the whole key (its first dim; 1 for a scalar)
+//       88    4  CRC-32C of bytes [0, 88)
+//       92    4  reserved (0)
+//
+// Every field is checked before it is used (decode_header): magic, version,
+// length, checksum, known op/status/dtype, no unknown flags, non-negative
+// sizes, the slice inside the key, sizes that cannot overflow. Payload frame
+// sizes are checked by the receiver against what the op and header imply.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "loom/core/dtype.h"
+
+namespace loom::ps {
+
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr size_t kHeaderBytes = 96;
+using HeaderBytes = std::array<std::byte, kHeaderBytes>;
+
+enum class Op : uint16_t {
+  Init = 1,          // frames: [dims (i64 each)] [+ data when Flag::HasData]. Reply when the value is set.
+  Push = 2,          // frames: [data] (dense) | [row ids (i64)] [rows] (Flag::Sparse). Reply when applied.
+  Pull = 3,          // frames: none | [row ids] (Flag::Sparse). Reply frames: [data] | [rows].
+  PushPull = 4,      // a Push whose reply carries the updated slice, as Pull's.
+  SetOptimizer = 5,  // frames: [OptimizerSpec text]. Applies to every key of the server.
+  GetState = 6,      // reply frames: [weights] [state slot 0] ... [meta (i64: updates, per-worker versions)]
+  SetState = 7,      // frames as GetState's reply: replaces the slice's weights, state and counters.
+  Replicate = 8,     // primary -> backup: frames as Push (the merged update); seq = updates after it.
+  Reply = 9,         // status Ok: frames per the request; status Error: [message]
+};
+std::string_view op_name(Op op);
+
+enum class Status : uint16_t { Ok = 0, Error = 1 };
+
+namespace flag {
+inline constexpr uint16_t kHasData = 1;  // Init: the value follows (rank 0's init)
+inline constexpr uint16_t kSparse = 2;   // Push/Pull/PushPull/Replicate: row-sparse form
+inline constexpr uint16_t kAll = kHasData | kSparse;
+}  // namespace flag
+
+struct Header {
+  Op op = Op::Reply;
+  uint16_t flags = 0;
+  Status status = Status::Ok;
+  core::DType dtype = core::DType::F32;
+  int32_t sender = 0;
+  uint32_t num_frames = 0;
+  uint64_t request_id = 0;
+  int64_t key = 0;
+  int64_t version = 0;
+  int64_t seq = 0;
+  int64_t row_begin = 0;
+  int64_t num_rows = 0;
+  int64_t row_numel = 0;
+  int64_t total_rows = 0;
+
+  bool sparse() const { return (flags & flag::kSparse) != 0; }
+  // Bytes of the dense slice this header describes: num_rows * row_numel * itemsize.
+  uint64_t slice_nbytes() const;
+};
+
+inline int32_t server_sender(int server) { return -1 - server; }
+
+HeaderBytes encode_header(const Header& h);
+// Throws CommError naming what is wrong.
+Header decode_header(std::span<const std::byte> bytes);
+
+// The server-side optimizer: which update rule (loom/optim) with which
+// hyper-parameters, and the learning-rate schedule as a function of the
+// number of updates a slice has had. Travels as "name=value" lines.
+struct OptimizerSpec {
+  std::string rule = "sgd";  // sgd | adam | adamw
+  double lr = 0.01;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  bool amsgrad = false;
+  // Schedule: constant | step (every step_size updates x gamma) | cosine (over t_max updates, to min_lr);
+  // warmup_steps of linear warm-up before it.
+  std::string schedule = "constant";
+  int64_t step_size = 1;
+  double gamma = 0.1;
+  int64_t t_max = 1;
+  double min_lr = 0.0;
+  int64_t warmup_steps = 0;
+  // Scales every merged gradient before the rule sees it (MXNet's rescale_grad).
+  double rescale_grad = 1.0;
+};
+
+std::string encode_optimizer(const OptimizerSpec& spec);
+// ValueError naming the bad line.
+OptimizerSpec decode_optimizer(std::string_view text);
+
+}  // namespace loom::ps

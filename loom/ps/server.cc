@@ -1,0 +1,572 @@
+#include "loom/ps/server.h"
+
+#include <zmq.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "loom/core/error.h"
+#include "loom/ps/shard.h"
+#include "loom/ps/zmq_frames.h"
+
+namespace loom::ps {
+
+using detail::MsgPtr;
+
+namespace {
+
+struct SliceId {
+  int64_t key = 0;
+  int64_t row_begin = 0;
+  auto operator<=>(const SliceId&) const = default;
+};
+
+// A request waiting for its answer: the route back and the request header.
+struct Waiting {
+  std::vector<MsgPtr> route;
+  Header request;
+};
+
+struct Entry {
+  std::unique_ptr<Shard> shard;
+  std::vector<int> chain;
+  std::vector<Waiting> round;  // sync pushes of the round in progress
+  std::vector<Waiting> inits;  // inits without data, waiting for rank 0's value
+  bool value_acked = false;    // the value is set and its backups hold it
+};
+
+struct Job {  // an update sent to backups, not yet acknowledged by all
+  SliceId slice;
+  std::set<int> waiting;
+  std::vector<Waiting> replies;
+  bool marks_value = false;  // an init: value_acked once done
+};
+
+std::vector<int64_t> check_dims(std::span<const std::byte> frame, const Header& h) {
+  std::vector<int64_t> dims = detail::read_i64(frame, "dims");
+  LOOM_CHECK_T(CommError, dims.size() <= 8, "ps protocol: {} dims", dims.size());
+  for (int64_t d : dims) LOOM_CHECK_T(CommError, d >= 0 && d <= (int64_t{1} << 40), "ps protocol: dim {}", d);
+  const core::Shape shape(dims.begin(), dims.end());
+  LOOM_CHECK_T(CommError, key_rows(shape) == h.total_rows && key_row_numel(shape) == h.row_numel,
+               "ps protocol: shape {} does not match {} rows of {}", core::to_string(shape), h.total_rows, h.row_numel);
+  return dims;
+}
+
+}  // namespace
+
+struct KVServer::Impl {
+  ServerOptions o;
+  void* context = nullptr;
+  std::unique_ptr<comm::CurveKeys> keys;
+  std::unique_ptr<comm::ZapHandler> zap;
+  void* router = nullptr;
+  std::string bound;
+  std::vector<void*> peers;  // DEALER per server (nullptr for self)
+  std::vector<bool> lost;
+  std::map<SliceId, Entry> entries;
+  std::map<uint64_t, Job> jobs;
+  uint64_t next_job = 1;
+  std::deque<std::pair<std::vector<MsgPtr>, std::vector<MsgPtr>>> deferred;  // (route, frames)
+  std::shared_ptr<const ServerOptimizer> optimizer;
+  std::thread thread;
+  std::atomic<bool> stopping{false};
+  std::mutex lost_mu;
+  std::vector<int> lost_queue;
+  std::atomic<uint64_t> n_requests{0}, n_errors{0}, n_updates{0}, n_in{0}, n_out{0};
+
+  ~Impl() {
+    stop();
+    for (void* p : peers) detail::close_socket(p);
+    detail::close_socket(router);
+    zap.reset();
+    if (context) zmq_ctx_term(context);
+  }
+
+  void stop() {
+    stopping = true;
+    if (thread.joinable()) thread.join();
+  }
+
+  bool alive(int s) const { return !lost[static_cast<size_t>(s)]; }
+  int primary_of(const std::vector<int>& chain) const {
+    for (int s : chain) {
+      if (alive(s)) return s;
+    }
+    return -1;
+  }
+
+  void reply(const std::vector<MsgPtr>& route, const Header& req, std::span<const std::span<const std::byte>> frames,
+             Status status = Status::Ok) {
+    Header h = req;
+    h.op = Op::Reply;
+    h.status = status;
+    h.flags = 0;
+    n_out += detail::send_message(router, route, h, frames);
+  }
+  void reply_error(const std::vector<MsgPtr>& route, const Header& req, const std::string& message) {
+    ++n_errors;
+    const std::span<const std::byte> f(reinterpret_cast<const std::byte*>(message.data()), message.size());
+    reply(route, req, std::span(&f, 1), Status::Error);
+  }
+  // Answers a finished push/init: pushpull gets the slice's value.
+  void answer(Entry& e, const Waiting& w) {
+    if (w.request.op == Op::PushPull) {
+      const std::span<const std::byte> f = e.shard->weights();
+      reply(w.route, w.request, std::span(&f, 1));
+    } else {
+      reply(w.route, w.request, {});
+    }
+  }
+
+  // Sends one message about a slice to every live backup after this server in the chain;
+  // the replies wait until all have acknowledged it.
+  void replicate(const SliceId& id, Entry& e, Header h, std::span<const std::span<const std::byte>> frames,
+                 std::vector<Waiting> replies, bool marks_value) {
+    Job job{.slice = id, .replies = std::move(replies), .marks_value = marks_value};
+    const auto me = std::find(e.chain.begin(), e.chain.end(), o.rank);
+    const uint64_t job_id = next_job++;
+    h.sender = server_sender(o.rank);
+    h.request_id = job_id;
+    for (auto it = me + 1; it != e.chain.end(); ++it) {
+      if (!alive(*it) || peers[static_cast<size_t>(*it)] == nullptr) continue;
+      n_out += detail::send_message(peers[static_cast<size_t>(*it)], {}, h, frames);
+      job.waiting.insert(*it);
+    }
+    if (job.waiting.empty()) {
+      finish(job);
+    } else {
+      jobs.emplace(job_id, std::move(job));
+    }
+  }
+
+  void finish(Job& job) {
+    auto it = entries.find(job.slice);
+    if (it == entries.end()) return;
+    Entry& e = it->second;
+    for (const auto& w : job.replies) answer(e, w);
+    if (job.marks_value) {
+      e.value_acked = true;
+      for (const auto& w : e.inits) answer(e, w);
+      e.inits.clear();
+    }
+  }
+
+  std::vector<std::span<const std::byte>> spans(const std::vector<MsgPtr>& frames, size_t from) {
+    std::vector<std::span<const std::byte>> out;
+    for (size_t i = from; i < frames.size(); ++i) out.push_back(frames[i]->bytes());
+    return out;
+  }
+
+  Entry& create_entry(const SliceId& id, const Header& h, const std::vector<int64_t>& dims, int owner) {
+    auto [it, inserted] = entries.try_emplace(id);
+    Entry& e = it->second;
+    if (inserted) {
+      e.shard = std::make_unique<Shard>(ShardOptions{.key = h.key, .dtype = h.dtype,
+                                                     .key_shape = core::Shape(dims.begin(), dims.end()),
+                                                     .row_begin = h.row_begin, .num_rows = h.num_rows,
+                                                     .num_workers = o.num_workers, .sync = o.sync});
+      e.chain = replica_chain(owner, o.placement);
+      if (optimizer) e.shard->set_optimizer(optimizer);
+    }
+    return e;
+  }
+
+  // The owner of the slice a header names, checking that the slice exists in the placement.
+  int owner_of(const Header& h) {
+    for (const Slice& s : place_key_rows(h.key, h.total_rows, h.row_numel, o.placement)) {
+      if (s.row_begin == h.row_begin) {
+        LOOM_CHECK_T(ShapeError, s.num_rows == h.num_rows, "kvstore: key {}: the slice at row {} has {} rows, not {}",
+                     h.key, s.row_begin, s.num_rows, h.num_rows);
+        return s.server;
+      }
+    }
+    throw ShapeError(format("kvstore: key {} has no slice starting at row {} (the worker's placement differs)", h.key,
+                            h.row_begin));
+  }
+
+  // ---- requests ----
+
+  void on_request(std::vector<MsgPtr>& frames) {
+    // frames: [routing id] [header] [payload...]
+    LOOM_CHECK_T(CommError, frames.size() >= 2, "ps protocol: a message of {} frames", frames.size());
+    std::vector<MsgPtr> route(frames.begin(), frames.begin() + 1);
+    Header h;
+    try {
+      h = decode_header(frames[1]->bytes());
+      LOOM_CHECK_T(CommError, frames.size() - 2 == h.num_frames, "ps protocol: header announces {} frames, got {}",
+                   h.num_frames, frames.size() - 2);
+    } catch (const Error& e) {
+      reply_error(route, Header{}, e.what());
+      return;
+    }
+    ++n_requests;
+    for (size_t i = 2; i < frames.size(); ++i) n_in += frames[i]->bytes().size();
+    try {
+      handle(route, h, frames);
+    } catch (const Error& e) {
+      reply_error(route, h, e.what());
+    } catch (const std::exception& e) {
+      reply_error(route, h, format("server {}: {}", o.rank, e.what()));
+    }
+  }
+
+  void handle(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames) {
+    const bool from_server = h.sender < 0;
+    if (h.op == Op::SetOptimizer) {
+      LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: set_optimizer needs 1 frame");
+      const auto b = frames[2]->bytes();
+      optimizer = make_server_optimizer(decode_optimizer(std::string_view(reinterpret_cast<const char*>(b.data()), b.size())));
+      for (auto& [id, e] : entries) e.shard->set_optimizer(optimizer);
+      reply(route, h, {});
+      return;
+    }
+    LOOM_CHECK(h.op != Op::Reply, "ps protocol: a reply sent as a request");
+    const int owner = owner_of(h);
+    const std::vector<int> chain = replica_chain(owner, o.placement);
+    LOOM_CHECK(std::find(chain.begin(), chain.end(), o.rank) != chain.end(),
+               "kvstore: key {} rows [{}, {}) are not held by server {} (its servers: {}...)", h.key, h.row_begin,
+               h.row_begin + h.num_rows, o.rank, owner);
+    const SliceId id{h.key, h.row_begin};
+    if (from_server) {
+      handle_from_primary(route, h, frames, id, owner);
+      return;
+    }
+    if (primary_of(chain) != o.rank) {  // a backup: wait until the primary is known lost
+      deferred.emplace_back(route, frames);
+      return;
+    }
+    switch (h.op) {
+      case Op::Init: return handle_init(route, h, frames, id, owner);
+      case Op::Push:
+      case Op::PushPull: return handle_push(route, h, frames, id);
+      case Op::Pull: return handle_pull(route, h, frames, id);
+      case Op::GetState: return handle_get_state(route, h, id);
+      case Op::SetState: return handle_set_state(route, h, frames, id, owner);
+      default: throw CommError(format("ps protocol: a worker cannot send {}", op_name(h.op)));
+    }
+  }
+
+  Entry& entry(const SliceId& id, const char* what) {
+    auto it = entries.find(id);
+    LOOM_CHECK(it != entries.end() && it->second.shard->initialized(),
+               "kvstore: {} of key {}, which is not initialized (call init first)", what, id.key);
+    return it->second;
+  }
+
+  void handle_init(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames, const SliceId& id,
+                   int owner) {
+    const bool has_data = (h.flags & flag::kHasData) != 0;
+    LOOM_CHECK_T(CommError, h.num_frames == (has_data ? 2u : 1u), "ps protocol: init needs {} frames",
+                 has_data ? 2 : 1);
+    const auto dims = check_dims(frames[2]->bytes(), h);
+    const core::Shape shape(dims.begin(), dims.end());
+    Entry& e = create_entry(id, h, dims, owner);
+    e.shard->check_request(h, &shape);
+    if (!has_data) {
+      if (e.value_acked) {
+        reply(route, h, {});
+      } else {
+        e.inits.push_back({route, h});
+      }
+      return;
+    }
+    if (e.shard->initialized()) {  // a repeated init (a retry after a failover): the value stays
+      if (e.value_acked) reply(route, h, {});
+      else e.inits.push_back({route, h});
+      return;
+    }
+    e.shard->init(frames[3]->bytes());
+    const auto f = spans(frames, 2);
+    replicate(id, e, h, f, {{route, h}}, true);
+  }
+
+  void handle_push(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames, const SliceId& id) {
+    Entry& e = entry(id, "push");
+    e.shard->check_request(h, nullptr);
+    PushData data;
+    if (h.sparse()) {
+      LOOM_CHECK_T(CommError, h.num_frames == 2, "ps protocol: a sparse push needs 2 frames");
+      data.rows = detail::read_i64(frames[2]->bytes(), "row ids");
+      data.data = aligned(frames[3], h.dtype);
+    } else {
+      LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: a push needs 1 frame");
+      data.data = aligned(frames[2], h.dtype);
+    }
+    const int worker = h.sender;
+    LOOM_CHECK(worker >= 0 && worker < o.num_workers, "kvstore: push from worker {} (the job has {})", worker,
+               o.num_workers);
+    switch (e.shard->push(worker, h.version, std::move(data))) {
+      case PushResult::Duplicate: answer(e, {route, h}); return;
+      case PushResult::Pending: e.round.push_back({route, h}); return;
+      case PushResult::Applied: break;
+    }
+    ++n_updates;
+    std::vector<Waiting> replies = std::move(e.round);
+    e.round.clear();
+    replies.push_back({route, h});
+    const MergedUpdate u = e.shard->last_update();
+    Header r = h;
+    r.op = Op::Replicate;
+    r.seq = e.shard->updates();
+    r.version = u.version;
+    r.flags = u.rows.empty() ? 0 : flag::kSparse;
+    const int64_t meta[2] = {u.worker, u.version};
+    std::vector<std::span<const std::byte>> f = {{reinterpret_cast<const std::byte*>(meta), sizeof meta}};
+    if (!u.rows.empty() || u.data.size() != e.shard->nbytes()) {
+      r.flags = flag::kSparse;
+      f.push_back({reinterpret_cast<const std::byte*>(u.rows.data()), u.rows.size() * 8});
+    }
+    f.push_back(u.data);
+    replicate(id, e, r, f, std::move(replies), false);
+  }
+
+  // A frame's bytes as a payload aligned for its dtype (ZeroMQ keeps small frames inline).
+  static Payload aligned(const MsgPtr& m, core::DType dtype) {
+    const auto b = m->bytes();
+    if (reinterpret_cast<uintptr_t>(b.data()) % core::itemsize(dtype) != 0) return Payload::copy_of(b);
+    return {m, b};
+  }
+
+  void handle_pull(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames, const SliceId& id) {
+    Entry& e = entry(id, "pull");
+    e.shard->check_request(h, nullptr);
+    if (!h.sparse()) {
+      LOOM_CHECK_T(CommError, h.num_frames == 0, "ps protocol: a pull has no frames");
+      const std::span<const std::byte> f = e.shard->weights();
+      reply(route, h, std::span(&f, 1));
+      return;
+    }
+    LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: a sparse pull needs 1 frame");
+    const auto rows = detail::read_i64(frames[2]->bytes(), "row ids");
+    std::vector<std::byte> out(rows.size() * static_cast<size_t>(e.shard->row_numel()) * core::itemsize(h.dtype));
+    e.shard->read_rows(rows, out);
+    const std::span<const std::byte> f = out;
+    reply(route, h, std::span(&f, 1));
+  }
+
+  void handle_get_state(const std::vector<MsgPtr>& route, const Header& h, const SliceId& id) {
+    Entry& e = entry(id, "get_state");
+    const auto state = e.shard->get_state();
+    std::vector<std::span<const std::byte>> f(state.begin(), state.end());
+    reply(route, h, f);
+  }
+
+  void handle_set_state(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames,
+                        const SliceId& id, int owner) {
+    LOOM_CHECK_T(CommError, h.num_frames >= 3, "ps protocol: set_state needs dims, weights and counters");
+    const auto dims = check_dims(frames[2]->bytes(), h);
+    const core::Shape shape(dims.begin(), dims.end());
+    Entry& e = create_entry(id, h, dims, owner);
+    e.shard->check_request(h, &shape);
+    e.shard->set_state(spans(frames, 3));
+    replicate(id, e, h, spans(frames, 2), {{route, h}}, true);
+  }
+
+  // A backup receiving its primary's init, update or state.
+  void handle_from_primary(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames,
+                           const SliceId& id, int owner) {
+    if (h.op == Op::Init || h.op == Op::SetState) {
+      LOOM_CHECK_T(CommError, h.num_frames >= 2, "ps protocol: replicated {} without its frames", op_name(h.op));
+      const auto dims = check_dims(frames[2]->bytes(), h);
+      Entry& e = create_entry(id, h, dims, owner);
+      if (h.op == Op::Init) e.shard->init(frames[3]->bytes());
+      else e.shard->set_state(spans(frames, 3));
+      e.value_acked = true;
+    } else {
+      LOOM_CHECK_T(CommError, h.op == Op::Replicate && h.num_frames >= 2, "ps protocol: a server sent {}",
+                   op_name(h.op));
+      Entry& e = entry(id, "replicate");
+      const auto meta = detail::read_i64(frames[2]->bytes(), "replication counters");
+      LOOM_CHECK_T(CommError, meta.size() == 2, "ps protocol: replication counters of {} values", meta.size());
+      MergedUpdate u{.worker = static_cast<int>(meta[0]), .version = meta[1]};
+      if (h.sparse()) {
+        LOOM_CHECK_T(CommError, h.num_frames == 3, "ps protocol: a sparse replicate needs 3 frames");
+        u.rows = detail::read_i64(frames[3]->bytes(), "row ids");
+      }
+      u.data = frames.back()->bytes();
+      const Payload p = aligned(frames.back(), h.dtype);
+      u.data = p.bytes;
+      if (e.shard->apply_replica(h.seq, u)) ++n_updates;
+    }
+    reply(route, h, {});
+  }
+
+  // ---- replication acknowledgements ----
+
+  void on_peer_reply(int server, std::vector<MsgPtr>& frames) {
+    if (frames.empty()) return;
+    Header h;
+    try {
+      h = decode_header(frames[0]->bytes());
+    } catch (const Error& e) {
+      std::fprintf(stderr, "server %d: bad message from server %d: %s\n", o.rank, server, e.what());
+      return;
+    }
+    auto it = jobs.find(h.request_id);
+    if (it == jobs.end()) return;
+    if (h.status == Status::Error) {
+      const auto b = frames.size() > 1 ? frames[1]->bytes() : std::span<const std::byte>();
+      std::fprintf(stderr, "server %d: backup %d refused an update: %.*s\n", o.rank, server, static_cast<int>(b.size()),
+                   reinterpret_cast<const char*>(b.data()));
+    }
+    it->second.waiting.erase(server);
+    if (it->second.waiting.empty()) {
+      Job job = std::move(it->second);
+      jobs.erase(it);
+      finish(job);
+    }
+  }
+
+  void on_server_lost(int s) {
+    if (s < 0 || s >= o.placement.num_servers || lost[static_cast<size_t>(s)] || s == o.rank) return;
+    lost[static_cast<size_t>(s)] = true;
+    std::fprintf(stderr, "server %d: server %d lost; taking over its slices where this server is next\n", o.rank, s);
+    // Jobs waiting for it finish without it.
+    for (auto it = jobs.begin(); it != jobs.end();) {
+      it->second.waiting.erase(s);
+      if (it->second.waiting.empty()) {
+        Job job = std::move(it->second);
+        it = jobs.erase(it);
+        finish(job);
+      } else {
+        ++it;
+      }
+    }
+    // Slices this server now leads: bring the backups after it to its state first.
+    for (auto& [id, e] : entries) {
+      const auto pos = std::find(e.chain.begin(), e.chain.end(), s);
+      if (pos == e.chain.end() || primary_of(e.chain) != o.rank) continue;
+      const auto me = std::find(e.chain.begin(), e.chain.end(), o.rank);
+      if (pos > me) continue;  // a backup after us was lost; nothing to take over
+      if (!e.shard->initialized()) continue;
+      const auto& shape = e.shard->options().key_shape;
+      std::vector<int64_t> dims(shape.begin(), shape.end());
+      const auto state = e.shard->get_state();
+      std::vector<std::span<const std::byte>> f = {
+          {reinterpret_cast<const std::byte*>(dims.data()), dims.size() * 8}};
+      f.insert(f.end(), state.begin(), state.end());
+      Header h{.op = Op::SetState, .dtype = e.shard->options().dtype, .key = id.key, .row_begin = id.row_begin,
+               .num_rows = e.shard->options().num_rows, .row_numel = e.shard->row_numel(),
+               .total_rows = key_rows(shape)};
+      replicate(id, e, h, f, {}, true);
+      e.value_acked = true;
+    }
+    // Requests that waited for the primary to go.
+    auto waiting = std::move(deferred);
+    deferred.clear();
+    for (auto& [route, frames] : waiting) on_request(frames);
+  }
+
+  // ---- the loop ----
+
+  void loop() {
+    std::vector<MsgPtr> frames;
+    while (!stopping) {
+      {
+        std::vector<int> q;
+        {
+          std::lock_guard lock(lost_mu);
+          q.swap(lost_queue);
+        }
+        for (int s : q) on_server_lost(s);
+      }
+      std::vector<zmq_pollitem_t> items;
+      items.push_back({router, 0, ZMQ_POLLIN, 0});
+      if (zap) items.push_back({zap->socket(), 0, ZMQ_POLLIN, 0});
+      std::vector<int> owners;
+      for (size_t s = 0; s < peers.size(); ++s) {
+        if (peers[s] != nullptr) {
+          items.push_back({peers[s], 0, ZMQ_POLLIN, 0});
+          owners.push_back(static_cast<int>(s));
+        }
+      }
+      if (zmq_poll(items.data(), static_cast<int>(items.size()), 20) < 0) {
+        if (zmq_errno() == EINTR) continue;
+        std::fprintf(stderr, "server %d: poll failed: %s\n", o.rank, zmq_strerror(zmq_errno()));
+        return;
+      }
+      size_t i = 0;
+      if (items[i++].revents & ZMQ_POLLIN) {
+        for (int n = 0; n < 256 && detail::recv_all(router, frames); ++n) {
+          try {
+            on_request(frames);
+          } catch (const std::exception& e) {
+            ++n_errors;
+            std::fprintf(stderr, "server %d: dropped a message: %s\n", o.rank, e.what());
+          }
+        }
+      }
+      if (zap && (items[i++].revents & ZMQ_POLLIN)) zap->handle();
+      for (size_t k = 0; k < owners.size(); ++k, ++i) {
+        if (!(items[i].revents & ZMQ_POLLIN)) continue;
+        while (detail::recv_all(peers[static_cast<size_t>(owners[k])], frames)) on_peer_reply(owners[k], frames);
+      }
+    }
+  }
+};
+
+KVServer::KVServer(const ServerOptions& options) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.o = options;
+  check_placement(options.placement);
+  LOOM_CHECK_T(ConfigError, options.rank >= 0 && options.rank < options.placement.num_servers,
+               "server rank {} of {} servers", options.rank, options.placement.num_servers);
+  LOOM_CHECK_T(ConfigError, options.num_workers >= 1, "parameter server: needs at least one worker");
+  comm::check_security(options.security);
+  if (!options.security.insecure) m.keys = std::make_unique<comm::CurveKeys>(comm::derive_curve_keys(options.security.secret));
+  m.context = zmq_ctx_new();
+  LOOM_CHECK_T(CommError, m.context != nullptr, "zmq: cannot create a context");
+  if (m.keys) m.zap = std::make_unique<comm::ZapHandler>(m.context, *m.keys);
+  m.router = detail::make_router(m.context, options.bind, options.security, m.keys.get(), &m.bound);
+  m.lost.assign(static_cast<size_t>(options.placement.num_servers), false);
+  m.peers.assign(static_cast<size_t>(options.placement.num_servers), nullptr);
+}
+
+KVServer::~KVServer() = default;
+
+std::string KVServer::endpoint() const { return impl_->bound; }
+
+void KVServer::set_role(int rank, bool sync) {
+  LOOM_CHECK(!impl_->thread.joinable(), "parameter server: set_role() after start()");
+  LOOM_CHECK_T(ConfigError, rank >= 0 && rank < impl_->o.placement.num_servers, "server rank {} of {} servers", rank,
+               impl_->o.placement.num_servers);
+  impl_->o.rank = rank;
+  impl_->o.sync = sync;
+}
+
+void KVServer::connect_servers(const std::vector<std::string>& endpoints) {
+  Impl& m = *impl_;
+  LOOM_CHECK_T(ConfigError, static_cast<int>(endpoints.size()) == m.o.placement.num_servers,
+               "parameter server: {} server endpoints for {} servers", endpoints.size(), m.o.placement.num_servers);
+  LOOM_CHECK(!m.thread.joinable(), "parameter server: connect_servers() after start()");
+  if (m.o.placement.replicas == 0) return;  // servers only talk to each other to replicate
+  for (size_t s = 0; s < endpoints.size(); ++s) {
+    if (static_cast<int>(s) == m.o.rank) continue;
+    m.peers[s] = detail::make_dealer(m.context, endpoints[s], m.o.security, m.keys.get());
+  }
+}
+
+void KVServer::start() {
+  LOOM_CHECK(!impl_->thread.joinable(), "parameter server: started twice");
+  impl_->thread = std::thread([m = impl_.get()] { m->loop(); });
+}
+
+void KVServer::stop() { impl_->stop(); }
+
+void KVServer::server_lost(int rank) {
+  std::lock_guard lock(impl_->lost_mu);
+  impl_->lost_queue.push_back(rank);
+}
+
+ServerStats KVServer::stats() const {
+  const Impl& m = *impl_;
+  return {.requests = m.n_requests, .errors = m.n_errors, .updates = m.n_updates, .bytes_in = m.n_in,
+          .bytes_out = m.n_out};
+}
+
+}  // namespace loom::ps

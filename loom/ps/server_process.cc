@@ -1,0 +1,83 @@
+#include "loom/ps/server_process.h"
+
+#include <atomic>
+#include <cstdio>
+#include <mutex>
+
+#include "loom/comm/coordinator.h"
+#include "loom/core/error.h"
+#include "loom/ps/server.h"
+
+namespace loom::ps {
+
+int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
+  LOOM_CHECK_T(ConfigError, env.has_coordinator(), "parameter server: no coordinator to join (LOOM_COORDINATOR, "
+                                                   "DMLC_PS_ROOT_URI/PORT, MASTER_ADDR/PORT)");
+  LOOM_CHECK_T(ConfigError, env.num_servers >= 1, "parameter server: the job has no servers (LOOM_NUM_SERVERS)");
+  const comm::SecurityOptions security = env.security();
+  comm::check_security(security);
+  const PlacementOptions placement{.num_servers = env.num_servers, .replicas = options.replicas,
+                                   .split_bound = options.split_bound};
+  check_placement(placement);
+  comm::CoordinatorClient client(env.coordinator_endpoint(), security, options.join_timeout);
+  const std::string ip = comm::local_address_towards(env.coordinator_host, env.coordinator_port);
+  KVServer server({.rank = 0, .num_workers = env.world_size, .placement = placement, .bind = format("tcp://{}:*", ip),
+                   .security = security});
+  const char* host_env = std::getenv("LOOM_HOST");
+  const comm::Membership m = client.register_process(
+      {.role = "server", .host = host_env && *host_env ? host_env : comm::host_name(), .rank = env.rank,
+       .endpoint = server.endpoint()},
+      options.join_timeout);
+  if (m.rank == 0) {
+    client.set("ps/config", format("replicas={} split_bound={}", options.replicas, options.split_bound),
+               options.join_timeout);
+  }
+  const std::string type = client.get("ps/type", options.join_timeout);
+  LOOM_CHECK_T(ConfigError, type == "dist_sync" || type == "dist_async" || type == "dist_ssp",
+               "parameter server: the workers asked for KVStore type '{}'", type);
+  server.set_role(m.rank, type == "dist_sync");
+  server.connect_servers(m.endpoints("server"));
+
+  std::atomic<bool> worker_lost{false};
+  std::mutex why_mu;
+  std::string why;
+  client.on_peer_lost([&](const comm::LostPeer& p) {
+    if (p.role == "server") {
+      server.server_lost(p.rank);
+    } else if (p.role == "worker" && type == "dist_sync") {
+      std::lock_guard lock(why_mu);
+      if (why.empty()) why = p.describe();
+      worker_lost = true;
+    }
+  });
+  server.start();
+  std::fprintf(stderr, "server %d of %d (%s) serving on %s\n", m.rank, m.num_servers, type.c_str(),
+               server.endpoint().c_str());
+  int status = 0;
+  for (;;) {
+    try {
+      client.get("ps/finished", std::chrono::milliseconds(500));
+      break;
+    } catch (const TimeoutError&) {
+    } catch (const PeerLostError& e) {
+      std::fprintf(stderr, "server %d: %s\n", m.rank, e.what());
+      status = 1;
+      break;
+    }
+    if (worker_lost) {
+      std::lock_guard lock(why_mu);
+      std::fprintf(stderr, "server %d: %s; dist_sync cannot go on without it\n", m.rank, why.c_str());
+      status = 1;
+      break;
+    }
+  }
+  server.stop();
+  const ServerStats s = server.stats();
+  std::fprintf(stderr, "server %d: %llu requests (%llu refused), %llu updates, %.1f MB in, %.1f MB out\n", m.rank,
+               static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(s.errors),
+               static_cast<unsigned long long>(s.updates), s.bytes_in / 1e6, s.bytes_out / 1e6);
+  if (status == 0) client.leave();
+  return status;
+}
+
+}  // namespace loom::ps

@@ -1,0 +1,314 @@
+#include "loom/ps/shard.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+#include "loom/core/error.h"
+#include "loom/ps/placement.h"
+
+namespace loom::ps {
+
+Payload Payload::copy_of(std::span<const std::byte> bytes) {
+  auto buf = std::make_shared<std::vector<std::byte>>(bytes.begin(), bytes.end());
+  return {buf, std::span<const std::byte>(buf->data(), buf->size())};
+}
+
+std::shared_ptr<const ServerOptimizer> make_server_optimizer(const OptimizerSpec& spec) {
+  auto opt = std::make_shared<ServerOptimizer>();
+  opt->spec = spec;
+  if (spec.rule == "adam") {
+    opt->rule = std::make_unique<optim::Adam>(optim::AdamOptions{
+        .lr = spec.lr, .betas = {spec.beta1, spec.beta2}, .eps = spec.eps, .weight_decay = spec.weight_decay,
+        .amsgrad = spec.amsgrad});
+  } else if (spec.rule == "adamw") {
+    opt->rule = std::make_unique<optim::AdamW>(optim::AdamWOptions{
+        .lr = spec.lr, .betas = {spec.beta1, spec.beta2}, .eps = spec.eps, .weight_decay = spec.weight_decay,
+        .amsgrad = spec.amsgrad});
+  } else {
+    LOOM_CHECK(spec.rule == "sgd", "optimizer: unknown rule '{}' (sgd, adam, adamw)", spec.rule);
+    opt->rule = std::make_unique<optim::Sgd>(optim::SgdOptions{.lr = spec.lr, .momentum = spec.momentum,
+                                                               .dampening = spec.dampening,
+                                                               .weight_decay = spec.weight_decay,
+                                                               .nesterov = spec.nesterov});
+  }
+  std::shared_ptr<const optim::Schedule> sched;
+  if (spec.schedule == "step") {
+    sched = optim::step_lr({.base_lr = spec.lr, .step_size = spec.step_size, .gamma = spec.gamma});
+  } else if (spec.schedule == "cosine") {
+    sched = optim::cosine_annealing({.base_lr = spec.lr, .t_max = spec.t_max, .eta_min = spec.min_lr});
+  } else {
+    sched = optim::step_lr({.base_lr = spec.lr, .step_size = INT64_MAX / 2, .gamma = 1.0});
+  }
+  if (spec.warmup_steps > 0) sched = optim::linear_warmup(sched, {.warmup_steps = spec.warmup_steps});
+  opt->schedule = sched;
+  return opt;
+}
+
+Shard::Shard(const ShardOptions& o) : o_(o) {
+  LOOM_CHECK_T(TypeError, o.dtype == core::DType::F32 || o.dtype == core::DType::F64,
+               "kvstore: key {}: dtype {} is not supported by parameter servers (f32, f64)", o.key, core::name(o.dtype));
+  LOOM_CHECK(o.num_workers >= 1, "kvstore: shard needs at least one worker");
+  row_numel_ = key_row_numel(o.key_shape);
+  row_bytes_ = static_cast<size_t>(row_numel_) * core::itemsize(o.dtype);
+  weights_.assign(static_cast<size_t>(o.num_rows) * row_bytes_, std::byte{0});
+  versions_.assign(static_cast<size_t>(o.num_workers), 0);
+  pending_.resize(static_cast<size_t>(o.num_workers));
+}
+
+void Shard::check_request(const Header& h, const core::Shape* shape) const {
+  if (shape) {
+    LOOM_CHECK_T(ShapeError, *shape == o_.key_shape, "kvstore: key {} has shape {}, the request says {}", o_.key,
+                 core::to_string(o_.key_shape), core::to_string(*shape));
+  }
+  LOOM_CHECK_T(TypeError, h.dtype == o_.dtype, "kvstore: key {} holds {}, the request has {}", o_.key,
+               core::name(o_.dtype), core::name(h.dtype));
+  LOOM_CHECK_T(ShapeError, h.total_rows == key_rows(o_.key_shape) && h.row_numel == row_numel_,
+               "kvstore: key {} has shape {}; the request describes {} rows of {} elements", o_.key,
+               core::to_string(o_.key_shape), h.total_rows, h.row_numel);
+  LOOM_CHECK_T(ShapeError, h.row_begin == o_.row_begin && h.num_rows == o_.num_rows,
+               "kvstore: key {}: this server holds rows [{}, {}), the request is about rows [{}, {})", o_.key,
+               o_.row_begin, o_.row_begin + o_.num_rows, h.row_begin, h.row_begin + h.num_rows);
+}
+
+void Shard::init(std::span<const std::byte> value) {
+  LOOM_CHECK_T(ShapeError, value.size() == weights_.size(), "kvstore: init of key {}: {} bytes for a slice of {}",
+               o_.key, value.size(), weights_.size());
+  std::memcpy(weights_.data(), value.data(), value.size());
+  initialized_ = true;
+}
+
+void Shard::set_optimizer(std::shared_ptr<const ServerOptimizer> optimizer) {
+  const bool same_slots = optimizer_ && optimizer && optimizer_->rule->state_names() == optimizer->rule->state_names();
+  optimizer_ = std::move(optimizer);
+  if (!same_slots) state_.clear();  // a different rule starts from zero state
+}
+
+void Shard::ensure_state() {
+  if (!optimizer_ || state_.size() == optimizer_->rule->num_state_slots()) return;
+  state_.assign(optimizer_->rule->num_state_slots(), std::vector<std::byte>(weights_.size(), std::byte{0}));
+}
+
+void Shard::check_rows(std::span<const int64_t> rows, bool need_sorted_unique) const {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    LOOM_CHECK_T(IndexError, rows[i] >= o_.row_begin && rows[i] < o_.row_begin + o_.num_rows,
+                 "kvstore: key {}: row {} is not in this server's rows [{}, {})", o_.key, rows[i], o_.row_begin,
+                 o_.row_begin + o_.num_rows);
+    LOOM_CHECK_T(IndexError, !need_sorted_unique || i == 0 || rows[i] > rows[i - 1],
+                 "kvstore: key {}: row ids of a sparse push must be ascending and unique ({} after {})", o_.key,
+                 rows[i], rows[i - 1]);
+  }
+}
+
+PushResult Shard::push(int worker, int64_t version, PushData data) {
+  LOOM_CHECK_T(ValueError, initialized_, "kvstore: push to key {} before init", o_.key);
+  LOOM_CHECK(worker >= 0 && worker < o_.num_workers, "kvstore: push from worker {} of {}", worker, o_.num_workers);
+  if (data.sparse()) {
+    check_rows(*data.rows, true);
+    LOOM_CHECK_T(ShapeError, data.data.bytes.size() == data.rows->size() * row_bytes_,
+                 "kvstore: sparse push to key {}: {} bytes for {} rows of {} bytes", o_.key, data.data.bytes.size(),
+                 data.rows->size(), row_bytes_);
+  } else {
+    LOOM_CHECK_T(ShapeError, data.data.bytes.size() == weights_.size(),
+                 "kvstore: push to key {}: {} bytes for a slice of {}", o_.key, data.data.bytes.size(), weights_.size());
+  }
+  auto& seen = versions_[static_cast<size_t>(worker)];
+  if (version <= seen) return PushResult::Duplicate;
+  if (o_.sync) {
+    LOOM_CHECK(version == round_ + 1, "kvstore: key {}: worker {} pushes round {} while the server is at round {}",
+               o_.key, worker, version, round_ + 1);
+    auto& slot = pending_[static_cast<size_t>(worker)];
+    if (!slot) ++pending_count_;
+    slot = std::move(data);
+    if (pending_count_ < o_.num_workers) return PushResult::Pending;
+    merge_round();
+    ++round_;
+    for (auto& v : versions_) v = round_;
+  } else {
+    merged_sparse_ = data.sparse();
+    merged_rows_ = data.sparse() ? *data.rows : std::vector<int64_t>{};
+    merged_.assign(data.data.bytes.begin(), data.data.bytes.end());
+    seen = version;
+    last_worker_ = worker;
+    last_version_ = version;
+  }
+  // Scale once here, so that what replicas receive is exactly what the rule sees.
+  if (optimizer_ && optimizer_->spec.rescale_grad != 1.0) {
+    const double s = optimizer_->spec.rescale_grad;
+    if (o_.dtype == core::DType::F32) {
+      auto* p = reinterpret_cast<float*>(merged_.data());
+      for (size_t i = 0; i < merged_.size() / 4; ++i) p[i] = static_cast<float>(p[i] * s);
+    } else {
+      auto* p = reinterpret_cast<double*>(merged_.data());
+      for (size_t i = 0; i < merged_.size() / 8; ++i) p[i] *= s;
+    }
+  }
+  apply(merged_sparse_ ? std::span<const int64_t>(merged_rows_) : std::span<const int64_t>(), merged_);
+  ++updates_;
+  return PushResult::Applied;
+}
+
+void Shard::merge_round() {
+  bool all_sparse = true;
+  for (auto& p : pending_) all_sparse = all_sparse && p->sparse();
+  merged_sparse_ = all_sparse;
+  last_worker_ = -1;
+  last_version_ = 0;
+  auto add = [&]<class T>(T* dst, const std::byte* src, size_t n) {
+    const T* s = reinterpret_cast<const T*>(src);
+    for (size_t i = 0; i < n; ++i) dst[i] += s[i];
+  };
+  auto add_bytes = [&](std::byte* dst, const std::byte* src, size_t nbytes) {
+    if (o_.dtype == core::DType::F32) add(reinterpret_cast<float*>(dst), src, nbytes / 4);
+    else add(reinterpret_cast<double*>(dst), src, nbytes / 8);
+  };
+  if (all_sparse) {
+    merged_rows_.clear();
+    for (auto& p : pending_) {
+      std::vector<int64_t> u;
+      std::set_union(merged_rows_.begin(), merged_rows_.end(), p->rows->begin(), p->rows->end(), std::back_inserter(u));
+      merged_rows_.swap(u);
+    }
+    merged_.assign(merged_rows_.size() * row_bytes_, std::byte{0});
+    for (auto& p : pending_) {  // rank order
+      size_t j = 0;
+      for (size_t i = 0; i < p->rows->size(); ++i) {
+        while (merged_rows_[j] != (*p->rows)[i]) ++j;
+        add_bytes(merged_.data() + j * row_bytes_, p->data.bytes.data() + i * row_bytes_, row_bytes_);
+      }
+    }
+  } else {
+    merged_rows_.clear();
+    merged_.assign(weights_.size(), std::byte{0});
+    for (auto& p : pending_) {
+      if (!p->sparse()) {
+        add_bytes(merged_.data(), p->data.bytes.data(), weights_.size());
+        continue;
+      }
+      for (size_t i = 0; i < p->rows->size(); ++i) {
+        const auto r = static_cast<size_t>((*p->rows)[i] - o_.row_begin);
+        add_bytes(merged_.data() + r * row_bytes_, p->data.bytes.data() + i * row_bytes_, row_bytes_);
+      }
+    }
+  }
+  for (auto& p : pending_) p.reset();
+  pending_count_ = 0;
+}
+
+MergedUpdate Shard::last_update() const {
+  return {.rows = merged_sparse_ ? merged_rows_ : std::vector<int64_t>{}, .data = merged_, .worker = last_worker_,
+          .version = last_version_};
+}
+
+bool Shard::apply_replica(int64_t seq, const MergedUpdate& u) {
+  if (seq <= updates_) return false;
+  LOOM_CHECK(seq == updates_ + 1, "kvstore: key {}: replica at update {} received update {}", o_.key, updates_, seq);
+  const bool sparse = !u.rows.empty() || u.data.size() != weights_.size();
+  if (sparse) {
+    check_rows(u.rows, true);
+    LOOM_CHECK_T(ShapeError, u.data.size() == u.rows.size() * row_bytes_, "kvstore: key {}: replicated rows are {} bytes",
+                 o_.key, u.data.size());
+  }
+  merged_sparse_ = sparse;
+  merged_rows_ = u.rows;
+  merged_.assign(u.data.begin(), u.data.end());
+  apply(sparse ? std::span<const int64_t>(merged_rows_) : std::span<const int64_t>(), merged_);
+  updates_ = seq;
+  if (o_.sync) {
+    ++round_;
+    for (auto& v : versions_) v = round_;
+  } else if (u.worker >= 0 && u.worker < o_.num_workers) {
+    versions_[static_cast<size_t>(u.worker)] = std::max(versions_[static_cast<size_t>(u.worker)], u.version);
+  }
+  last_worker_ = u.worker;
+  last_version_ = u.version;
+  return true;
+}
+
+void Shard::apply(std::span<const int64_t> rows, std::span<std::byte> merged) {
+  if (o_.dtype == core::DType::F32) {
+    apply_typed<float>(rows, {reinterpret_cast<float*>(merged.data()), merged.size() / 4});
+  } else {
+    apply_typed<double>(rows, {reinterpret_cast<double*>(merged.data()), merged.size() / 8});
+  }
+}
+
+template <class T>
+void Shard::apply_typed(std::span<const int64_t> rows, std::span<T> merged) {
+  T* w = reinterpret_cast<T*>(weights_.data());
+  const size_t rn = static_cast<size_t>(row_numel_);
+  const bool sparse = !rows.empty() || merged.size() != weights_.size() / sizeof(T);
+  if (!optimizer_) {  // MXNet's default: the key's value becomes the merged push
+    if (!sparse) {
+      std::copy(merged.begin(), merged.end(), w);
+    } else {
+      for (size_t i = 0; i < rows.size(); ++i) {
+        std::copy_n(merged.data() + i * rn, rn, w + static_cast<size_t>(rows[i] - o_.row_begin) * rn);
+      }
+    }
+    return;
+  }
+  ensure_state();
+  const int64_t sched_step = o_.sync ? updates_ : updates_ / o_.num_workers;
+  const optim::StepInfo info{.step = updates_ + 1, .lr = optimizer_->schedule->lr_at(sched_step)};
+  std::array<T*, optim::kMaxStateSlots> slots{};
+  auto run = [&](size_t offset, size_t n, const T* g) {
+    for (size_t k = 0; k < state_.size(); ++k) slots[k] = reinterpret_cast<T*>(state_[k].data()) + offset;
+    optimizer_->rule->step(std::span<T>(w + offset, n), std::span<const T>(g, n),
+                           std::span<T* const>(slots.data(), state_.size()), info);
+  };
+  if (!sparse) {
+    run(0, merged.size(), merged.data());
+  } else {
+    for (size_t i = 0; i < rows.size(); ++i) run(static_cast<size_t>(rows[i] - o_.row_begin) * rn, rn, merged.data() + i * rn);
+  }
+}
+
+void Shard::read_rows(std::span<const int64_t> rows, std::span<std::byte> out) const {
+  check_rows(rows, false);
+  LOOM_CHECK(out.size() == rows.size() * row_bytes_, "kvstore: key {}: {} bytes for {} rows", o_.key, out.size(),
+             rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::memcpy(out.data() + i * row_bytes_, weights_.data() + static_cast<size_t>(rows[i] - o_.row_begin) * row_bytes_,
+                row_bytes_);
+  }
+}
+
+std::vector<std::vector<std::byte>> Shard::get_state() const {
+  std::vector<std::vector<std::byte>> out;
+  out.push_back(weights_);
+  for (const auto& s : state_) out.push_back(s);
+  std::vector<int64_t> meta = {updates_, round_};
+  meta.insert(meta.end(), versions_.begin(), versions_.end());
+  std::vector<std::byte> m(meta.size() * 8);
+  std::memcpy(m.data(), meta.data(), m.size());
+  out.push_back(std::move(m));
+  return out;
+}
+
+void Shard::set_state(const std::vector<std::span<const std::byte>>& frames) {
+  LOOM_CHECK(frames.size() >= 2, "kvstore: key {}: state needs weights and counters, got {} parts", o_.key, frames.size());
+  const size_t slots = frames.size() - 2;
+  const size_t want_slots = optimizer_ ? optimizer_->rule->num_state_slots() : 0;
+  LOOM_CHECK(slots == 0 || slots == want_slots, "kvstore: key {}: state has {} optimizer slots, the optimizer ({}) has {}",
+             o_.key, slots, optimizer_ ? std::string(optimizer_->rule->name()) : std::string("none"), want_slots);
+  for (size_t i = 0; i + 1 < frames.size(); ++i) {
+    LOOM_CHECK_T(ShapeError, frames[i].size() == weights_.size(), "kvstore: key {}: state part {} is {} bytes, expected {}",
+                 o_.key, i, frames[i].size(), weights_.size());
+  }
+  const auto& meta = frames.back();
+  LOOM_CHECK(meta.size() == 8 * (2 + versions_.size()), "kvstore: key {}: state counters are {} bytes, expected {}",
+             o_.key, meta.size(), 8 * (2 + versions_.size()));
+  weights_.assign(frames[0].begin(), frames[0].end());
+  state_.clear();
+  for (size_t k = 0; k < slots; ++k) state_.emplace_back(frames[1 + k].begin(), frames[1 + k].end());
+  std::memcpy(&updates_, meta.data(), 8);
+  std::memcpy(&round_, meta.data() + 8, 8);
+  std::memcpy(versions_.data(), meta.data() + 16, 8 * versions_.size());
+  LOOM_CHECK(updates_ >= 0 && round_ >= 0, "kvstore: key {}: negative counters in the state", o_.key);
+  initialized_ = true;
+  for (auto& p : pending_) p.reset();
+  pending_count_ = 0;
+}
+
+}  // namespace loom::ps

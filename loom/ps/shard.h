@@ -1,0 +1,146 @@
+// One slice of one key as a server holds it: the weights, the optimizer state,
+// how many updates it has had, and the pushes of the round in progress. No
+// networking here: the server (server.h) and the in-process "local" KVStore
+// drive the same code, so they merge and update identically.
+//
+//   ps::Shard shard({.key = 3, .dtype = core::DType::F32, .key_shape = {10, 4}, .row_begin = 0,
+//                    .num_rows = 10, .num_workers = 2, .sync = true});
+//   shard.init(value_bytes);
+//   shard.set_optimizer(ps::make_server_optimizer(spec));
+//   if (shard.push(worker, version, ps::Payload::dense(bytes)) == ps::PushResult::Applied) ...
+//
+// Merging (dist_sync): a round's pushes are kept until every worker's has
+// arrived, then summed in worker-rank order, so the result does not depend on
+// arrival order. Without an optimizer a key's value becomes the merged push
+// (MXNet's default); with one, the update rule runs on the merged gradient
+// (times rescale_grad) with lr = schedule(updates so far). Row-sparse pushes
+// merge the union of their rows and update only those rows (lazy update).
+//
+// Replays: a push carries the worker's count of its pushes to this key. A
+// push already counted (a worker retrying at a new primary after a failover)
+// is acknowledged without being applied again.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "loom/core/dtype.h"
+#include "loom/core/shape.h"
+#include "loom/optim/schedule.h"
+#include "loom/optim/update_rule.h"
+#include "loom/ps/protocol.h"
+
+namespace loom::ps {
+
+// Bytes whose owner lives as long as the Payload (a ZeroMQ message, a vector).
+struct Payload {
+  std::shared_ptr<const void> owner;
+  std::span<const std::byte> bytes;
+  static Payload copy_of(std::span<const std::byte> bytes);
+};
+
+// A dense push (no rows) or a row-sparse one (global row ids, ascending and
+// unique, with one row of data each).
+struct PushData {
+  Payload data;
+  std::optional<std::vector<int64_t>> rows;
+  bool sparse() const { return rows.has_value(); }
+};
+
+struct ServerOptimizer {
+  OptimizerSpec spec;
+  std::unique_ptr<optim::UpdateRule> rule;
+  std::shared_ptr<const optim::Schedule> schedule;
+};
+std::shared_ptr<const ServerOptimizer> make_server_optimizer(const OptimizerSpec& spec);
+
+struct ShardOptions {
+  int64_t key = 0;
+  core::DType dtype = core::DType::F32;  // F32 or F64
+  core::Shape key_shape;                 // of the whole key
+  int64_t row_begin = 0;
+  int64_t num_rows = 0;
+  int num_workers = 1;
+  bool sync = true;  // dist_sync merges rounds; otherwise every push is applied on arrival
+};
+
+enum class PushResult { Pending, Applied, Duplicate };
+
+// What one applied update was, for replication: the backups apply the same bytes.
+struct MergedUpdate {
+  std::vector<int64_t> rows;  // empty: dense
+  std::span<const std::byte> data;
+  int worker = -1;        // async: whose push it was
+  int64_t version = 0;    // async: that push's version
+};
+
+class Shard {
+ public:
+  explicit Shard(const ShardOptions& options);
+
+  const ShardOptions& options() const { return o_; }
+  int64_t row_numel() const { return row_numel_; }
+  uint64_t nbytes() const { return weights_.size(); }
+  bool initialized() const { return initialized_; }
+  int64_t updates() const { return updates_; }
+
+  // Checks that a request about this key describes the same array (ValueError naming both otherwise).
+  void check_request(const Header& h, const core::Shape* shape) const;
+
+  void init(std::span<const std::byte> value);
+  void set_optimizer(std::shared_ptr<const ServerOptimizer> optimizer);
+
+  // A worker's push with its version (1 for its first push to this key).
+  // Throws ValueError for a malformed push (sizes, rows out of the slice).
+  PushResult push(int worker, int64_t version, PushData data);
+  // The update last applied (valid until the next push or apply).
+  MergedUpdate last_update() const;
+  // A backup applies what its primary applied (seq: the primary's update count after it).
+  // Returns false for a replay it already has.
+  bool apply_replica(int64_t seq, const MergedUpdate& update);
+
+  std::span<const std::byte> weights() const { return weights_; }
+  // Rows `rows` (global ids in this slice, any order) packed into `out`.
+  void read_rows(std::span<const int64_t> rows, std::span<std::byte> out) const;
+  void check_rows(std::span<const int64_t> rows, bool need_sorted_unique) const;
+
+  // State for checkpoints and takeover: [weights] [slot 0..k-1] [meta: updates, round, per-worker versions].
+  // A checkpoint restored into a new job sends round and versions 0 (its workers count from 0).
+  std::vector<std::vector<std::byte>> get_state() const;
+  void set_state(const std::vector<std::span<const std::byte>>& frames);
+  size_t num_state_slots() const { return state_.size(); }
+
+ private:
+  void apply(std::span<const int64_t> rows, std::span<std::byte> merged);
+  template <class T>
+  void apply_typed(std::span<const int64_t> rows, std::span<T> merged);
+  void merge_round();
+  void ensure_state();
+
+  ShardOptions o_;
+  int64_t row_numel_ = 0;
+  size_t row_bytes_ = 0;
+  bool initialized_ = false;
+  std::vector<std::byte> weights_;
+  std::vector<std::vector<std::byte>> state_;  // one buffer per optimizer slot
+  std::shared_ptr<const ServerOptimizer> optimizer_;
+  int64_t updates_ = 0;  // updates applied (the rule's step count and the schedule's)
+  int64_t round_ = 0;    // sync rounds completed since the workers started counting their pushes
+  std::vector<int64_t> versions_;  // per worker: pushes counted (async), or the round (sync)
+  // The round in progress (sync).
+  std::vector<std::optional<PushData>> pending_;
+  int pending_count_ = 0;
+  // The last applied update.
+  std::vector<int64_t> merged_rows_;
+  std::vector<std::byte> merged_;
+  bool merged_sparse_ = false;
+  int last_worker_ = -1;
+  int64_t last_version_ = 0;
+};
+
+}  // namespace loom::ps

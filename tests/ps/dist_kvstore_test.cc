@@ -1,0 +1,168 @@
+// dist_sync / dist_async / dist_ssp over real sockets: coordinator, servers and
+// workers as threads of this process (tests/ps/ps_cluster.h).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "loom/core/error.h"
+#include "loom/ops/creation.h"
+#include "loom/ops/math.h"
+#include "loom/ops/view.h"
+#include "tests/ps/ps_cluster.h"
+
+namespace loom::ps {
+namespace {
+
+using core::Tensor;
+using testing::Cluster;
+
+Tensor ramp(const core::Shape& shape, double scale, core::DType dtype = core::DType::F32) {
+  Tensor t = ops::arange(0, static_cast<double>(core::numel(shape)), 1, dtype);
+  return ops::contiguous(ops::mul(ops::reshape(t, shape), scale));
+}
+
+TEST(DistKVStore, SyncSumsAreExactForSplitAndUnsplitKeys) {
+  for (int servers : {1, 3}) {
+    Cluster cluster({.workers = 3, .servers = servers, .split_bound = 64});
+    cluster.run([](int rank, KVStore& kv) {
+      const std::vector<int64_t> keys = {0, 1, 2};
+      const std::vector<Tensor> init = {ops::zeros({10}), ops::zeros({100, 3}), ops::zeros({50, 2}, core::DType::F64)};
+      kv.init(keys, init);
+      std::vector<Tensor> outs = {ops::zeros({10}), ops::zeros({100, 3}), ops::zeros({50, 2}, core::DType::F64)};
+      for (int round = 1; round <= 3; ++round) {
+        // Worker r pushes (r + 1) * round * ramp: the merged value is 6 * round * ramp, exactly.
+        std::vector<Tensor> grads = {ramp({10}, (rank + 1) * round), ramp({100, 3}, (rank + 1) * round),
+                                     ramp({50, 2}, (rank + 1) * round, core::DType::F64)};
+        if (round == 2) {
+          kv.pushpull(keys, grads, outs);
+        } else {
+          kv.push(keys, grads);
+          kv.pull(keys, outs);
+        }
+        for (size_t k = 0; k < keys.size(); ++k) {
+          const auto want = ramp(init[k].shape(), 6.0 * round, init[k].dtype()).to_vector<double>();
+          ASSERT_EQ(outs[k].to_vector<double>(), want) << "key " << k << " round " << round;
+        }
+      }
+    });
+  }
+}
+
+TEST(DistKVStore, SyncWithServerOptimizerUpdatesOncePerRound) {
+  Cluster cluster({.workers = 2, .servers = 2, .split_bound = 16});
+  cluster.run([](int rank, KVStore& kv) {
+    kv.init(0, ops::ones({40}));
+    kv.set_optimizer({.rule = "sgd", .lr = 0.5, .rescale_grad = 0.5});  // averages the 2 workers' pushes
+    for (int i = 0; i < 4; ++i) kv.push(0, ops::full({40}, rank == 0 ? 1.0 : 3.0));
+    Tensor w = ops::zeros({40});
+    kv.pull(0, w);
+    for (float v : w.to_vector<float>()) ASSERT_EQ(v, 1.0f - 4 * 0.5f * 2.0f);  // mean gradient 2, 4 rounds
+  });
+}
+
+TEST(DistKVStore, AsyncAppliesEveryPush) {
+  Cluster cluster({.workers = 3, .servers = 2, .split_bound = 8, .type = "dist_async"});
+  cluster.run([](int rank, KVStore& kv) {
+    kv.init(0, ops::zeros({20}));
+    kv.set_optimizer({.rule = "sgd", .lr = 1.0});
+    for (int i = 0; i < 5 + rank; ++i) kv.push(0, ops::full({20}, -1.0));  // w -= -1 per push
+    kv.barrier();
+    Tensor w = ops::zeros({20});
+    kv.pull(0, w);
+    for (float v : w.to_vector<float>()) ASSERT_EQ(v, 5.0f + 6.0f + 7.0f);
+  });
+}
+
+TEST(DistKVStore, BadRequestsFailAtThatWorkerAndTheServerGoesOn) {
+  Cluster cluster({.workers = 2, .servers = 1});
+  cluster.run([](int rank, KVStore& kv) {
+    kv.init(0, ops::zeros({4}));
+    if (rank == 0) kv.init(1, ops::zeros({4}));
+    kv.barrier();
+    if (rank == 1) {
+      auto expect_error = [&](const std::function<void()>& f, const std::string& words) {
+        try {
+          f();
+          ADD_FAILURE() << "no error; expected " << words;
+        } catch (const ValueError& e) {
+          EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+        }
+      };
+      // Key 1 is unknown to this worker: the server judges (shape, dtype); key 7 exists nowhere.
+      expect_error([&] { kv.push(1, ops::zeros({5})); }, "key 1");
+      expect_error([&] { kv.push(1, ops::zeros({4}, core::DType::F64)); }, "f64");
+      expect_error([&] { kv.push(7, ops::zeros({4})); }, "not initialized");
+      expect_error([&] { kv.pull(7, ops::zeros({4})); }, "not initialized");
+      EXPECT_THROW(kv.push(0, ops::zeros({3})), ShapeError);  // known here: refused before sending
+    }
+    // Both go on: a normal round on key 0.
+    kv.push(0, ops::full({4}, rank + 1.0));
+    Tensor w = ops::zeros({4});
+    kv.pull(0, w);
+    for (float v : w.to_vector<float>()) ASSERT_EQ(v, 3.0f);
+  });
+}
+
+TEST(DistKVStore, SparseTrafficGrowsWithRowsTouchedNotTableSize) {
+  Cluster cluster({.workers = 1, .servers = 2});
+  cluster.run([](int, KVStore& kv) {
+    const int64_t rows = 1 << 20, dim = 8;  // a 1M-row table, 32 MiB
+    kv.init(0, ops::zeros({rows, dim}));
+    kv.set_optimizer({.rule = "sgd", .lr = 0.1});
+    auto step_bytes = [&](int64_t touched, int64_t offset) {
+      std::vector<int64_t> ids;  // spread over both servers, disjoint between calls
+      for (int64_t i = 0; i < touched; ++i) ids.push_back(i * (rows / touched) + offset);
+      Tensor id_t = Tensor::from_vector<int64_t>(ids, {touched});
+      Tensor g = ops::ones({touched, dim});
+      Tensor out = ops::zeros({touched, dim});
+      const KVStoreStats before = kv.stats();
+      kv.row_sparse_push(0, id_t, g);
+      kv.row_sparse_pull(0, out, id_t);
+      const KVStoreStats after = kv.stats();
+      for (float v : out.to_vector<float>()) EXPECT_FLOAT_EQ(v, -0.1f);
+      return static_cast<double>(after.bytes_sent + after.bytes_received - before.bytes_sent - before.bytes_received);
+    };
+    const double b64 = step_bytes(64, 0), b640 = step_bytes(640, 1);
+    // Per row: 8 B id + 32 B gradient out, 8 B id + 32 B row back.
+    EXPECT_EQ(b64, 64 * 80.0);
+    EXPECT_EQ(b640, 640 * 80.0);
+    EXPECT_LT(b640, rows * dim * 4 / 500.0);  // far from the table's 32 MiB
+  });
+}
+
+TEST(DistKVStore, StaleSynchronousParallelBoundHoldsUnderASlowWorker) {
+  const int s = 1, steps = 8;
+  Cluster cluster({.workers = 2, .servers = 1, .type = "dist_ssp", .staleness = s});
+  using Clock = std::chrono::steady_clock;
+  std::mutex mu;
+  std::vector<std::vector<Clock::time_point>> start(2, std::vector<Clock::time_point>(steps + 1)), finish = start;
+  cluster.run([&](int rank, KVStore& kv) {
+    kv.init(0, ops::zeros({4}));
+    for (int t = 1; t <= steps; ++t) {
+      {
+        std::lock_guard lock(mu);
+        start[static_cast<size_t>(rank)][static_cast<size_t>(t)] = Clock::now();
+      }
+      if (rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(60));  // the slow worker
+      kv.push(0, ops::ones({4}));
+      {
+        std::lock_guard lock(mu);
+        finish[static_cast<size_t>(rank)][static_cast<size_t>(t)] = Clock::now();
+      }
+      kv.advance_clock();
+    }
+  });
+  // No worker starts step t+s+1 before every worker has finished step t.
+  bool ran_ahead = false;
+  for (int t = 1; t + s + 1 <= steps; ++t) {
+    EXPECT_GE(start[0][static_cast<size_t>(t + s + 1)], finish[1][static_cast<size_t>(t)]) << "step " << t;
+    ran_ahead = ran_ahead || start[0][static_cast<size_t>(t + 1)] < finish[1][static_cast<size_t>(t)];
+  }
+  EXPECT_TRUE(ran_ahead) << "with staleness 1 the fast worker should run ahead of the slow one";
+}
+
+}  // namespace
+}  // namespace loom::ps

@@ -1,0 +1,98 @@
+// Key placement (which server holds which rows) and the wire header.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "loom/core/error.h"
+#include "loom/ps/placement.h"
+#include "loom/ps/protocol.h"
+
+namespace loom::ps {
+namespace {
+
+TEST(Placement, SmallKeysSpreadBigKeysSplitOverEveryServer) {
+  const PlacementOptions o{.num_servers = 3, .split_bound = 100};
+  for (int64_t key = 0; key < 6; ++key) {
+    auto s = place_key(key, {10, 5}, o);
+    ASSERT_EQ(s.size(), 1u);
+    EXPECT_EQ(s[0].server, key % 3);
+    EXPECT_EQ(s[0].row_begin, 0);
+    EXPECT_EQ(s[0].num_rows, 10);
+  }
+  auto big = place_key(4, {1000, 7}, o);
+  ASSERT_EQ(big.size(), 3u);
+  int64_t next = 0;
+  std::vector<int> servers;
+  for (const auto& s : big) {
+    EXPECT_EQ(s.row_begin, next);  // contiguous, whole rows
+    next += s.num_rows;
+    servers.push_back(s.server);
+    EXPECT_NEAR(static_cast<double>(s.num_rows), 1000.0 / 3, 1.0);
+  }
+  EXPECT_EQ(next, 1000);
+  std::sort(servers.begin(), servers.end());
+  EXPECT_EQ(servers, (std::vector<int>{0, 1, 2}));
+  // A 1-D array splits by element; a scalar never splits.
+  EXPECT_EQ(place_key(0, {301}, o).size(), 3u);
+  EXPECT_EQ(place_key(0, {}, o).size(), 1u);
+  EXPECT_EQ(place_key_rows(4, 1000, 7, o).size(), 3u);
+}
+
+TEST(Placement, ReplicaChainsAndBadOptions) {
+  const PlacementOptions o{.num_servers = 3, .replicas = 2};
+  EXPECT_EQ(replica_chain(2, o), (std::vector<int>{2, 0, 1}));
+  EXPECT_THROW(check_placement({.num_servers = 2, .replicas = 2}), ConfigError);
+  EXPECT_THROW(check_placement({.num_servers = 0}), ConfigError);
+  EXPECT_NE(describe_key(5, {4000000}, {.num_servers = 2, .replicas = 1}).find("(backup"), std::string::npos);
+}
+
+TEST(Protocol, HeaderRoundTripsAndRejectsCorruption) {
+  Header h{.op = Op::Push, .flags = flag::kSparse, .dtype = core::DType::F64, .sender = 3, .num_frames = 2,
+           .request_id = 99, .key = 7, .version = 12, .seq = 4, .row_begin = 10, .num_rows = 20, .row_numel = 16,
+           .total_rows = 40};
+  HeaderBytes b = encode_header(h);
+  Header back = decode_header(b);
+  EXPECT_EQ(back.op, Op::Push);
+  EXPECT_TRUE(back.sparse());
+  EXPECT_EQ(back.dtype, core::DType::F64);
+  EXPECT_EQ(back.sender, 3);
+  EXPECT_EQ(back.request_id, 99u);
+  EXPECT_EQ(back.key, 7);
+  EXPECT_EQ(back.version, 12);
+  EXPECT_EQ(back.seq, 4);
+  EXPECT_EQ(back.row_begin, 10);
+  EXPECT_EQ(back.num_rows, 20);
+  EXPECT_EQ(back.slice_nbytes(), 20u * 16 * 8);
+  EXPECT_EQ(decode_header(encode_header({.sender = server_sender(2)})).sender, -3);
+
+  for (size_t i = 0; i < kHeaderBytes; ++i) {  // any flipped bit is caught
+    HeaderBytes bad = b;
+    bad[i] ^= std::byte{0x10};
+    EXPECT_THROW(decode_header(bad), CommError) << "byte " << i;
+  }
+  EXPECT_THROW(decode_header(std::span(b).first(50)), CommError);
+  // A slice outside its key is refused even with a valid checksum.
+  h.row_begin = 30;
+  EXPECT_THROW(decode_header(encode_header(h)), CommError);
+}
+
+TEST(Protocol, OptimizerSpecRoundTripsExactly) {
+  OptimizerSpec s{.rule = "adamw", .lr = 0.1 + 1e-17, .weight_decay = 1.0 / 3, .beta2 = 0.98, .amsgrad = true,
+                  .schedule = "cosine", .t_max = 1000, .min_lr = 1e-5, .warmup_steps = 10, .rescale_grad = 0.25};
+  OptimizerSpec b = decode_optimizer(encode_optimizer(s));
+  EXPECT_EQ(b.rule, "adamw");
+  EXPECT_EQ(b.lr, s.lr);
+  EXPECT_EQ(b.weight_decay, s.weight_decay);
+  EXPECT_EQ(b.beta2, 0.98);
+  EXPECT_TRUE(b.amsgrad);
+  EXPECT_EQ(b.schedule, "cosine");
+  EXPECT_EQ(b.t_max, 1000);
+  EXPECT_EQ(b.warmup_steps, 10);
+  EXPECT_EQ(b.rescale_grad, 0.25);
+  EXPECT_THROW(decode_optimizer("rule=rmsprop\n"), ValueError);
+  EXPECT_THROW(decode_optimizer("lr=fast\n"), ValueError);
+  EXPECT_THROW(decode_optimizer("colour=red\n"), ValueError);
+}
+
+}  // namespace
+}  // namespace loom::ps
