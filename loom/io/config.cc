@@ -339,10 +339,10 @@ JobConfig parse_job(const std::string& text, const std::string& name, const std:
   dist.reject_unknown();
   one_of(dist, "mode", ds.mode, {"local", "allreduce", "dist_sync", "dist_async", "dist_ssp"});
   const bool ps = ds.mode.rfind("dist_", 0) == 0;
-  dist.check(!ps || ds.servers >= 1, "servers", format("mode \"{}\" needs servers >= 1, got {}", ds.mode, ds.servers));
+  dist.check(ds.servers >= 0, "servers", format("must be >= 0, got {}", ds.servers));
   dist.check(ps || ds.servers == 0, "servers", format("parameter servers need mode = dist_sync, dist_async or dist_ssp (mode is \"{}\")", ds.mode));
   dist.check(ds.staleness >= 0, "staleness", format("must be >= 0, got {}", ds.staleness));
-  dist.check(ds.replicas >= 0 && (ds.replicas == 0 || ds.replicas < ds.servers), "replicas",
+  dist.check(ds.replicas >= 0 && (ds.replicas == 0 || ds.servers == 0 || ds.replicas < ds.servers), "replicas",
              format("must be >= 0 and less than servers ({}), got {}", ds.servers, ds.replicas));
   dist.check(ds.split_bound >= 1, "split_bound", "must be >= 1");
   dist.check(!(ps && ds.deterministic), "deterministic", "applies to mode = \"allreduce\" only");

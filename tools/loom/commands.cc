@@ -55,6 +55,9 @@ std::chrono::milliseconds seconds(double s) { return std::chrono::milliseconds(s
 int run_train_ps(const TrainArgs& args, const io::JobConfig& job, const comm::JobEnv& env, int workers) {
   const auto& d = job.distributed;
   if (!env.has_coordinator()) {
+    LOOM_CHECK_T(ConfigError, d.servers >= 1,
+                 "{}: [distributed] mode = \"{}\" needs servers >= 1 to start a job (or run it under a launcher that "
+                 "sets LOOM_NUM_SERVERS or DMLC_NUM_SERVER)", args.job, d.mode);
     std::vector<std::string> command = {self_executable()};
     for (const auto& a : args.argv) command.push_back(a);
     return launch({.workers = workers, .servers = static_cast<int>(d.servers), .replicas = static_cast<int>(d.replicas),
