@@ -307,8 +307,20 @@ class DistKVStore final : public KVStore {
   KVStoreStats stats() const override { return stats_; }
 
   void close() override {
-    if (closed_ || !client()) return;
+    if (closed_) return;
     closed_ = true;
+    // Tell every server first: dist_sync rounds stop waiting for this worker,
+    // so workers with more steps left finish theirs instead of hanging.
+    std::vector<Request> reqs;
+    for (int s = 0; s < placement_.num_servers; ++s) {
+      Request r;
+      r.h = {.op = Op::Leave};
+      r.chain = {s};
+      r.any_server = true;
+      reqs.push_back(std::move(r));
+    }
+    run(reqs, "close");
+    if (!client()) return;
     client()->barrier("kv-close", o_.options.timeout, "worker");
     if (o_.rank == 0) client()->set("ps/finished", "1", o_.options.timeout);
     client()->leave();

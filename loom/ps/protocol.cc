@@ -18,7 +18,7 @@ constexpr size_t kOffChecksum = 88;
 constexpr int64_t kMaxRows = int64_t{1} << 40;
 constexpr int64_t kMaxRowNumel = int64_t{1} << 32;
 
-bool known_op(uint16_t op) { return op >= static_cast<uint16_t>(Op::Init) && op <= static_cast<uint16_t>(Op::Reply); }
+bool known_op(uint16_t op) { return op >= static_cast<uint16_t>(Op::Init) && op <= static_cast<uint16_t>(Op::Leave); }
 
 }  // namespace
 
@@ -33,6 +33,7 @@ std::string_view op_name(Op op) {
     case Op::SetState: return "set_state";
     case Op::Replicate: return "replicate";
     case Op::Reply: return "reply";
+    case Op::Leave: return "leave";
   }
   return "unknown";
 }

@@ -62,6 +62,7 @@ enum class Op : uint16_t {
   SetState = 7,      // frames as GetState's reply: replaces the slice's weights, state and counters.
   Replicate = 8,     // primary -> backup: frames as Push (the merged update); seq = updates after it.
   Reply = 9,         // status Ok: frames per the request; status Error: [message]
+  Leave = 10,        // a worker is done: rounds stop waiting for it (sent to every server)
 };
 std::string_view op_name(Op op);
 

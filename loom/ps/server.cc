@@ -73,6 +73,7 @@ struct KVServer::Impl {
   uint64_t next_job = 1;
   std::deque<std::pair<std::vector<MsgPtr>, std::vector<MsgPtr>>> deferred;  // (route, frames)
   std::shared_ptr<const ServerOptimizer> optimizer;
+  std::set<int> retired;  // workers that left
   std::thread thread;
   std::atomic<bool> stopping{false};
   std::mutex lost_mu;
@@ -172,6 +173,7 @@ struct KVServer::Impl {
                                                      .num_workers = o.num_workers, .sync = o.sync});
       e.chain = replica_chain(owner, o.placement);
       if (optimizer) e.shard->set_optimizer(optimizer);
+      for (int w : retired) e.shard->retire(w);
     }
     return e;
   }
@@ -222,6 +224,16 @@ struct KVServer::Impl {
       const auto b = frames[2]->bytes();
       optimizer = make_server_optimizer(decode_optimizer(std::string_view(reinterpret_cast<const char*>(b.data()), b.size())));
       for (auto& [id, e] : entries) e.shard->set_optimizer(optimizer);
+      reply(route, h, {});
+      return;
+    }
+    if (h.op == Op::Leave) {  // a worker is done: no round waits for it any more
+      LOOM_CHECK(h.sender >= 0 && h.sender < o.num_workers, "kvstore: leave from worker {} (the job has {})", h.sender,
+                 o.num_workers);
+      retired.insert(h.sender);
+      for (auto& [id, e] : entries) {
+        if (e.shard->retire(h.sender) == PushResult::Applied) applied(id, e);
+      }
       reply(route, h, {});
       return;
     }
@@ -305,16 +317,20 @@ struct KVServer::Impl {
       case PushResult::Pending: e.round.push_back({route, h}); return;
       case PushResult::Applied: break;
     }
+    e.round.push_back({route, h});
+    applied(id, e);
+  }
+
+  // An update was applied: send it to the backups; the waiting pushes are answered once they hold it.
+  void applied(const SliceId& id, Entry& e) {
     ++n_updates;
     std::vector<Waiting> replies = std::move(e.round);
     e.round.clear();
-    replies.push_back({route, h});
     const MergedUpdate u = e.shard->last_update();
-    Header r = h;
-    r.op = Op::Replicate;
-    r.seq = e.shard->updates();
-    r.version = u.version;
-    r.flags = u.rows.empty() ? 0 : flag::kSparse;
+    const ShardOptions& so = e.shard->options();
+    Header r{.op = Op::Replicate, .dtype = so.dtype, .key = id.key, .version = u.version, .seq = e.shard->updates(),
+             .row_begin = so.row_begin, .num_rows = so.num_rows, .row_numel = e.shard->row_numel(),
+             .total_rows = key_rows(so.key_shape)};
     const int64_t meta[2] = {u.worker, u.version};
     std::vector<std::span<const std::byte>> f = {{reinterpret_cast<const std::byte*>(meta), sizeof meta}};
     if (!u.rows.empty() || u.data.size() != e.shard->nbytes()) {

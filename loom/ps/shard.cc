@@ -54,6 +54,7 @@ Shard::Shard(const ShardOptions& o) : o_(o) {
   weights_.assign(static_cast<size_t>(o.num_rows) * row_bytes_, std::byte{0});
   versions_.assign(static_cast<size_t>(o.num_workers), 0);
   pending_.resize(static_cast<size_t>(o.num_workers));
+  retired_.assign(static_cast<size_t>(o.num_workers), false);
 }
 
 void Shard::check_request(const Header& h, const core::Shape* shape) const {
@@ -117,10 +118,12 @@ PushResult Shard::push(int worker, int64_t version, PushData data) {
   if (o_.sync) {
     LOOM_CHECK(version == round_ + 1, "kvstore: key {}: worker {} pushes round {} while the server is at round {}",
                o_.key, worker, version, round_ + 1);
+    LOOM_CHECK(!retired_[static_cast<size_t>(worker)], "kvstore: key {}: worker {} pushed after it left the job",
+               o_.key, worker);
     auto& slot = pending_[static_cast<size_t>(worker)];
     if (!slot) ++pending_count_;
     slot = std::move(data);
-    if (pending_count_ < o_.num_workers) return PushResult::Pending;
+    if (pending_count_ < active_workers()) return PushResult::Pending;
     merge_round();
     ++round_;
     for (auto& v : versions_) v = round_;
@@ -132,6 +135,28 @@ PushResult Shard::push(int worker, int64_t version, PushData data) {
     last_worker_ = worker;
     last_version_ = version;
   }
+  finish_update();
+  return PushResult::Applied;
+}
+
+PushResult Shard::retire(int worker) {
+  LOOM_CHECK(worker >= 0 && worker < o_.num_workers, "kvstore: worker {} of {} left", worker, o_.num_workers);
+  if (retired_[static_cast<size_t>(worker)]) return PushResult::Duplicate;
+  retired_[static_cast<size_t>(worker)] = true;
+  // A round that only waited for this worker completes without it.
+  if (!o_.sync || pending_count_ == 0 || pending_count_ < active_workers()) return PushResult::Pending;
+  merge_round();
+  ++round_;
+  for (auto& v : versions_) v = round_;
+  finish_update();
+  return PushResult::Applied;
+}
+
+int Shard::active_workers() const {
+  return static_cast<int>(std::count(retired_.begin(), retired_.end(), false));
+}
+
+void Shard::finish_update() {
   // Scale once here, so that what replicas receive is exactly what the rule sees.
   if (optimizer_ && optimizer_->spec.rescale_grad != 1.0) {
     const double s = optimizer_->spec.rescale_grad;
@@ -145,12 +170,11 @@ PushResult Shard::push(int worker, int64_t version, PushData data) {
   }
   apply(merged_sparse_ ? std::span<const int64_t>(merged_rows_) : std::span<const int64_t>(), merged_);
   ++updates_;
-  return PushResult::Applied;
 }
 
 void Shard::merge_round() {
   bool all_sparse = true;
-  for (auto& p : pending_) all_sparse = all_sparse && p->sparse();
+  for (auto& p : pending_) all_sparse = all_sparse && (!p || p->sparse());
   merged_sparse_ = all_sparse;
   last_worker_ = -1;
   last_version_ = 0;
@@ -165,12 +189,14 @@ void Shard::merge_round() {
   if (all_sparse) {
     merged_rows_.clear();
     for (auto& p : pending_) {
+      if (!p) continue;  // a worker that left
       std::vector<int64_t> u;
       std::set_union(merged_rows_.begin(), merged_rows_.end(), p->rows->begin(), p->rows->end(), std::back_inserter(u));
       merged_rows_.swap(u);
     }
     merged_.assign(merged_rows_.size() * row_bytes_, std::byte{0});
     for (auto& p : pending_) {  // rank order
+      if (!p) continue;
       size_t j = 0;
       for (size_t i = 0; i < p->rows->size(); ++i) {
         while (merged_rows_[j] != (*p->rows)[i]) ++j;
@@ -181,6 +207,7 @@ void Shard::merge_round() {
     merged_rows_.clear();
     merged_.assign(weights_.size(), std::byte{0});
     for (auto& p : pending_) {
+      if (!p) continue;
       if (!p->sparse()) {
         add_bytes(merged_.data(), p->data.bytes.data(), weights_.size());
         continue;

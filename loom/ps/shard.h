@@ -16,6 +16,10 @@
 // (times rescale_grad) with lr = schedule(updates so far). Row-sparse pushes
 // merge the union of their rows and update only those rows (lazy update).
 //
+// Unequal step counts: a worker that closes its store retires from every
+// shard; rounds then complete without it instead of waiting forever (MXNet's
+// dist_sync hangs there).
+//
 // Replays: a push carries the worker's count of its pushes to this key. A
 // push already counted (a worker retrying at a new primary after a failover)
 // is acknowledged without being applied again.
@@ -98,6 +102,9 @@ class Shard {
   // A worker's push with its version (1 for its first push to this key).
   // Throws ValueError for a malformed push (sizes, rows out of the slice).
   PushResult push(int worker, int64_t version, PushData data);
+  // The worker left the job (closed its store): rounds stop waiting for it,
+  // and one that only waited for it is applied now (Applied).
+  PushResult retire(int worker);
   // The update last applied (valid until the next push or apply).
   MergedUpdate last_update() const;
   // A backup applies what its primary applied (seq: the primary's update count after it).
@@ -120,6 +127,8 @@ class Shard {
   template <class T>
   void apply_typed(std::span<const int64_t> rows, std::span<T> merged);
   void merge_round();
+  void finish_update();
+  int active_workers() const;
   void ensure_state();
 
   ShardOptions o_;
@@ -134,6 +143,7 @@ class Shard {
   std::vector<int64_t> versions_;  // per worker: pushes counted (async), or the round (sync)
   // The round in progress (sync).
   std::vector<std::optional<PushData>> pending_;
+  std::vector<bool> retired_;  // workers that left: rounds complete without them
   int pending_count_ = 0;
   // The last applied update.
   std::vector<int64_t> merged_rows_;

@@ -165,6 +165,23 @@ TEST(DistKVStore, StaleSynchronousParallelBoundHoldsUnderASlowWorker) {
   EXPECT_TRUE(ran_ahead) << "with staleness 1 the fast worker should run ahead of the slow one";
 }
 
+TEST(DistKVStore, SyncWorkersWithUnequalStepCountsDoNotHang) {
+  // MXNet's dist_sync waits forever for a worker that has run out of batches;
+  // here a worker that closes its store stops counting in the rounds.
+  Cluster cluster({.workers = 2, .servers = 2, .split_bound = 8, .timeout = std::chrono::milliseconds(10000)});
+  cluster.run([](int rank, KVStore& kv) {
+    kv.init(0, ops::zeros({20}));
+    kv.set_optimizer({.rule = "sgd", .lr = 1.0});
+    const int steps = rank == 0 ? 5 : 3;
+    for (int i = 0; i < steps; ++i) kv.push(0, ops::full({20}, -1.0));
+    if (rank == 0) {
+      Tensor w = ops::zeros({20});
+      kv.pull(0, w);
+      for (float v : w.to_vector<float>()) ASSERT_EQ(v, 3 * 2 + 2 * 1);  // 3 rounds of both, 2 of worker 0 alone
+    }
+  });
+}
+
 TEST(DistKVStore, ServerOptimizerStateSavesAndLoadsAcrossJobs) {
   const auto path = std::filesystem::temp_directory_path() / "loom_dist_kv_state_test.safetensors";
   auto rounds = [](int rank, KVStore& kv, int from, int to) {
