@@ -17,6 +17,7 @@ using core::put_le;
 constexpr size_t kOffChecksum = 88;
 constexpr int64_t kMaxRows = int64_t{1} << 40;
 constexpr int64_t kMaxRowNumel = int64_t{1} << 32;
+constexpr int64_t kMaxElements = int64_t{1} << 40;  // per key: sizes in bytes then cannot overflow
 
 bool known_op(uint16_t op) { return op >= static_cast<uint16_t>(Op::Init) && op <= static_cast<uint16_t>(Op::Leave); }
 
@@ -106,6 +107,8 @@ Header decode_header(std::span<const std::byte> bytes) {
   LOOM_CHECK_T(CommError, h.total_rows >= 0 && h.total_rows <= kMaxRows, "ps protocol: key of {} rows", h.total_rows);
   LOOM_CHECK_T(CommError, h.row_numel >= 0 && h.row_numel <= kMaxRowNumel, "ps protocol: rows of {} elements",
                h.row_numel);
+  LOOM_CHECK_T(CommError, h.row_numel == 0 || h.total_rows <= kMaxElements / h.row_numel,
+               "ps protocol: a key of {} rows of {} elements is larger than 2^40 elements", h.total_rows, h.row_numel);
   LOOM_CHECK_T(CommError, h.row_begin >= 0 && h.num_rows >= 0 && h.row_begin <= h.total_rows &&
                               h.num_rows <= h.total_rows - h.row_begin,
                "ps protocol: slice rows [{}, {}+{}) outside the key's {} rows", h.row_begin, h.row_begin, h.num_rows,

@@ -33,7 +33,8 @@
 //
 // Every field is checked before it is used (decode_header): magic, version,
 // length, checksum, known op/status/dtype, no unknown flags, non-negative
-// sizes, the slice inside the key, sizes that cannot overflow. Payload frame
+// sizes, the slice inside the key, at most 2^40 elements per key (so byte
+// counts cannot overflow). Payload frame
 // sizes are checked by the receiver against what the op and header imply.
 #pragma once
 

@@ -1,0 +1,124 @@
+// A KVServer fed malformed messages from a raw socket (bad header, wrong
+// frame counts and sizes, impossible shapes, unknown ops) answers each with an
+// error and keeps serving a well-behaved worker.
+#include <gtest/gtest.h>
+#include <zmq.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "loom/ps/protocol.h"
+#include "loom/ps/server.h"
+#include "loom/ps/zmq_frames.h"
+
+namespace loom::ps {
+namespace {
+
+using detail::MsgPtr;
+
+class RawClient {
+ public:
+  explicit RawClient(const std::string& endpoint) {
+    ctx_ = zmq_ctx_new();
+    sock_ = detail::make_dealer(ctx_, endpoint, {.insecure = true}, nullptr);
+  }
+  ~RawClient() {
+    detail::close_socket(sock_);
+    zmq_ctx_term(ctx_);
+  }
+  // Sends raw frames; returns the reply frames (header first), or empty after 5 s.
+  std::vector<MsgPtr> ask(const std::vector<std::string>& frames) {
+    for (size_t i = 0; i < frames.size(); ++i) {
+      zmq_send(sock_, frames[i].data(), frames[i].size(), i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
+    }
+    zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
+    std::vector<MsgPtr> reply;
+    if (zmq_poll(&item, 1, 5000) > 0) detail::recv_all(sock_, reply);
+    return reply;
+  }
+  std::vector<MsgPtr> ask(const Header& h, const std::vector<std::string>& payload) {
+    Header hh = h;
+    hh.num_frames = static_cast<uint32_t>(payload.size());
+    const HeaderBytes b = encode_header(hh);
+    std::vector<std::string> frames = {std::string(reinterpret_cast<const char*>(b.data()), b.size())};
+    frames.insert(frames.end(), payload.begin(), payload.end());
+    return ask(frames);
+  }
+
+ private:
+  void* ctx_;
+  void* sock_;
+};
+
+std::string bytes_of(const std::vector<int64_t>& v) { return {reinterpret_cast<const char*>(v.data()), v.size() * 8}; }
+std::string bytes_of(const std::vector<float>& v) { return {reinterpret_cast<const char*>(v.data()), v.size() * 4}; }
+
+Status status_of(const std::vector<MsgPtr>& reply) {
+  EXPECT_FALSE(reply.empty()) << "no reply: the server stopped answering";
+  if (reply.empty()) return Status::Error;
+  return decode_header(reply[0]->bytes()).status;
+}
+
+TEST(KVServer, MalformedRequestsGetErrorsAndTheServerGoesOn) {
+  KVServer server({.rank = 0, .num_workers = 1, .sync = false, .placement = {.num_servers = 1},
+                   .security = {.insecure = true}});
+  server.start();
+  RawClient c(server.endpoint());
+  const Header init{.op = Op::Init, .flags = flag::kHasData, .key = 0, .num_rows = 4, .row_numel = 1, .total_rows = 4};
+  ASSERT_EQ(status_of(c.ask(init, {bytes_of(std::vector<int64_t>{4}), bytes_of(std::vector<float>{1, 2, 3, 4})})),
+            Status::Ok);
+
+  const std::vector<std::vector<std::string>> garbage = {
+      {"hello"},                                  // not a header
+      {std::string(kHeaderBytes, '\0')},          // zeros: bad magic
+      {std::string(kHeaderBytes + 1, 'L')},       // wrong length
+  };
+  for (const auto& g : garbage) EXPECT_EQ(status_of(c.ask(g)), Status::Error);
+
+  Header push{.op = Op::Push, .sender = 0, .key = 0, .version = 1, .num_rows = 4, .row_numel = 1, .total_rows = 4};
+  EXPECT_EQ(status_of(c.ask(push, {})), Status::Error);                                     // no data frame
+  EXPECT_EQ(status_of(c.ask(push, {"abc"})), Status::Error);                                // wrong size
+  EXPECT_EQ(status_of(c.ask(push, {bytes_of(std::vector<float>{1, 2, 3, 4}), "x"})), Status::Error);  // extra frame
+  Header wrong_dtype = push;
+  wrong_dtype.dtype = core::DType::F64;
+  EXPECT_EQ(status_of(c.ask(wrong_dtype, {std::string(32, '\0')})), Status::Error);
+  Header stranger = push;
+  stranger.sender = 7;  // not a worker of this job
+  EXPECT_EQ(status_of(c.ask(stranger, {bytes_of(std::vector<float>{1, 2, 3, 4})})), Status::Error);
+  Header sparse = push;
+  sparse.flags = flag::kSparse;
+  EXPECT_EQ(status_of(c.ask(sparse, {bytes_of(std::vector<int64_t>{9}), bytes_of(std::vector<float>{1})})),
+            Status::Error);  // row 9 of 4
+  EXPECT_EQ(status_of(c.ask(sparse, {bytes_of(std::vector<int64_t>{2, 1}), bytes_of(std::vector<float>{1, 1})})),
+            Status::Error);  // not ascending
+  Header huge = init;
+  huge.key = 1;
+  huge.total_rows = int64_t{1} << 40;
+  huge.num_rows = int64_t{1} << 40;
+  huge.row_numel = int64_t{1} << 30;  // 4 PB: refused before allocating
+  EXPECT_EQ(status_of(c.ask(huge, {bytes_of(std::vector<int64_t>{int64_t{1} << 40, int64_t{1} << 30}), ""})),
+            Status::Error);
+  Header bad_dims = init;
+  bad_dims.key = 2;
+  EXPECT_EQ(status_of(c.ask(bad_dims, {bytes_of(std::vector<int64_t>{5}), bytes_of(std::vector<float>{1, 2, 3, 4})})),
+            Status::Error);  // dims disagree with the header
+  Header reply_op = push;
+  reply_op.op = Op::Reply;
+  EXPECT_EQ(status_of(c.ask(reply_op, {})), Status::Error);
+
+  // Still serving: a good push and pull.
+  EXPECT_EQ(status_of(c.ask(push, {bytes_of(std::vector<float>{5, 6, 7, 8})})), Status::Ok);
+  Header pull{.op = Op::Pull, .sender = 0, .key = 0, .num_rows = 4, .row_numel = 1, .total_rows = 4};
+  auto r = c.ask(pull, {});
+  ASSERT_EQ(status_of(r), Status::Ok);
+  ASSERT_EQ(r.size(), 2u);
+  std::vector<float> got(4);
+  std::memcpy(got.data(), r[1]->bytes().data(), 16);
+  EXPECT_EQ(got, (std::vector<float>{5, 6, 7, 8}));  // no optimizer: the value is the push
+  EXPECT_GE(server.stats().errors, 12u);
+  server.stop();
+}
+
+}  // namespace
+}  // namespace loom::ps
