@@ -3,7 +3,8 @@
 #  1. dist_sync training equals one process (and the all-reduce run) within 1e-5 after 100 steps;
 #  2. MXNet's launcher variables (DMLC_ROLE scheduler/server/worker) start the same roles;
 #  3. `loom launch --describe` prints where each key of a job's model lives;
-#  4. a job file asking for parameter servers without any gets one clear line.
+#  4. a job file asking for parameter servers without any gets one clear line;
+#  5. so does --resume (checkpoints do not hold the servers' optimizer state yet).
 # Usage: ps_cli.sh path/to/loom
 set -u
 loom="$1"
@@ -84,6 +85,11 @@ grep -q "^server 2: host localhost" "$tmp/describe" && grep -q "key 0 .*server .
 out=$("$loom" train "$job" --set distributed.mode=dist_async 2>&1); status=$?
 [ "$status" -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "needs servers >= 1" \
   && echo "ok   no servers: $out" || fail "no servers: status $status, output: $out"
+
+# 5. --resume, which would silently lose the servers' optimizer state.
+out=$("$loom" train "$job" --set distributed.mode=dist_sync --set distributed.servers=1 --resume 2>&1); status=$?
+[ "$status" -eq 1 ] && echo "$out" | grep -q "resume is not supported with parameter servers" \
+  && echo "ok   --resume refused: $out" || fail "--resume: status $status, output: $out"
 
 [ "$failures" -eq 0 ] && echo "all parameter-server command-line checks passed"
 exit "$failures"
