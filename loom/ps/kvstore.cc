@@ -165,6 +165,7 @@ class LocalKVStore final : public KVStore {
     auto ids = detail::row_ids_of(key, row_ids, false);
     detail::check_value(key, out, "row_sparse_pull");
     e.shard->read_rows(ids, detail::mutable_bytes_of(out));
+    stats_.bytes_sent += ids.size() * 8;  // counted as the distributed store counts them
     stats_.bytes_received += out.nbytes();
   }
 
