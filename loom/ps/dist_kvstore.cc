@@ -4,6 +4,7 @@
 #include <zmq.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -557,8 +558,10 @@ std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, std::string_view 
                "[distributed] servers, or DMLC_* / LOOM_* variables)", type);
   LOOM_CHECK_T(ConfigError, env.role == "worker", "kvstore {}: this process is a {}, not a worker", type, env.role);
   auto client = std::make_shared<comm::CoordinatorClient>(env.coordinator_endpoint(), env.security(), options.join_timeout);
+  const char* host_env = std::getenv("LOOM_HOST");  // what the launcher calls this host (network namespaces)
   const comm::Membership m = client->register_process(
-      {.role = "worker", .host = comm::host_name(), .rank = env.rank, .endpoint = ""}, options.join_timeout);
+      {.role = "worker", .host = host_env && *host_env ? host_env : comm::host_name(), .rank = env.rank, .endpoint = ""},
+      options.join_timeout);
   if (m.rank == 0) client->set("ps/type", std::string(type), options.join_timeout);
   // The servers publish how they place keys; the workers must place them the same way.
   const std::string config = client->get("ps/config", options.join_timeout);

@@ -1,5 +1,7 @@
 #include "loom/ps/placement.h"
 
+#include <algorithm>
+
 #include "loom/core/error.h"
 
 namespace loom::ps {
@@ -32,9 +34,10 @@ std::vector<Slice> place_key_rows(int64_t key, int64_t rows, int64_t row_numel, 
   if (numel <= o.split_bound || s == 1 || rows < 2) {
     return {Slice{.server = static_cast<int>(key % s), .row_begin = 0, .num_rows = rows}};
   }
+  const int64_t parts = std::min(rows, std::max(s, (numel + kMaxSliceElements - 1) / kMaxSliceElements));
   std::vector<Slice> out;
-  for (int64_t i = 0; i < s; ++i) {
-    const int64_t begin = rows * i / s, end = rows * (i + 1) / s;
+  for (int64_t i = 0; i < parts; ++i) {
+    const int64_t begin = rows * i / parts, end = rows * (i + 1) / parts;
     if (end > begin) out.push_back({.server = static_cast<int>((key + i) % s), .row_begin = begin, .num_rows = end - begin});
   }
   return out;

@@ -7,8 +7,9 @@
 // A key is an array whose first dimension counts rows (a scalar or 1-D array:
 // rows of one element). Keys of at most `split_bound` elements live whole on
 // server key mod S, so consecutive keys spread over the servers; larger keys
-// are cut into S contiguous row ranges of near-equal size, range i on server
-// (key + i) mod S, so every server takes a share of every big array. Slices
+// are cut into P = max(S, ceil(elements / kMaxSliceElements)) contiguous row
+// ranges of near-equal size, range i on server (key + i) mod S, so every
+// server takes a share of every big array and no slice is large. Slices
 // never split a row, which is what lets row-sparse pushes and pulls go to the
 // servers holding the touched rows only.
 //
@@ -25,6 +26,11 @@
 namespace loom::ps {
 
 inline constexpr int64_t kDefaultSplitBound = int64_t{1} << 20;  // elements
+// A split key is cut into at least S slices and into slices of at most this
+// many elements (1 MiB of f32), so that one big key travels as several
+// requests whose uploads and downloads overlap (pipelining) instead of one
+// message that must be wholly sent, merged and sent back.
+inline constexpr int64_t kMaxSliceElements = int64_t{1} << 18;
 
 struct PlacementOptions {
   int num_servers = 1;

@@ -38,6 +38,23 @@ TEST(Placement, SmallKeysSpreadBigKeysSplitOverEveryServer) {
   EXPECT_EQ(place_key_rows(4, 1000, 7, o).size(), 3u);
 }
 
+TEST(Placement, BigKeysTravelInSlicesOfAtMostOneMebibyte) {
+  // 64 MiB of f32 over 2 servers: 64 slices alternating between the servers, so
+  // one pushpull pipelines instead of moving one 32 MiB message per server.
+  auto slices = place_key(1, {16 << 20}, {.num_servers = 2});
+  ASSERT_EQ(slices.size(), 64u);
+  int64_t next = 0;
+  for (size_t i = 0; i < slices.size(); ++i) {
+    EXPECT_EQ(slices[i].row_begin, next);
+    EXPECT_LE(slices[i].num_rows, kMaxSliceElements);
+    EXPECT_EQ(slices[i].server, static_cast<int>((1 + i) % 2));
+    next += slices[i].num_rows;
+  }
+  EXPECT_EQ(next, 16 << 20);
+  // Rows are never split, however wide: a [3, 1M] key has at most 3 slices.
+  EXPECT_EQ(place_key(0, {3, 1 << 20}, {.num_servers = 2}).size(), 3u);
+}
+
 TEST(Placement, ReplicaChainsAndBadOptions) {
   const PlacementOptions o{.num_servers = 3, .replicas = 2};
   EXPECT_EQ(replica_chain(2, o), (std::vector<int>{2, 0, 1}));

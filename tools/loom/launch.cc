@@ -321,6 +321,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& command) {
   };
   auto deadline = std::chrono::steady_clock::time_point::max();
   bool stopping = false;
+  auto workers_done_at = std::chrono::steady_clock::time_point::max();
   while (alive() > 0) {
     std::vector<pollfd> fds;
     std::vector<Child*> owners;
@@ -359,13 +360,18 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& command) {
         }
       }
     }
-    // When every worker is done, the coordinator is told to go.
+    // When every worker is done, servers and the coordinator get a moment to
+    // finish on their own (servers print their statistics and leave), then are told to go.
     bool workers_done = true;
     for (auto& c : children) workers_done = workers_done && (c.label.rfind("worker", 0) != 0 || c.exited);
     if (workers_done && !stopping) {
-      stopping = true;
-      kill_all(SIGTERM);
-      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.grace_ms);
+      const auto now = std::chrono::steady_clock::now();
+      if (workers_done_at == std::chrono::steady_clock::time_point::max()) workers_done_at = now;
+      if (now - workers_done_at > std::chrono::seconds(3)) {
+        stopping = true;
+        kill_all(SIGTERM);
+        deadline = now + std::chrono::milliseconds(o.grace_ms);
+      }
     }
     if (g_interrupted && !stopping) {
       failure = "interrupted";

@@ -90,9 +90,28 @@ int main(int argc, char** argv) {
   bar->add_option("--hosts", bench_ar.hosts, "placement, as for launch")->delimiter(',');
   bar->add_flag("--insecure", bench_ar.insecure, "no CURVE encryption (as the plaintext references)");
 
+  loom::cli::BenchPsArgs bench_ps;
+  auto* bps = b->add_subcommand("ps", "parameter-server push+pull throughput and latency per worker (JSON lines)");
+  bps->add_option("--workers", bench_ps.workers, "number of worker processes")->check(CLI::PositiveNumber);
+  bps->add_option("--servers", bench_ps.servers, "number of parameter-server processes")->check(CLI::PositiveNumber);
+  bps->add_option("--bytes", bench_ps.sizes, "bytes each worker pushes and pulls per iteration, e.g. 1M,4M,16M,64M")
+      ->delimiter(',');
+  bps->add_option("--type", bench_ps.type, "dist_sync or dist_async");
+  bps->add_option("--keys", bench_ps.keys, "split the bytes into this many keys of equal size (one pushpull call)")
+      ->check(CLI::PositiveNumber);
+  bps->add_option("--iters", bench_ps.iters, "timed iterations (default: from the size, 10 to 200)")
+      ->check(CLI::PositiveNumber);
+  bps->add_option("--split-bound", bench_ps.split_bound, "split keys larger than this many elements over all servers")
+      ->check(CLI::PositiveNumber);
+  bps->add_option("--link-gbit", bench_ps.link_gbit, "link rate (Gbit/s) of one process per host: print the bound")
+      ->check(CLI::PositiveNumber);
+  bps->add_option("--hosts", bench_ps.hosts, "placement, as for launch (servers after the workers)")->delimiter(',');
+  bps->add_flag("--insecure", bench_ps.insecure, "no CURVE encryption");
+
   for (int k = 1; k < argc; ++k) {
     train.argv.emplace_back(argv[k]);
     bench_ar.argv.emplace_back(argv[k]);
+    bench_ps.argv.emplace_back(argv[k]);
   }
   try {
     app.parse(argc, argv);
@@ -108,6 +127,7 @@ int main(int argc, char** argv) {
     if (*c) return loom::cli::run_coordinator(coord);
     if (*sv) return loom::cli::run_server(server);
     if (*bar) return loom::cli::run_bench_allreduce(bench_ar);
+    if (*bps) return loom::cli::run_bench_ps(bench_ps);
   } catch (const loom::Error& err) {
     std::fprintf(stderr, "loom: %s\n", err.what());
     return 1;
