@@ -1,5 +1,6 @@
 #include "loom/comm/reduce_kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -75,6 +76,36 @@ void combine_loop(D* __restrict dst, const S* __restrict src, size_t n, Op op) {
   }
 }
 
+// dst = fold of srcs, tile by tile: the running result of a tile stays in a
+// small compute-type accumulator (in L1), so each source is read once and
+// dst written once whatever the number of sources.
+template <class T, class Op>
+void fold_sources(std::span<const void* const> srcs, T* __restrict dst, size_t n, Op op) {
+  using C = compute_t<T>;
+  const size_t nsrc = srcs.size();
+  auto src = [&](size_t j) { return static_cast<const T*>(srcs[j]); };
+  constexpr size_t kTile = 2048;
+  C acc[kTile];
+  for (size_t base = 0; base < n; base += kTile) {
+    const size_t m = std::min(kTile, n - base);
+    {
+      const T* __restrict a = src(0) + base;
+      if (nsrc == 1) {
+        for (size_t i = 0; i < m; ++i) acc[i] = static_cast<C>(a[i]);
+      } else {
+        const T* __restrict b = src(1) + base;
+        for (size_t i = 0; i < m; ++i) acc[i] = op(static_cast<C>(a[i]), static_cast<C>(b[i]));
+      }
+    }
+    for (size_t j = 2; j < nsrc; ++j) {
+      const T* __restrict s = src(j) + base;
+      for (size_t i = 0; i < m; ++i) acc[i] = op(acc[i], static_cast<C>(s[i]));
+    }
+    T* __restrict d = dst + base;
+    for (size_t i = 0; i < m; ++i) d[i] = static_cast<T>(acc[i]);
+  }
+}
+
 }  // namespace
 
 std::string_view name(ReduceOp op) {
@@ -103,6 +134,14 @@ void reduce_into(DType t, ReduceOp op, void* dst, const void* src, size_t numel)
   if (numel == 0) return;
   visit_reducible(t, "reduce_into", [&]<class T>() {
     visit_op(op, [&](auto f) { combine_loop(static_cast<T*>(dst), static_cast<const T*>(src), numel, f); });
+  });
+}
+
+void reduce_many(DType t, ReduceOp op, std::span<const void* const> srcs, void* dst, size_t numel) {
+  LOOM_ASSERT(!srcs.empty());
+  if (numel == 0) return;
+  visit_reducible(t, "reduce_many", [&]<class T>() {
+    visit_op(op, [&](auto f) { fold_sources(srcs, static_cast<T*>(dst), numel, f); });
   });
 }
 

@@ -33,6 +33,17 @@
 //   Lost means PeerLostError from recv() and send(), and queued bytes for it
 //   are dropped.
 // - Closing waits up to `linger` for queued bytes to reach the rings.
+// - allreduce_in_place (transport.h) is offered for worlds of 2 to 16 ranks
+//   on streams 0 and 1 (communicator channels): two all-reduce lanes in the
+//   segment, each with two staging blocks per rank and two result blocks of
+//   `allreduce_block_nbytes`. Each rank stages its buffer block by block and
+//   reduces its slice of every rank's block straight from shared memory
+//   (shm_allreduce.h has the schedule); no messages, no copies out of rings.
+//
+// Files: shm_segment.{h,cc} (layout, create/attach/leave, peer liveness),
+// shm_transport_impl.h with shm_transport.cc (construction, closing, peers),
+// shm_send.cc (outboxes, progress thread) and shm_recv.cc (reading rings,
+// stash), shm_allreduce.{h,cc} (the lanes' all-reduce).
 #pragma once
 
 #include <chrono>
@@ -53,6 +64,8 @@ struct ShmOptions {
   std::chrono::milliseconds heartbeat_timeout{10000};  // a peer silent this long is lost; 0: no heartbeat
   std::size_t max_queued_nbytes = 64 << 20;            // per peer; one message may always be queued whole
   std::chrono::milliseconds linger{10000};             // how long closing waits for queued bytes to go out
+  // Block of one all-reduce round (a multiple of 64); 0: no lanes, allreduce_in_place says no.
+  std::size_t allreduce_block_nbytes = 512 << 10;
 };
 
 class ShmTransport final : public Transport {
@@ -68,6 +81,7 @@ class ShmTransport final : public Transport {
   void recv(int peer, uint64_t tag, std::span<std::byte> out, Deadline deadline) override;
   void fail_peer(int peer, const std::string& why) override;
   const char* kind() const override { return "shm"; }
+  bool allreduce_in_place(const AllreduceInPlace& a, Deadline deadline) override;
 
   // "/loom-<job_id>" (checks the id).
   static std::string segment_name(const std::string& job_id);
