@@ -19,6 +19,7 @@
 
 #include "loom/comm/collectives.h"
 #include "loom/comm/inproc_transport.h"
+#include "exact_values.h"
 #include "run_ranks.h"
 
 namespace loom::comm {
@@ -64,31 +65,8 @@ constexpr int64_t kBig = (1 << 20) + 3;
 constexpr int64_t kCounts[] = {0, 1, 7, 1000, kBig};
 constexpr DType kDTypes[] = {DType::F32, DType::F64, DType::BF16, DType::I64};
 
-// Small integers in [-8, 8]: sums of up to 8 of them are exact in every dtype.
-int exact_value(int rank, int64_t i) { return static_cast<int>(((rank + 1) * (i % 251 + 3)) % 17) - 8; }
-
-template <class T>
-using compute_t = std::conditional_t<std::is_same_v<T, BFloat16> || std::is_same_v<T, core::Half>, float, T>;
-
-template <class T>
-T expected_of(ReduceOp op, int n, int64_t i) {
-  int64_t sum = 0;
-  int hi = -100, lo = 100;
-  for (int r = 0; r < n; ++r) {
-    const int v = exact_value(r, i);
-    sum += v;
-    hi = std::max(hi, v);
-    lo = std::min(lo, v);
-  }
-  using C = compute_t<T>;
-  switch (op) {
-    case ReduceOp::Sum: return static_cast<T>(static_cast<C>(sum));
-    case ReduceOp::Avg: return static_cast<T>(static_cast<C>(sum) / static_cast<C>(n));
-    case ReduceOp::Max: return static_cast<T>(static_cast<C>(hi));
-    case ReduceOp::Min: return static_cast<T>(static_cast<C>(lo));
-  }
-  return T{};
-}
+using testing::exact_value;
+using testing::expected_of;
 
 
 // One rank's part of an exact check: fill, allreduce, compare every element.
@@ -196,7 +174,7 @@ TEST_P(AllreduceMatrix, DeterministicIsBitwiseLeftFold) {
     for (DType dtype : {DType::F32, DType::F64, DType::BF16}) {
       core::visit_dtype(dtype, [&]<class T>() {
         if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, BFloat16>) {
-          using C = compute_t<T>;
+          using C = testing::compute_t<T>;
           std::vector<std::vector<T>> inputs(static_cast<size_t>(n));
           for (int r = 0; r < n; ++r) {
             std::mt19937 rng(static_cast<uint32_t>(r * 31 + count));

@@ -18,6 +18,7 @@
 
 #include "loom/comm/collectives.h"
 #include "loom/comm/shm_transport.h"
+#include "tests/comm/exact_values.h"
 
 namespace loom::comm {
 namespace {
@@ -69,31 +70,8 @@ void run_shm_ranks(int n, size_t block, const std::function<void(Communicator&)>
   }
 }
 
-// Small integers in [-8, 8]: sums of up to 16 of them are exact in every dtype.
-int exact_value(int rank, int64_t i) { return static_cast<int>(((rank + 1) * (i % 251 + 3)) % 17) - 8; }
-
-template <class T>
-using compute_t = std::conditional_t<std::is_same_v<T, BFloat16> || std::is_same_v<T, Half>, float, T>;
-
-template <class T>
-T expected_of(ReduceOp op, int n, int64_t i) {
-  int64_t sum = 0;
-  int hi = -100, lo = 100;
-  for (int r = 0; r < n; ++r) {
-    const int v = exact_value(r, i);
-    sum += v;
-    hi = std::max(hi, v);
-    lo = std::min(lo, v);
-  }
-  using C = compute_t<T>;
-  switch (op) {
-    case ReduceOp::Sum: return static_cast<T>(static_cast<C>(sum));
-    case ReduceOp::Avg: return static_cast<T>(static_cast<C>(sum) / static_cast<C>(n));
-    case ReduceOp::Max: return static_cast<T>(static_cast<C>(hi));
-    case ReduceOp::Min: return static_cast<T>(static_cast<C>(lo));
-  }
-  return T{};
-}
+using testing::exact_value;
+using testing::expected_of;
 
 // Fills, all-reduces (Ring: the transport's all-reduce on one host), checks every element.
 void exact_case(Communicator& c, DType dtype, int64_t count, ReduceOp op, Algorithm algo = Algorithm::Ring) {
