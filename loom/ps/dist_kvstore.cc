@@ -343,10 +343,7 @@ class DistKVStore final : public KVStore {
   KeyInfo known_or_described(int64_t key, const Tensor& t, const char* what) {
     auto it = keys_info_.find(key);
     if (it == keys_info_.end()) return describe(key, t);
-    LOOM_CHECK_T(ShapeError, t.shape() == it->second.shape, "kvstore: {} of key {}: shape {}, the key is {}", what, key,
-                 core::to_string(t.shape()), core::to_string(it->second.shape));
-    LOOM_CHECK_T(TypeError, t.dtype() == it->second.dtype, "kvstore: {} of key {}: dtype {}, the key holds {}", what, key,
-                 core::name(t.dtype()), core::name(it->second.dtype));
+    detail::check_matches(key, t, it->second.shape, it->second.dtype, what);
     return it->second;
   }
   void check_rows_tensor(int64_t key, const KeyInfo& info, const Tensor& t, size_t n, const char* what) {

@@ -20,6 +20,14 @@ void check_value(int64_t key, const core::Tensor& t, const char* what) {
   LOOM_CHECK(t.device().is_cpu() && t.is_contiguous(), "kvstore: {} of key {}: needs a contiguous CPU tensor", what, key);
 }
 
+void check_matches(int64_t key, const core::Tensor& t, const core::Shape& shape, core::DType dtype, const char* what) {
+  check_value(key, t, what);
+  LOOM_CHECK_T(ShapeError, t.shape() == shape, "kvstore: {} of key {}: shape {}, the key is {}", what, key,
+               core::to_string(t.shape()), core::to_string(shape));
+  LOOM_CHECK_T(TypeError, t.dtype() == dtype, "kvstore: {} of key {}: dtype {}, the key holds {}", what, key,
+               core::name(t.dtype()), core::name(dtype));
+}
+
 std::span<const std::byte> bytes_of(const core::Tensor& t) {
   return {static_cast<const std::byte*>(t.data_ptr()), t.nbytes()};
 }
@@ -216,11 +224,7 @@ class LocalKVStore final : public KVStore {
     return it->second;
   }
   static void check_same(const Entry& e, int64_t key, const Tensor& t, const char* what) {
-    detail::check_value(key, t, what);
-    LOOM_CHECK_T(ShapeError, t.shape() == e.shard->options().key_shape, "kvstore: {} of key {}: shape {}, the key is {}",
-                 what, key, core::to_string(t.shape()), core::to_string(e.shard->options().key_shape));
-    LOOM_CHECK_T(TypeError, t.dtype() == e.shard->options().dtype, "kvstore: {} of key {}: dtype {}, the key holds {}",
-                 what, key, core::name(t.dtype()), core::name(e.shard->options().dtype));
+    detail::check_matches(key, t, e.shard->options().key_shape, e.shard->options().dtype, what);
   }
 
   std::map<int64_t, Entry> shards_;

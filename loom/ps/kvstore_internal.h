@@ -16,6 +16,8 @@ std::unique_ptr<KVStore> create_local_kvstore();
 
 // A value passed to the store: CPU, contiguous, f32 or f64 (TypeError/ValueError naming the key otherwise).
 void check_value(int64_t key, const core::Tensor& t, const char* what);
+// check_value, plus the key's shape and dtype (ShapeError/TypeError naming both).
+void check_matches(int64_t key, const core::Tensor& t, const core::Shape& shape, core::DType dtype, const char* what);
 std::span<const std::byte> bytes_of(const core::Tensor& t);
 std::span<std::byte> mutable_bytes_of(const core::Tensor& t);
 // Row ids of a sparse call: i64, 1-D, contiguous.

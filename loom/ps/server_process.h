@@ -23,7 +23,6 @@ struct ServerProcessOptions {
   int replicas = 0;
   int64_t split_bound = kDefaultSplitBound;
   std::chrono::milliseconds join_timeout{120000};
-  std::chrono::milliseconds heartbeat_timeout{10000};  // unused by the server itself; the coordinator's setting
 };
 
 // Returns the process exit status (0 when the workers finished).

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 
+#include "loom/comm/reduce_kernels.h"
 #include "loom/core/error.h"
 #include "loom/ps/placement.h"
 
@@ -125,8 +126,7 @@ PushResult Shard::push(int worker, int64_t version, PushData data) {
     slot = std::move(data);
     if (pending_count_ < active_workers()) return PushResult::Pending;
     merge_round();
-    ++round_;
-    for (auto& v : versions_) v = round_;
+    complete_round();
   } else {
     merged_sparse_ = data.sparse();
     merged_rows_ = data.sparse() ? *data.rows : std::vector<int64_t>{};
@@ -146,10 +146,15 @@ PushResult Shard::retire(int worker) {
   // A round that only waited for this worker completes without it.
   if (!o_.sync || pending_count_ == 0 || pending_count_ < active_workers()) return PushResult::Pending;
   merge_round();
-  ++round_;
-  for (auto& v : versions_) v = round_;
+  complete_round();
   finish_update();
   return PushResult::Applied;
+}
+
+// Every worker's push of this round is now counted (a replay of it is a duplicate).
+void Shard::complete_round() {
+  ++round_;
+  for (auto& v : versions_) v = round_;
 }
 
 int Shard::active_workers() const {
@@ -178,13 +183,10 @@ void Shard::merge_round() {
   merged_sparse_ = all_sparse;
   last_worker_ = -1;
   last_version_ = 0;
-  auto add = [&]<class T>(T* dst, const std::byte* src, size_t n) {
-    const T* s = reinterpret_cast<const T*>(src);
-    for (size_t i = 0; i < n; ++i) dst[i] += s[i];
-  };
+  // Sums with the collectives' reduce kernels, so a merged round is the same
+  // arithmetic (and, for two workers, the same bits) as an all-reduce.
   auto add_bytes = [&](std::byte* dst, const std::byte* src, size_t nbytes) {
-    if (o_.dtype == core::DType::F32) add(reinterpret_cast<float*>(dst), src, nbytes / 4);
-    else add(reinterpret_cast<double*>(dst), src, nbytes / 8);
+    comm::reduce_into(o_.dtype, comm::ReduceOp::Sum, dst, src, nbytes / core::itemsize(o_.dtype));
   };
   if (all_sparse) {
     merged_rows_.clear();
@@ -205,13 +207,19 @@ void Shard::merge_round() {
     }
   } else {
     merged_rows_.clear();
-    merged_.assign(weights_.size(), std::byte{0});
+    // The dense pushes in one pass (rank order), then the sparse ones' rows.
+    std::vector<const void*> dense;
     for (auto& p : pending_) {
-      if (!p) continue;
-      if (!p->sparse()) {
-        add_bytes(merged_.data(), p->data.bytes.data(), weights_.size());
-        continue;
-      }
+      if (p && !p->sparse()) dense.push_back(p->data.bytes.data());
+    }
+    merged_.resize(weights_.size());
+    if (dense.empty()) {
+      std::fill(merged_.begin(), merged_.end(), std::byte{0});
+    } else {
+      comm::reduce_many(o_.dtype, comm::ReduceOp::Sum, dense, merged_.data(), weights_.size() / core::itemsize(o_.dtype));
+    }
+    for (auto& p : pending_) {
+      if (!p || !p->sparse()) continue;
       for (size_t i = 0; i < p->rows->size(); ++i) {
         const auto r = static_cast<size_t>((*p->rows)[i] - o_.row_begin);
         add_bytes(merged_.data() + r * row_bytes_, p->data.bytes.data() + i * row_bytes_, row_bytes_);
@@ -242,8 +250,7 @@ bool Shard::apply_replica(int64_t seq, const MergedUpdate& u) {
   apply(sparse ? std::span<const int64_t>(merged_rows_) : std::span<const int64_t>(), merged_);
   updates_ = seq;
   if (o_.sync) {
-    ++round_;
-    for (auto& v : versions_) v = round_;
+    complete_round();
   } else if (u.worker >= 0 && u.worker < o_.num_workers) {
     versions_[static_cast<size_t>(u.worker)] = std::max(versions_[static_cast<size_t>(u.worker)], u.version);
   }

@@ -10,8 +10,9 @@
 //   if (shard.push(worker, version, ps::Payload::dense(bytes)) == ps::PushResult::Applied) ...
 //
 // Merging (dist_sync): a round's pushes are kept until every worker's has
-// arrived, then summed in worker-rank order, so the result does not depend on
-// arrival order. Without an optimizer a key's value becomes the merged push
+// arrived, then summed in worker-rank order (dense pushes first, then the rows
+// of sparse ones) with the collectives' reduce kernels, so the result does not
+// depend on arrival order. Without an optimizer a key's value becomes the merged push
 // (MXNet's default); with one, the update rule runs on the merged gradient
 // (times rescale_grad) with lr = schedule(updates so far). Row-sparse pushes
 // merge the union of their rows and update only those rows (lazy update).
@@ -127,6 +128,7 @@ class Shard {
   template <class T>
   void apply_typed(std::span<const int64_t> rows, std::span<T> merged);
   void merge_round();
+  void complete_round();
   void finish_update();
   int active_workers() const;
   void ensure_state();

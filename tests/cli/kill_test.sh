@@ -15,14 +15,7 @@ trap cleanup EXIT
 failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
-python3 - "$tmp" <<'PY'
-import gzip, struct, sys, random
-d = sys.argv[1]; random.seed(0); n = 4096
-def idx(path, dims, data):
-    open(path, "wb").write(struct.pack(">BBBB", 0, 0, 8, len(dims)) + b"".join(struct.pack(">I", x) for x in dims) + bytes(data))
-idx(f"{d}/img", [n, 8, 8], [random.randrange(256) for _ in range(n * 64)])
-idx(f"{d}/lab", [n], [i % 3 for i in range(n)])
-PY
+python3 "$(dirname "$0")/synthetic_idx.py" "$tmp" 4096
 cat >"$tmp/job.toml" <<TOML
 [model]
 name = "mlp"

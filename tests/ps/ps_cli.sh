@@ -13,15 +13,7 @@ trap 'rm -rf "$tmp"' EXIT
 failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
-python3 - "$tmp" <<'PY'
-import struct, sys, random
-d = sys.argv[1]; random.seed(0); n = 2048
-def idx(path, dims, data):
-    open(path, "wb").write(struct.pack(">BBBB", 0, 0, 8, len(dims)) + b"".join(struct.pack(">I", x) for x in dims) + bytes(data))
-labels = [i % 3 for i in range(n)]
-idx(f"{d}/img", [n, 8, 8], [min(255, random.randrange(128) + 40 * labels[i // 64]) for i in range(n * 64)])
-idx(f"{d}/lab", [n], labels)
-PY
+python3 "$(dirname "$0")/../cli/synthetic_idx.py" "$tmp" 2048
 cat >"$tmp/job.toml" <<TOML
 [model]
 name = "mlp"
