@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "loom/comm/coordinator.h"
 #include "loom/comm/job_env.h"
@@ -64,7 +65,10 @@ class DistKVStore final : public KVStore {
     comm::check_security(o_.security);
     if (!o_.security.insecure) keys_ = std::make_unique<comm::CurveKeys>(comm::derive_curve_keys(o_.security.secret));
     context_ = zmq_ctx_new();
-    for (const auto& e : o_.server_endpoints) dealers_.push_back(detail::make_dealer(context_, e, o_.security, keys_.get()));
+    for (const auto& e : o_.server_endpoints) {
+      dealers_.push_back(detail::make_dealer(context_, e, o_.security, keys_.get()));
+      loans_.push_back(std::make_unique<detail::Loans>());
+    }
     if (client()) {
       std::weak_ptr<Losses> weak = losses_;
       client()->on_peer_lost([weak](const comm::LostPeer& p) {
@@ -152,54 +156,42 @@ class DistKVStore final : public KVStore {
                    key, id, key_rows(info.shape));
     }
     const int64_t version = ++info.version;
-    std::vector<Request> reqs;
+    // dist_sync merges a round per slice, so every slice hears from every worker (maybe no rows).
+    SparseRequests sr = sparse_requests(Op::Push, key, info, ids, o_.type == "dist_sync");
+    // Each server's rows, gathered in the order of its ids.
     const auto all = detail::bytes_of(rows);
-    for (const Slice& s : info.slices) {
-      const auto lo = std::lower_bound(ids.begin(), ids.end(), s.row_begin) - ids.begin();
-      const auto hi = std::lower_bound(ids.begin(), ids.end(), s.row_begin + s.num_rows) - ids.begin();
-      // dist_sync merges a round per slice, so every slice hears from every worker (maybe no rows).
-      if (lo == hi && o_.type != "dist_sync") continue;
-      Request r = request(Op::Push, key, info, s);
-      r.h.flags = flag::kSparse;
-      r.h.version = version;
-      r.frames.push_back({reinterpret_cast<const std::byte*>(ids.data() + lo), static_cast<size_t>(hi - lo) * 8});
-      r.frames.push_back(all.subspan(static_cast<size_t>(lo) * info.row_bytes(), static_cast<size_t>(hi - lo) * info.row_bytes()));
-      reqs.push_back(std::move(r));
+    const size_t rb = info.row_bytes();
+    sr.rows.resize(sr.reqs.size());
+    for (size_t j = 0; j < sr.reqs.size(); ++j) {
+      for (size_t i : sr.positions[j]) sr.rows[j].insert(sr.rows[j].end(), all.begin() + i * rb, all.begin() + (i + 1) * rb);
+      sr.reqs[j].frames.push_back(sr.rows[j]);
+      sr.reqs[j].h.version = version;
     }
-    run_versioned(reqs, "row_sparse_push", {&info});
+    run_versioned(sr.reqs, "row_sparse_push", {&info});
   }
 
   void row_sparse_pull(int64_t key, const Tensor& out, const Tensor& row_ids) override {
     KeyInfo& info = known(key, "row_sparse_pull");
     const auto ids = detail::row_ids_of(key, row_ids, false);
     check_rows_tensor(key, info, out, ids.size(), "row_sparse_pull");
-    std::vector<std::vector<int64_t>> per(info.slices.size()), pos(info.slices.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
-      LOOM_CHECK_T(IndexError, ids[i] >= 0 && ids[i] < key_rows(info.shape),
-                   "kvstore: row_sparse_pull of key {}: row {} of {}", key, ids[i], key_rows(info.shape));
-      size_t k = 0;
-      while (ids[i] >= info.slices[k].row_begin + info.slices[k].num_rows) ++k;
-      per[k].push_back(ids[i]);
-      pos[k].push_back(static_cast<int64_t>(i));
+    for (int64_t id : ids) {
+      LOOM_CHECK_T(IndexError, id >= 0 && id < key_rows(info.shape), "kvstore: row_sparse_pull of key {}: row {} of {}",
+                   key, id, key_rows(info.shape));
     }
-    std::vector<Request> reqs;
+    SparseRequests sr = sparse_requests(Op::Pull, key, info, ids, false);
     const auto dst = detail::mutable_bytes_of(out);
     const size_t rb = info.row_bytes();
-    for (size_t k = 0; k < info.slices.size(); ++k) {
-      if (per[k].empty()) continue;
-      Request r = request(Op::Pull, key, info, info.slices[k]);
-      r.h.flags = flag::kSparse;
-      r.frames.push_back({reinterpret_cast<const std::byte*>(per[k].data()), per[k].size() * 8});
-      r.on_reply = [&, k, key](std::vector<MsgPtr>& f) {
-        LOOM_CHECK_T(CommError, f.size() == 1 && f[0]->bytes().size() == per[k].size() * rb,
+    for (size_t j = 0; j < sr.reqs.size(); ++j) {
+      sr.reqs[j].on_reply = [&, j, key](std::vector<MsgPtr>& f) {
+        const auto& positions = sr.positions[j];
+        LOOM_CHECK_T(CommError, f.size() == 1 && f[0]->bytes().size() == positions.size() * rb,
                      "kvstore: row_sparse_pull of key {}: reply of the wrong size", key);
-        for (size_t j = 0; j < pos[k].size(); ++j) {
-          std::memcpy(dst.data() + static_cast<size_t>(pos[k][j]) * rb, f[0]->bytes().data() + j * rb, rb);
+        for (size_t i = 0; i < positions.size(); ++i) {
+          std::memcpy(dst.data() + positions[i] * rb, f[0]->bytes().data() + i * rb, rb);
         }
       };
-      reqs.push_back(std::move(r));
     }
-    run(reqs, "row_sparse_pull");
+    run(sr.reqs, "row_sparse_pull");
   }
 
   void set_optimizer(const OptimizerSpec& spec) override {
@@ -363,6 +355,54 @@ class DistKVStore final : public KVStore {
     r.chain = replica_chain(s.server, placement_);
     return r;
   }
+  // Row-sparse requests (protocol.h), one per replica chain (primary server):
+  // [first rows of its slices] [their row ids, slice by slice]. A slice is
+  // named if some id falls in it, or always with `every_slice`; positions[j]
+  // are the indexes into `ids` that request j carries, in its order.
+  struct SparseRequests {
+    std::vector<Request> reqs;
+    std::vector<std::vector<int64_t>> firsts, ids;
+    std::vector<std::vector<size_t>> positions;
+    std::vector<std::vector<std::byte>> rows;  // push: the rows gathered, per request
+  };
+  SparseRequests sparse_requests(Op op, int64_t key, const KeyInfo& info, std::span<const int64_t> ids,
+                                 bool every_slice) const {
+    // Each id's slice; stable-sorted by slice so that every slice's ids are one run.
+    std::vector<size_t> order(ids.size()), slice_of(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      order[i] = i;
+      slice_of[i] = static_cast<size_t>(std::upper_bound(info.slices.begin(), info.slices.end(), ids[i],
+                                                         [](int64_t id, const Slice& s) { return id < s.row_begin; }) -
+                                        info.slices.begin() - 1);
+    }
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return slice_of[a] < slice_of[b]; });
+    std::vector<size_t> count(info.slices.size(), 0);
+    for (size_t i = 0; i < ids.size(); ++i) ++count[slice_of[i]];
+    const auto servers = static_cast<size_t>(placement_.num_servers);
+    SparseRequests sr;
+    std::vector<std::vector<int64_t>> firsts(servers), server_ids(servers);
+    std::vector<std::vector<size_t>> positions(servers);
+    for (size_t k = 0; k < info.slices.size(); ++k) {
+      if (every_slice || count[k] > 0) firsts[static_cast<size_t>(info.slices[k].server)].push_back(info.slices[k].row_begin);
+    }
+    for (size_t i : order) {
+      const auto server = static_cast<size_t>(info.slices[slice_of[i]].server);
+      server_ids[server].push_back(ids[i]);
+      positions[server].push_back(i);
+    }
+    for (size_t server = 0; server < servers; ++server) {
+      if (firsts[server].empty()) continue;
+      sr.firsts.push_back(std::move(firsts[server]));
+      sr.ids.push_back(std::move(server_ids[server]));
+      sr.positions.push_back(std::move(positions[server]));
+      Request r = request(op, key, info, {.server = static_cast<int>(server), .row_begin = 0, .num_rows = key_rows(info.shape)});
+      r.h.flags = flag::kSparse;
+      r.frames.push_back({reinterpret_cast<const std::byte*>(sr.firsts.back().data()), sr.firsts.back().size() * 8});
+      r.frames.push_back({reinterpret_cast<const std::byte*>(sr.ids.back().data()), sr.ids.back().size() * 8});
+      sr.reqs.push_back(std::move(r));
+    }
+    return sr;
+  }
   static std::span<const std::byte> slice_bytes(const Tensor& t, const KeyInfo& info, const Slice& s) {
     return detail::bytes_of(t).subspan(static_cast<size_t>(s.row_begin) * info.row_bytes(),
                                        static_cast<size_t>(s.num_rows) * info.row_bytes());
@@ -440,11 +480,57 @@ class DistKVStore final : public KVStore {
     r.h.sender = o_.rank;
     by_id[r.h.request_id] = index;
     r.sent_to = target;
-    stats_.bytes_sent += detail::send_message(dealers_[static_cast<size_t>(target)], {}, r.h, r.frames);
+    const auto t = static_cast<size_t>(target);
+    LOOM_CHECK_T(CommError, dealers_[t] != nullptr, "kvstore: no connection to server {} (reconnecting failed)", target);
+    stats_.bytes_sent += detail::send_message(dealers_[t], {}, r.h, r.frames, loans_[t].get());
     ++stats_.requests;
   }
 
+  // Big request frames are lent to ZeroMQ, not copied (they point into the
+  // caller's tensors); whatever way run() ends, it first takes them back.
   void run(std::vector<Request>& reqs, const char* what) {
+    struct Reclaim {
+      DistKVStore* self;
+      ~Reclaim() { self->reclaim_loans(); }
+    } reclaim{this};
+    run_requests(reqs, what);
+  }
+
+  // Returns once ZeroMQ holds no pointer into memory a request lent. When
+  // every reply is in, the loans are back or about to be; a message still
+  // queued for a lost (or silent) server is dropped by closing that server's
+  // socket, and a new one is connected in its place.
+  void reclaim_loans() noexcept {
+    for (size_t s = 0; s < dealers_.size(); ++s) {
+      if (wait_for_loans(s, std::chrono::milliseconds(200))) continue;
+      detail::close_socket(dealers_[s]);
+      dealers_[s] = nullptr;
+      if (!wait_for_loans(s, std::chrono::seconds(10))) {
+        std::fprintf(stderr, "kvstore: ZeroMQ kept %lld messages lent to it after their socket was closed\n",
+                     static_cast<long long>(loans_[s]->out()));
+        std::abort();  // returning would let the caller free memory ZeroMQ may still read
+      }
+      try {
+        dealers_[s] = detail::make_dealer(context_, o_.server_endpoints[s], o_.security, keys_.get());
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "kvstore: reconnecting to server %zu: %s\n", s, e.what());
+      }
+    }
+  }
+  bool wait_for_loans(size_t s, std::chrono::nanoseconds limit) const {
+    const auto deadline = Clock::now() + limit;
+    for (int spins = 0; loans_[s]->out() > 0; ++spins) {
+      if (Clock::now() > deadline) return false;
+      if (spins < 100) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+    }
+    return true;
+  }
+
+  void run_requests(std::vector<Request>& reqs, const char* what) {
     std::map<uint64_t, size_t> by_id;
     for (size_t i = 0; i < reqs.size(); ++i) send(reqs[i], by_id, i);
     size_t remaining = 0;
@@ -452,7 +538,7 @@ class DistKVStore final : public KVStore {
     std::vector<std::string> errors;
     const auto deadline = Clock::now() + o_.options.timeout;
     std::vector<zmq_pollitem_t> items;
-    for (void* d : dealers_) items.push_back({d, 0, ZMQ_POLLIN, 0});
+    for (void* d : dealers_) items.push_back({d, -1, static_cast<short>(d ? ZMQ_POLLIN : 0), 0});
     std::vector<MsgPtr> frames;
     while (remaining > 0) {
       {
@@ -526,7 +612,8 @@ class DistKVStore final : public KVStore {
   std::shared_ptr<Losses> losses_;
   std::unique_ptr<comm::CurveKeys> keys_;
   void* context_ = nullptr;
-  std::vector<void*> dealers_;
+  std::vector<void*> dealers_;  // one per server; null only if reconnecting failed
+  std::vector<std::unique_ptr<detail::Loans>> loans_;  // frames lent to ZeroMQ, per dealer
   std::map<int64_t, KeyInfo> keys_info_;
   uint64_t next_id_ = 1;
   int64_t barriers_ = 0;

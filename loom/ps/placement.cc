@@ -31,7 +31,7 @@ std::vector<Slice> place_key_rows(int64_t key, int64_t rows, int64_t row_numel, 
   LOOM_CHECK(key >= 0, "kvstore: key {} is negative", key);
   const int64_t numel = rows * row_numel;
   const int64_t s = o.num_servers;
-  if (numel <= o.split_bound || s == 1 || rows < 2) {
+  if (numel <= o.split_bound || rows < 2) {
     return {Slice{.server = static_cast<int>(key % s), .row_begin = 0, .num_rows = rows}};
   }
   const int64_t parts = std::min(rows, std::max(s, (numel + kMaxSliceElements - 1) / kMaxSliceElements));

@@ -31,6 +31,14 @@
 //       88    4  CRC-32C of bytes [0, 88)
 //       92    4  reserved (0)
 //
+// A row-sparse Push or Pull (Flag::Sparse) names the whole key (row_begin 0,
+// num_rows = total_rows) and is about several slices of it, all of one
+// replica chain, so that a sparse step costs one message per server, not one
+// per slice: [slices] lists their first rows (i64, ascending), [row ids]
+// holds the ids slice by slice (ascending within a slice for a push), and a
+// push's [rows] (or a pull's reply) the rows in that order. A slice may be
+// named with no ids (a dist_sync push: every slice's round needs every worker).
+//
 // Every field is checked before it is used (decode_header): magic, version,
 // length, checksum, known op/status/dtype, no unknown flags, non-negative
 // sizes, the slice inside the key, at most 2^40 elements per key (so byte
@@ -55,8 +63,8 @@ using HeaderBytes = std::array<std::byte, kHeaderBytes>;
 
 enum class Op : uint16_t {
   Init = 1,          // frames: [dims (i64 each)] [+ data when Flag::HasData]. Reply when the value is set.
-  Push = 2,          // frames: [data] (dense) | [row ids (i64)] [rows] (Flag::Sparse). Reply when applied.
-  Pull = 3,          // frames: none | [row ids] (Flag::Sparse). Reply frames: [data] | [rows].
+  Push = 2,          // frames: [data] (dense) | Flag::Sparse: [slices] [row ids] [rows]. Reply when applied.
+  Pull = 3,          // frames: none | Flag::Sparse: [slices] [row ids]. Reply frames: [data] | [rows].
   PushPull = 4,      // a Push whose reply carries the updated slice, as Pull's.
   SetOptimizer = 5,  // frames: [OptimizerSpec text]. Applies to every key of the server.
   GetState = 6,      // reply frames: [weights] [state slot 0] ... [meta (i64: updates, per-worker versions)]
@@ -71,7 +79,7 @@ enum class Status : uint16_t { Ok = 0, Error = 1 };
 
 namespace flag {
 inline constexpr uint16_t kHasData = 1;  // Init: the value follows (rank 0's init)
-inline constexpr uint16_t kSparse = 2;   // Push/Pull/PushPull/Replicate: row-sparse form
+inline constexpr uint16_t kSparse = 2;   // Push/Pull (several slices) and Replicate: row-sparse form
 inline constexpr uint16_t kAll = kHasData | kSparse;
 }  // namespace flag
 

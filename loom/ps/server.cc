@@ -6,6 +6,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -26,10 +27,19 @@ struct SliceId {
   auto operator<=>(const SliceId&) const = default;
 };
 
-// A request waiting for its answer: the route back and the request header.
+// A row-sparse push about several slices, answered once every slice has taken it.
+struct Join {
+  std::vector<MsgPtr> route;
+  Header request;
+  size_t remaining = 0;
+};
+
+// A request waiting for its answer: the route back and the request header
+// (for a slice of a sparse push: its part of the request, answered through the join).
 struct Waiting {
   std::vector<MsgPtr> route;
   Header request;
+  std::shared_ptr<Join> join;
 };
 
 struct Entry {
@@ -116,6 +126,10 @@ struct KVServer::Impl {
   }
   // Answers a finished push/init: pushpull gets the slice's value.
   void answer(Entry& e, const Waiting& w) {
+    if (w.join) {
+      if (--w.join->remaining == 0) reply(w.join->route, w.join->request, {});
+      return;
+    }
     if (w.request.op == Op::PushPull) {
       const std::span<const std::byte> f = e.shard->weights();
       reply(w.route, w.request, std::span(&f, 1));
@@ -238,6 +252,7 @@ struct KVServer::Impl {
       return;
     }
     LOOM_CHECK(h.op != Op::Reply, "ps protocol: a reply sent as a request");
+    if (h.sparse() && !from_server) return handle_sparse(route, h, frames);
     const int owner = owner_of(h);
     const std::vector<int> chain = replica_chain(owner, o.placement);
     LOOM_CHECK(std::find(chain.begin(), chain.end(), o.rank) != chain.end(),
@@ -300,15 +315,8 @@ struct KVServer::Impl {
   void handle_push(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames, const SliceId& id) {
     Entry& e = entry(id, "push");
     e.shard->check_request(h, nullptr);
-    PushData data;
-    if (h.sparse()) {
-      LOOM_CHECK_T(CommError, h.num_frames == 2, "ps protocol: a sparse push needs 2 frames");
-      data.rows = detail::read_i64(frames[2]->bytes(), "row ids");
-      data.data = aligned(frames[3], h.dtype);
-    } else {
-      LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: a push needs 1 frame");
-      data.data = aligned(frames[2], h.dtype);
-    }
+    LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: a push needs 1 frame");
+    PushData data{.data = aligned(frames[2], h.dtype)};
     const int worker = h.sender;
     LOOM_CHECK(worker >= 0 && worker < o.num_workers, "kvstore: push from worker {} (the job has {})", worker,
                o.num_workers);
@@ -351,18 +359,96 @@ struct KVServer::Impl {
   void handle_pull(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames, const SliceId& id) {
     Entry& e = entry(id, "pull");
     e.shard->check_request(h, nullptr);
-    if (!h.sparse()) {
-      LOOM_CHECK_T(CommError, h.num_frames == 0, "ps protocol: a pull has no frames");
-      const std::span<const std::byte> f = e.shard->weights();
+    LOOM_CHECK_T(CommError, h.num_frames == 0, "ps protocol: a pull has no frames");
+    const std::span<const std::byte> f = e.shard->weights();
+    reply(route, h, std::span(&f, 1));
+  }
+
+  // A row-sparse push or pull (protocol.h): [first rows of the slices it is
+  // about, all of one replica chain] [their row ids, slice by slice] (+ for a
+  // push: [those rows]). The whole request is checked before any slice takes
+  // it; a push is answered once every slice has applied it (dist_sync: merged
+  // its round), a pull with the rows in the order asked.
+  void handle_sparse(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames) {
+    LOOM_CHECK_T(CommError, h.op == Op::Push || h.op == Op::Pull, "ps protocol: a sparse {}", op_name(h.op));
+    const uint32_t want = h.op == Op::Push ? 3 : 2;
+    LOOM_CHECK_T(CommError, h.num_frames == want, "ps protocol: a sparse {} needs {} frames, got {}", op_name(h.op),
+                 want, h.num_frames);
+    const auto firsts = detail::read_i64(frames[2]->bytes(), "slice list");
+    const auto ids = detail::read_i64(frames[3]->bytes(), "row ids");
+    LOOM_CHECK_T(CommError, !firsts.empty(), "ps protocol: a sparse {} about no slice", op_name(h.op));
+    const auto placed = place_key_rows(h.key, h.total_rows, h.row_numel, o.placement);
+    const size_t row_bytes = static_cast<size_t>(h.row_numel) * core::itemsize(h.dtype);
+    Payload rows;
+    if (h.op == Op::Push) {
+      rows = aligned(frames[4], h.dtype);
+      LOOM_CHECK_T(ShapeError, rows.bytes.size() == ids.size() * row_bytes,
+                   "kvstore: row_sparse_push to key {}: {} bytes for {} rows of {} bytes", h.key, rows.bytes.size(),
+                   ids.size(), row_bytes);
+    }
+    struct Part {
+      SliceId id;
+      Header h;
+      Entry* e;
+      PushData data;
+    };
+    std::vector<Part> parts;
+    size_t next = 0;  // ids[next...] belong to this slice or later ones
+    for (size_t i = 0; i < firsts.size(); ++i) {
+      const auto s = std::lower_bound(placed.begin(), placed.end(), firsts[i],
+                                      [](const Slice& x, int64_t row) { return x.row_begin < row; });
+      LOOM_CHECK_T(ShapeError, s != placed.end() && s->row_begin == firsts[i],
+                   "kvstore: key {} has no slice starting at row {} (the worker's placement differs)", h.key, firsts[i]);
+      LOOM_CHECK_T(CommError, i == 0 || firsts[i] > firsts[i - 1], "ps protocol: sparse {}: slices out of order",
+                   op_name(h.op));
+      const std::vector<int> chain = replica_chain(s->server, o.placement);
+      LOOM_CHECK(std::find(chain.begin(), chain.end(), o.rank) != chain.end(),
+                 "kvstore: key {} rows [{}, {}) are not held by server {}", h.key, s->row_begin,
+                 s->row_begin + s->num_rows, o.rank);
+      if (primary_of(chain) != o.rank) {  // a backup: wait until the primary is known lost
+        deferred.emplace_back(route, frames);
+        return;
+      }
+      Part p{.id = {h.key, s->row_begin}, .h = h, .e = nullptr};
+      p.h.row_begin = s->row_begin;
+      p.h.num_rows = s->num_rows;
+      p.e = &entry(p.id, h.op == Op::Push ? "row_sparse_push" : "row_sparse_pull");
+      p.e->shard->check_request(p.h, nullptr);
+      const size_t begin = next;
+      while (next < ids.size() && ids[next] >= s->row_begin && ids[next] < s->row_begin + s->num_rows) ++next;
+      p.data.rows = std::vector<int64_t>(ids.begin() + static_cast<ptrdiff_t>(begin), ids.begin() + static_cast<ptrdiff_t>(next));
+      if (h.op == Op::Push) {
+        p.data.data = {rows.owner, rows.bytes.subspan(begin * row_bytes, (next - begin) * row_bytes)};
+        p.e->shard->check_push(h.sender, h.version, p.data);
+      }
+      parts.push_back(std::move(p));
+    }
+    LOOM_CHECK_T(IndexError, next == ids.size(), "kvstore: row_sparse {} of key {}: row {} is not in the slices named",
+                 h.op == Op::Push ? "push" : "pull", h.key, next < ids.size() ? ids[next] : 0);
+    if (h.op == Op::Pull) {
+      std::vector<std::byte> out(ids.size() * row_bytes);
+      size_t at = 0;
+      for (const Part& p : parts) {
+        const size_t n = p.data.rows->size() * row_bytes;
+        p.e->shard->read_rows(*p.data.rows, std::span(out).subspan(at, n));
+        at += n;
+      }
+      const std::span<const std::byte> f = out;
       reply(route, h, std::span(&f, 1));
       return;
     }
-    LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: a sparse pull needs 1 frame");
-    const auto rows = detail::read_i64(frames[2]->bytes(), "row ids");
-    std::vector<std::byte> out(rows.size() * static_cast<size_t>(e.shard->row_numel()) * core::itemsize(h.dtype));
-    e.shard->read_rows(rows, out);
-    const std::span<const std::byte> f = out;
-    reply(route, h, std::span(&f, 1));
+    auto join = std::make_shared<Join>(Join{.route = route, .request = h, .remaining = parts.size()});
+    for (Part& p : parts) {
+      const Waiting w{.route = route, .request = p.h, .join = join};
+      switch (p.e->shard->push(h.sender, h.version, std::move(p.data))) {
+        case PushResult::Duplicate: answer(*p.e, w); break;
+        case PushResult::Pending: p.e->round.push_back(w); break;
+        case PushResult::Applied:
+          p.e->round.push_back(w);
+          applied(p.id, *p.e);
+          break;
+      }
+    }
   }
 
   void handle_get_state(const std::vector<MsgPtr>& route, const Header& h, const SliceId& id) {

@@ -102,7 +102,7 @@ void Shard::check_rows(std::span<const int64_t> rows, bool need_sorted_unique) c
   }
 }
 
-PushResult Shard::push(int worker, int64_t version, PushData data) {
+void Shard::check_push(int worker, int64_t version, const PushData& data) const {
   LOOM_CHECK_T(ValueError, initialized_, "kvstore: push to key {} before init", o_.key);
   LOOM_CHECK(worker >= 0 && worker < o_.num_workers, "kvstore: push from worker {} of {}", worker, o_.num_workers);
   if (data.sparse()) {
@@ -114,13 +114,18 @@ PushResult Shard::push(int worker, int64_t version, PushData data) {
     LOOM_CHECK_T(ShapeError, data.data.bytes.size() == weights_.size(),
                  "kvstore: push to key {}: {} bytes for a slice of {}", o_.key, data.data.bytes.size(), weights_.size());
   }
+  if (version <= versions_[static_cast<size_t>(worker)] || !o_.sync) return;  // a duplicate, or async
+  LOOM_CHECK(version == round_ + 1, "kvstore: key {}: worker {} pushes round {} while the server is at round {}",
+             o_.key, worker, version, round_ + 1);
+  LOOM_CHECK(!retired_[static_cast<size_t>(worker)], "kvstore: key {}: worker {} pushed after it left the job", o_.key,
+             worker);
+}
+
+PushResult Shard::push(int worker, int64_t version, PushData data) {
+  check_push(worker, version, data);
   auto& seen = versions_[static_cast<size_t>(worker)];
   if (version <= seen) return PushResult::Duplicate;
   if (o_.sync) {
-    LOOM_CHECK(version == round_ + 1, "kvstore: key {}: worker {} pushes round {} while the server is at round {}",
-               o_.key, worker, version, round_ + 1);
-    LOOM_CHECK(!retired_[static_cast<size_t>(worker)], "kvstore: key {}: worker {} pushed after it left the job",
-               o_.key, worker);
     auto& slot = pending_[static_cast<size_t>(worker)];
     if (!slot) ++pending_count_;
     slot = std::move(data);

@@ -103,6 +103,9 @@ class Shard {
   // A worker's push with its version (1 for its first push to this key).
   // Throws ValueError for a malformed push (sizes, rows out of the slice).
   PushResult push(int worker, int64_t version, PushData data);
+  // Throws what push would throw, changing nothing (so that a request about
+  // several slices is checked whole before any of them takes it).
+  void check_push(int worker, int64_t version, const PushData& data) const;
   // The worker left the job (closed its store): rounds stop waiting for it,
   // and one that only waited for it is applied now (Applied).
   PushResult retire(int worker);

@@ -42,24 +42,30 @@ bool recv_all(void* socket, std::vector<MsgPtr>& frames) {
 }
 
 size_t send_message(void* socket, std::span<const MsgPtr> prefix, const Header& h,
-                    std::span<const std::span<const std::byte>> frames) {
-  auto send = [&](const void* data, size_t n, bool more) {
+                    std::span<const std::span<const std::byte>> frames, Loans* loans) {
+  auto send = [&](const void* data, size_t n, bool more, bool lend) {
     zmq_msg_t m;
-    zmq_msg_init_size(&m, n);
-    if (n > 0) std::memcpy(zmq_msg_data(&m), data, n);
+    if (lend) {
+      // zmq_msg_close (on failure) or ZeroMQ's I/O thread gives it back.
+      loans->lend();
+      zmq_msg_init_data(&m, const_cast<void*>(data), n, &Loans::returned, loans);
+    } else {
+      zmq_msg_init_size(&m, n);
+      if (n > 0) std::memcpy(zmq_msg_data(&m), data, n);
+    }
     if (zmq_msg_send(&m, socket, more ? ZMQ_SNDMORE : 0) < 0) {
       zmq_msg_close(&m);
       throw CommError(format("zmq: send failed: {}", zmq_error()));
     }
   };
-  for (const auto& p : prefix) send(p->bytes().data(), p->bytes().size(), true);
+  for (const auto& p : prefix) send(p->bytes().data(), p->bytes().size(), true, false);
   Header hh = h;
   hh.num_frames = static_cast<uint32_t>(frames.size());
   const HeaderBytes hb = encode_header(hh);
-  send(hb.data(), hb.size(), !frames.empty());
+  send(hb.data(), hb.size(), !frames.empty(), false);
   size_t total = 0;
   for (size_t i = 0; i < frames.size(); ++i) {
-    send(frames[i].data(), frames[i].size(), i + 1 < frames.size());
+    send(frames[i].data(), frames[i].size(), i + 1 < frames.size(), loans != nullptr && frames[i].size() >= kLendBytes);
     total += frames[i].size();
   }
   return total;

@@ -3,6 +3,7 @@
 
 #include <zmq.h>
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -38,10 +39,31 @@ using MsgPtr = std::shared_ptr<Msg>;
 // Returns false if nothing was waiting.
 bool recv_all(void* socket, std::vector<MsgPtr>& frames);
 
-// Sends [prefix...] [header] [frames...] as one message; copies each frame into
-// a ZeroMQ message. Returns the bytes of payload frames sent.
+// Payload frames of at least this many bytes are lent to ZeroMQ (zero-copy)
+// when the sender passes a Loans counter; smaller ones are copied.
+inline constexpr size_t kLendBytes = 64 * 1024;
+
+// The ZeroMQ messages that still point into memory the sender lent (frames
+// sent without a copy). ZeroMQ's I/O thread calls back when it is done with
+// each; the lent memory must stay valid and unchanged until out() is 0.
+class Loans {
+ public:
+  int64_t out() const { return out_.load(std::memory_order_acquire); }
+  void lend() { out_.fetch_add(1, std::memory_order_relaxed); }
+  static void returned(void* /*data*/, void* hint) {
+    static_cast<Loans*>(hint)->out_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+ private:
+  std::atomic<int64_t> out_{0};
+};
+
+// Sends [prefix...] [header] [frames...] as one message. Each frame is copied
+// into a ZeroMQ message, except that with `loans` frames of at least
+// kLendBytes are lent (counted in *loans until ZeroMQ is done with them).
+// Returns the bytes of payload frames sent.
 size_t send_message(void* socket, std::span<const MsgPtr> prefix, const Header& h,
-                    std::span<const std::span<const std::byte>> frames);
+                    std::span<const std::span<const std::byte>> frames, Loans* loans = nullptr);
 
 // Sockets with the job's security: a ROUTER bound at `bind` (the endpoint it
 // got is returned in *bound), a DEALER connected to `endpoint`.

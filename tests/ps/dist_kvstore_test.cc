@@ -12,6 +12,7 @@
 #include "loom/ops/creation.h"
 #include "loom/ops/math.h"
 #include "loom/ops/view.h"
+#include "loom/ps/placement.h"
 #include "tests/ps/ps_cluster.h"
 
 namespace loom::ps {
@@ -107,6 +108,36 @@ TEST(DistKVStore, BadRequestsFailAtThatWorkerAndTheServerGoesOn) {
   });
 }
 
+TEST(DistKVStore, RowSparseSumsAreExactAcrossWorkersServersAndSlices) {
+  // A 200000 x 2 table is 7 slices; each worker pushes 4 rows (one shared by
+  // all) in 3 or 4 of them, so some slices get no rows from a worker (a
+  // dist_sync push still names them) and a server's request covers several.
+  for (const std::string type : {"dist_sync", "dist_async"}) {
+    for (int servers : {1, 3}) {
+      Cluster cluster({.workers = 3, .servers = servers, .type = type});
+      cluster.run([](int rank, KVStore& kv) {
+        kv.init(0, ops::zeros({200000, 2}));
+        kv.set_optimizer({.rule = "sgd", .lr = 1.0});
+        const std::vector<int64_t> rows = {rank, 1000 * rank + 5, 100000 + 3 * rank, 199999};
+        for (int round = 0; round < 2; ++round) {
+          kv.row_sparse_push(0, Tensor::from_vector<int64_t>(rows, {4}), ops::full({4, 2}, -(rank + 1.0)));
+        }
+        kv.barrier();
+        // Any order, repeats, untouched rows.
+        const std::vector<int64_t> ask = {199999, 0, 1005, 0, 100006, 3, 150000, 2005, 100000};
+        const std::vector<float> want = {12, 2, 4, 2, 6, 0, 0, 6, 2};  // 2 rounds x (rank + 1), summed over pushers
+        Tensor out = ops::full({9, 2}, -1.0);
+        kv.row_sparse_pull(0, out, Tensor::from_vector<int64_t>(ask, {9}));
+        const auto got = out.to_vector<float>();
+        for (size_t i = 0; i < ask.size(); ++i) {
+          EXPECT_EQ(got[2 * i], want[i]) << "row " << ask[i];
+          EXPECT_EQ(got[2 * i + 1], want[i]) << "row " << ask[i];
+        }
+      });
+    }
+  }
+}
+
 TEST(DistKVStore, SparseTrafficGrowsWithRowsTouchedNotTableSize) {
   Cluster cluster({.workers = 1, .servers = 2});
   cluster.run([](int, KVStore& kv) {
@@ -127,9 +158,14 @@ TEST(DistKVStore, SparseTrafficGrowsWithRowsTouchedNotTableSize) {
       return static_cast<double>(after.bytes_sent + after.bytes_received - before.bytes_sent - before.bytes_received);
     };
     const double b64 = step_bytes(64, 0), b640 = step_bytes(640, 1);
-    // Per row: 8 B id + 32 B gradient out, 8 B id + 32 B row back.
-    EXPECT_EQ(b64, 64 * 80.0);
-    EXPECT_EQ(b640, 640 * 80.0);
+    // Per row: 8 B id + 32 B gradient out, 8 B id + 32 B row back. Per slice
+    // named, 8 B (its first row): the table is 128 slices of 2^16 elements;
+    // a dist_sync push names all of them (every slice's round needs every
+    // worker), a pull the ones it reads: 64 for 64 spread rows, all for 640.
+    const int64_t slices = static_cast<int64_t>(place_key(0, {rows, dim}, {.num_servers = 2}).size());
+    ASSERT_EQ(slices, 128);
+    EXPECT_EQ(b64, 64 * 80.0 + 8.0 * (slices + 64));
+    EXPECT_EQ(b640, 640 * 80.0 + 8.0 * (slices + slices));
     EXPECT_LT(b640, rows * dim * 4 / 500.0);  // far from the table's 32 MiB
   });
 }

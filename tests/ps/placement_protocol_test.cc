@@ -38,11 +38,11 @@ TEST(Placement, SmallKeysSpreadBigKeysSplitOverEveryServer) {
   EXPECT_EQ(place_key_rows(4, 1000, 7, o).size(), 3u);
 }
 
-TEST(Placement, BigKeysTravelInSlicesOfAtMostOneMebibyte) {
-  // 64 MiB of f32 over 2 servers: 64 slices alternating between the servers, so
+TEST(Placement, BigKeysTravelInSlicesOf256KiB) {
+  // 64 MiB of f32 over 2 servers: 256 slices alternating between the servers, so
   // one pushpull pipelines instead of moving one 32 MiB message per server.
   auto slices = place_key(1, {16 << 20}, {.num_servers = 2});
-  ASSERT_EQ(slices.size(), 64u);
+  ASSERT_EQ(slices.size(), 256u);
   int64_t next = 0;
   for (size_t i = 0; i < slices.size(); ++i) {
     EXPECT_EQ(slices[i].row_begin, next);
@@ -53,6 +53,12 @@ TEST(Placement, BigKeysTravelInSlicesOfAtMostOneMebibyte) {
   EXPECT_EQ(next, 16 << 20);
   // Rows are never split, however wide: a [3, 1M] key has at most 3 slices.
   EXPECT_EQ(place_key(0, {3, 1 << 20}, {.num_servers = 2}).size(), 3u);
+  // One server gets slices too (its uploads and downloads overlap the same way);
+  // a key within the bound stays whole.
+  auto one = place_key(5, {4 << 20}, {.num_servers = 1});
+  ASSERT_EQ(one.size(), 64u);
+  for (const auto& s : one) EXPECT_EQ(s.server, 0);
+  EXPECT_EQ(place_key(5, {1 << 20}, {.num_servers = 1}).size(), 1u);
 }
 
 TEST(Placement, ReplicaChainsAndBadOptions) {

@@ -86,12 +86,26 @@ TEST(KVServer, MalformedRequestsGetErrorsAndTheServerGoesOn) {
   Header stranger = push;
   stranger.sender = 7;  // not a worker of this job
   EXPECT_EQ(status_of(c.ask(stranger, {bytes_of(std::vector<float>{1, 2, 3, 4})})), Status::Error);
+  // Row-sparse: [first rows of the slices] [row ids] [rows]; the key has one slice, at row 0.
   Header sparse = push;
   sparse.flags = flag::kSparse;
-  EXPECT_EQ(status_of(c.ask(sparse, {bytes_of(std::vector<int64_t>{9}), bytes_of(std::vector<float>{1})})),
+  const std::string slice0 = bytes_of(std::vector<int64_t>{0});
+  EXPECT_EQ(status_of(c.ask(sparse, {slice0, bytes_of(std::vector<int64_t>{9}), bytes_of(std::vector<float>{1})})),
             Status::Error);  // row 9 of 4
-  EXPECT_EQ(status_of(c.ask(sparse, {bytes_of(std::vector<int64_t>{2, 1}), bytes_of(std::vector<float>{1, 1})})),
+  EXPECT_EQ(status_of(c.ask(sparse, {slice0, bytes_of(std::vector<int64_t>{2, 1}), bytes_of(std::vector<float>{1, 1})})),
             Status::Error);  // not ascending
+  EXPECT_EQ(status_of(c.ask(sparse, {bytes_of(std::vector<int64_t>{2}), bytes_of(std::vector<int64_t>{2}),
+                                     bytes_of(std::vector<float>{1})})),
+            Status::Error);  // no slice starts at row 2
+  EXPECT_EQ(status_of(c.ask(sparse, {slice0, bytes_of(std::vector<int64_t>{2})})), Status::Error);  // rows missing
+  EXPECT_EQ(status_of(c.ask(sparse, {slice0, bytes_of(std::vector<int64_t>{2}), bytes_of(std::vector<float>{1, 1})})),
+            Status::Error);  // 2 rows of data for 1 id
+  EXPECT_EQ(status_of(c.ask(sparse, {bytes_of(std::vector<int64_t>{0, 0}), bytes_of(std::vector<int64_t>{2}),
+                                     bytes_of(std::vector<float>{1})})),
+            Status::Error);  // the same slice twice
+  Header sparse_init = init;
+  sparse_init.flags = flag::kSparse;
+  EXPECT_EQ(status_of(c.ask(sparse_init, {slice0})), Status::Error);
   Header huge = init;
   huge.key = 1;
   huge.total_rows = int64_t{1} << 40;
@@ -116,7 +130,7 @@ TEST(KVServer, MalformedRequestsGetErrorsAndTheServerGoesOn) {
   std::vector<float> got(4);
   std::memcpy(got.data(), r[1]->bytes().data(), 16);
   EXPECT_EQ(got, (std::vector<float>{5, 6, 7, 8}));  // no optimizer: the value is the push
-  EXPECT_GE(server.stats().errors, 12u);
+  EXPECT_GE(server.stats().errors, 16u);
   server.stop();
 }
 
