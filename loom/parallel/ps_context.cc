@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "loom/core/error.h"
 #include "loom/ops/creation.h"
 #include "loom/ops/view.h"
 
@@ -34,6 +35,18 @@ void PsContext::attach(nn::Module& model) {
   kv_.init(keys_, params_);
   kv_.set_optimizer(server_optimizer_spec(job_, steps_per_epoch_));
   kv_.pull(keys_, params_);  // everyone starts from rank 0's weights
+}
+
+void PsContext::add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) {
+  kv_.optimizer_states(train::kServerStatePrefix, tensors, meta);
+}
+
+void PsContext::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {
+  LOOM_CHECK_T(IoError, file.metadata.contains(std::string(train::kServerStatePrefix) + "format"),
+               "{}: the checkpoint has no parameter-server state (it was written without parameter servers): "
+               "resuming with them would start the servers' optimizer afresh", source);
+  kv_.restore_optimizer_states(file, train::kServerStatePrefix, source);
+  kv_.pull(keys_, params_);  // the servers' weights, as checkpointed
 }
 
 void PsContext::apply_update() {

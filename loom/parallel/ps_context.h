@@ -11,6 +11,10 @@
 // updating, so training equals the all-reduce (and the one-process) run up to
 // float summation order. dist_async: each worker's gradient is applied when
 // it arrives. dist_ssp: as async, with advance_clock() after each step.
+//
+// Checkpoints (rank 0's) hold the servers' weights and optimizer state
+// beside the model, so `loom train --resume` goes on with the servers'
+// momentum and Adam moments where they were.
 #pragma once
 
 #include <vector>
@@ -38,6 +42,10 @@ class PsContext final : public train::DistributedContext {
   bool applies_update() const override { return true; }
   void apply_update() override;
   void barrier() override { kv_.barrier(); }
+  // The servers' weights and optimizer state go into rank 0's checkpoints;
+  // on resume rank 0 puts them back on the servers and every worker pulls.
+  void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) override;
+  void restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) override;
 
  private:
   ps::KVStore& kv_;

@@ -230,7 +230,7 @@ class DistKVStore final : public KVStore {
     }
   }
 
-  void save_optimizer_states(const std::filesystem::path& path) override {
+  void optimizer_states(const std::string& prefix, io::NamedTensors& tensors, io::Metadata& meta) override {
     if (o_.rank == 0) {
       std::map<int64_t, detail::KeyState> states;
       std::vector<Request> reqs;
@@ -260,14 +260,14 @@ class DistKVStore final : public KVStore {
         }
       }
       run(reqs, "save_optimizer_states");
-      detail::write_states(path, states);
+      detail::put_states(states, prefix, tensors, meta);
     }
-    barrier();
   }
 
-  void load_optimizer_states(const std::filesystem::path& path) override {
+  void restore_optimizer_states(const io::SafetensorsFile& file, const std::string& prefix,
+                                const std::string& source) override {
     if (o_.rank == 0) {
-      auto states = detail::read_states(path);
+      auto states = detail::get_states(file, prefix, source);
       std::vector<Request> reqs;
       std::vector<std::vector<std::byte>> metas;
       std::vector<std::vector<int64_t>> dims;
@@ -276,7 +276,7 @@ class DistKVStore final : public KVStore {
       for (auto& [key, st] : states) {
         KeyInfo& info = known(key, "load_optimizer_states");
         LOOM_CHECK_T(ShapeError, info.shape == st.shape && info.dtype == st.dtype, "{}: key {} is {} {} there, {} {} here",
-                     path.string(), key, core::name(st.dtype), core::to_string(st.shape), core::name(info.dtype),
+                     source, key, core::name(st.dtype), core::to_string(st.shape), core::name(info.dtype),
                      core::to_string(info.shape));
         metas.push_back(detail::restored_meta(st.updates, o_.num_workers));
         dims.emplace_back(info.shape.begin(), info.shape.end());

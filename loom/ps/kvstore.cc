@@ -46,52 +46,53 @@ std::vector<int64_t> row_ids_of(int64_t key, const core::Tensor& ids, bool sorte
   return out;
 }
 
-void write_states(const std::filesystem::path& path, const std::map<int64_t, KeyState>& states) {
-  io::NamedTensors tensors;
-  io::Metadata meta{{"format", "loom-kvstore-state-v1"}};
+void put_states(const std::map<int64_t, KeyState>& states, const std::string& prefix, io::NamedTensors& tensors,
+                io::Metadata& meta) {
+  meta[prefix + "format"] = "loom-kvstore-state-v1";
   for (const auto& [key, s] : states) {
     for (size_t j = 0; j < s.parts.size(); ++j) {
       core::Tensor t = ops::empty(s.shape, s.dtype);
       LOOM_CHECK(t.nbytes() == s.parts[j].size(), "kvstore: key {}: state part of {} bytes", key, s.parts[j].size());
       if (t.nbytes() > 0) std::memcpy(t.data_ptr(), s.parts[j].data(), t.nbytes());
-      tensors.emplace_back(j == 0 ? format("key{}", key) : format("key{}.state{}", key, j - 1), t);
+      tensors.emplace_back(j == 0 ? format("{}key{}", prefix, key) : format("{}key{}.state{}", prefix, key, j - 1), t);
     }
-    meta[format("key{}.updates", key)] = std::to_string(s.updates);
-    meta[format("key{}.slots", key)] = std::to_string(s.parts.size() - 1);
+    meta[format("{}key{}.updates", prefix, key)] = std::to_string(s.updates);
+    meta[format("{}key{}.slots", prefix, key)] = std::to_string(s.parts.size() - 1);
   }
-  io::write_safetensors(path, tensors, meta);
 }
 
-std::map<int64_t, KeyState> read_states(const std::filesystem::path& path) {
-  io::SafetensorsFile f = io::read_safetensors(path);
-  auto it = f.metadata.find("format");
+std::map<int64_t, KeyState> get_states(const io::SafetensorsFile& f, const std::string& prefix,
+                                       const std::string& source) {
+  auto it = f.metadata.find(prefix + "format");
   LOOM_CHECK_T(IoError, it != f.metadata.end() && it->second == "loom-kvstore-state-v1",
-               "{}: not a KVStore state file (no format = loom-kvstore-state-v1 in its metadata)", path.string());
+               "{}: no KVStore state (no {}format = loom-kvstore-state-v1 in its metadata)", source, prefix);
   std::map<int64_t, KeyState> out;
   auto number = [&](const std::string& name) {
     auto m = f.metadata.find(name);
-    LOOM_CHECK_T(IoError, m != f.metadata.end(), "{}: metadata '{}' missing", path.string(), name);
+    LOOM_CHECK_T(IoError, m != f.metadata.end(), "{}: metadata '{}' missing", source, name);
     try {
       return std::stoll(m->second);
     } catch (const std::exception&) {
-      throw IoError(format("{}: metadata '{}' = '{}' is not a number", path.string(), name, m->second));
+      throw IoError(format("{}: metadata '{}' = '{}' is not a number", source, name, m->second));
     }
   };
-  for (const auto& [name, t] : f.tensors) {
+  for (const auto& [full, t] : f.tensors) {
+    if (full.rfind(prefix, 0) != 0) continue;
+    const std::string name = full.substr(prefix.size());
     if (name.find('.') != std::string::npos) continue;
-    LOOM_CHECK_T(IoError, name.rfind("key", 0) == 0, "{}: unexpected tensor '{}'", path.string(), name);
+    LOOM_CHECK_T(IoError, name.rfind("key", 0) == 0, "{}: unexpected tensor '{}'", source, full);
     int64_t key = 0;
     try {
       key = std::stoll(name.substr(3));
     } catch (const std::exception&) {
-      throw IoError(format("{}: unexpected tensor '{}'", path.string(), name));
+      throw IoError(format("{}: unexpected tensor '{}'", source, full));
     }
-    KeyState s{.shape = t.shape(), .dtype = t.dtype(), .updates = number(format("key{}.updates", key))};
-    const int64_t slots = number(format("key{}.slots", key));
+    KeyState s{.shape = t.shape(), .dtype = t.dtype(), .updates = number(format("{}key{}.updates", prefix, key))};
+    const int64_t slots = number(format("{}key{}.slots", prefix, key));
     for (int64_t j = -1; j < slots; ++j) {
-      const core::Tensor& part = j < 0 ? t : f.at(format("key{}.state{}", key, j));
+      const core::Tensor& part = j < 0 ? t : f.at(format("{}key{}.state{}", prefix, key, j));
       LOOM_CHECK_T(IoError, part.shape() == s.shape && part.dtype() == s.dtype, "{}: key {}: state {} has another shape",
-                   path.string(), key, j);
+                   source, key, j);
       const core::Tensor dense = ops::contiguous(part);
       const auto b = bytes_of(dense);
       s.parts.emplace_back(b.begin(), b.end());
@@ -183,7 +184,7 @@ class LocalKVStore final : public KVStore {
   }
   void barrier() override {}
 
-  void save_optimizer_states(const std::filesystem::path& path) override {
+  void optimizer_states(const std::string& prefix, io::NamedTensors& tensors, io::Metadata& meta) override {
     std::map<int64_t, detail::KeyState> states;
     for (auto& [k, e] : shards_) {
       auto parts = e.shard->get_state();
@@ -193,14 +194,15 @@ class LocalKVStore final : public KVStore {
       states.emplace(k, detail::KeyState{.shape = e.shard->options().key_shape, .dtype = e.shard->options().dtype,
                                          .parts = std::move(parts), .updates = updates});
     }
-    detail::write_states(path, states);
+    detail::put_states(states, prefix, tensors, meta);
   }
 
-  void load_optimizer_states(const std::filesystem::path& path) override {
-    for (auto& [k, s] : detail::read_states(path)) {
+  void restore_optimizer_states(const io::SafetensorsFile& file, const std::string& prefix,
+                                const std::string& source) override {
+    for (auto& [k, s] : detail::get_states(file, prefix, source)) {
       Entry& e = entry(k, "load_optimizer_states");
       LOOM_CHECK_T(ShapeError, e.shard->options().key_shape == s.shape && e.shard->options().dtype == s.dtype,
-                   "{}: key {} is {} {} in the file, {} {} here", path.string(), k, core::name(s.dtype),
+                   "{}: key {} is {} {} in the file, {} {} here", source, k, core::name(s.dtype),
                    core::to_string(s.shape), core::name(e.shard->options().dtype),
                    core::to_string(e.shard->options().key_shape));
       const auto meta = detail::restored_meta(s.updates, 1);
@@ -233,6 +235,18 @@ class LocalKVStore final : public KVStore {
 };
 
 }  // namespace
+
+void KVStore::save_optimizer_states(const std::filesystem::path& path) {
+  io::NamedTensors tensors;
+  io::Metadata meta;
+  optimizer_states("", tensors, meta);
+  if (rank() == 0) io::write_safetensors(path, tensors, meta);
+  barrier();
+}
+
+void KVStore::load_optimizer_states(const std::filesystem::path& path) {
+  restore_optimizer_states(rank() == 0 ? io::read_safetensors(path) : io::SafetensorsFile{}, "", path.string());
+}
 
 void KVStore::broadcast(std::span<const int64_t> keys, std::span<const Tensor> values, std::span<const Tensor> outs) {
   init(keys, values);

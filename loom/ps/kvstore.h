@@ -43,6 +43,7 @@
 
 #include "loom/comm/security.h"
 #include "loom/core/tensor.h"
+#include "loom/io/safetensors.h"
 #include "loom/ps/placement.h"
 #include "loom/ps/protocol.h"
 
@@ -101,8 +102,18 @@ class KVStore {
 
   // Rank 0 writes (others wait): every key's value and server-side optimizer
   // state, as one safetensors file (atomically). Loading puts them back.
-  virtual void save_optimizer_states(const std::filesystem::path& path) = 0;
-  virtual void load_optimizer_states(const std::filesystem::path& path) = 0;
+  void save_optimizer_states(const std::filesystem::path& path);
+  void load_optimizer_states(const std::filesystem::path& path);
+  // The same state as tensors and metadata for a file of the caller's (the
+  // Trainer's checkpoints), every name starting with `prefix`: rank 0 fills
+  // them, the others add nothing. No barrier: in dist_sync, right after a
+  // step of rank 0's, it is the state after that step.
+  virtual void optimizer_states(const std::string& prefix, io::NamedTensors& tensors, io::Metadata& meta) = 0;
+  // Every worker: rank 0 puts back the state `file` holds under `prefix`
+  // (`source` names it in errors), then all wait, and count their pushes from
+  // 0 again as the restored servers do.
+  virtual void restore_optimizer_states(const io::SafetensorsFile& file, const std::string& prefix,
+                                        const std::string& source) = 0;
 
   virtual KVStoreStats stats() const = 0;
   // Tells the job this worker is done (the destructor does it too).

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "loom/core/tensor.h"
+#include "loom/io/safetensors.h"
 #include "loom/ps/kvstore.h"
 #include "loom/ps/shard.h"
 
@@ -30,8 +31,13 @@ struct KeyState {
   std::vector<std::vector<std::byte>> parts;  // [value] [slot 0] ...
   int64_t updates = 0;
 };
-void write_states(const std::filesystem::path& path, const std::map<int64_t, KeyState>& states);
-std::map<int64_t, KeyState> read_states(const std::filesystem::path& path);
+// As tensors "<prefix>key<k>" (the value) and "<prefix>key<k>.state<j>", with
+// metadata "<prefix>format", "<prefix>key<k>.updates" and "<prefix>key<k>.slots".
+void put_states(const std::map<int64_t, KeyState>& states, const std::string& prefix, io::NamedTensors& tensors,
+                io::Metadata& meta);
+// Back from such tensors (IoError naming `source` when they are not there or malformed).
+std::map<int64_t, KeyState> get_states(const io::SafetensorsFile& file, const std::string& prefix,
+                                       const std::string& source);
 // The counters frame a restored slice gets: updates kept, rounds and worker versions from 0.
 std::vector<std::byte> restored_meta(int64_t updates, int num_workers);
 

@@ -347,7 +347,28 @@ io::Metadata Trainer::checkpoint_metadata() const {
 
 std::filesystem::path Trainer::save_checkpoint() {
   LOOM_CHECK(checkpoints_ != nullptr, "save_checkpoint: no checkpoint directory (set [train] checkpoint_dir or --checkpoint-dir)");
-  return checkpoints_->save(step_, checkpoint_tensors(), checkpoint_metadata());
+  io::NamedTensors tensors = checkpoint_tensors();
+  io::Metadata meta = checkpoint_metadata();
+  if (options_.distributed) options_.distributed->add_checkpoint_state(tensors, meta);
+  return checkpoints_->save(step_, tensors, meta);
+}
+
+namespace {
+
+// Resuming without parameter servers from a checkpoint of a run with them
+// would drop the servers' optimizer state (momentum, Adam moments): refused.
+void refuse_server_state(const io::SafetensorsFile& file, const std::string& source) {
+  for (const auto& [name, t] : file.tensors) {
+    LOOM_CHECK_T(IoError, name.rfind(kServerStatePrefix, 0) != 0,
+                 "{}: the checkpoint holds parameter-server state ('{}'): resume it with the [distributed] mode it was "
+                 "written in (dist_sync, dist_async or dist_ssp)", source, name);
+  }
+}
+
+}  // namespace
+
+void DistributedContext::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {
+  refuse_server_state(file, source);
 }
 
 bool Trainer::resume_from_latest() {
@@ -366,7 +387,8 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
   for (const auto& [name, t] : f.tensors) {
     if (name.rfind("model.", 0) == 0) model_state.insert(name.substr(6), t);
     else if (name.rfind("optim.", 0) == 0) optim_state.emplace_back(name.substr(6), t);
-    else throw IoError(format("{}: unexpected tensor '{}' (expected model.* and optim.*)", file, name));
+    else if (name.rfind(kServerStatePrefix, 0) != 0)  // the distributed context's, below
+      throw IoError(format("{}: unexpected tensor '{}' (expected model.*, optim.* and servers.*)", file, name));
   }
   const int64_t step = metadata_int(f.metadata, "loom.step", file);
   const data::LoaderPosition pos{metadata_int(f.metadata, "loom.loader_epoch", file),
@@ -390,6 +412,11 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
   }
   step_ = step;
   scheduler_ = std::make_unique<optim::LRScheduler>(*optimizer_, make_schedule(job_, train_loader_->num_batches()), step_);
+  if (options_.distributed) {
+    options_.distributed->restore_checkpoint_state(f, file);
+  } else {
+    refuse_server_state(f, file);
+  }
 }
 
 void Trainer::save_model(const std::filesystem::path& path) const {

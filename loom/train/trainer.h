@@ -58,7 +58,17 @@ class DistributedContext {
   // model) instead of stepping its own optimizer.
   virtual bool applies_update() const { return false; }
   virtual void apply_update() {}
+  // Checkpoints hold what the context keeps outside the model and the local
+  // optimizer (the parameter servers' weights and optimizer state, as tensors
+  // named "servers.*"): the main rank adds it to each checkpoint it writes,
+  // and on resume every rank hands the checkpoint back after loading the model
+  // (collective). A context without such state refuses a checkpoint with it.
+  virtual void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) {}
+  virtual void restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source);
 };
+
+// The prefix of the tensors and metadata a DistributedContext adds to checkpoints.
+inline constexpr const char* kServerStatePrefix = "servers.";
 
 // What one epoch produced; callbacks and logs receive it.
 struct EpochReport {

@@ -4,7 +4,8 @@
 #  2. MXNet's launcher variables (DMLC_ROLE scheduler/server/worker) start the same roles;
 #  3. `loom launch --describe` prints where each key of a job's model lives;
 #  4. a job file asking for parameter servers without any gets one clear line;
-#  5. so does --resume (checkpoints do not hold the servers' optimizer state yet).
+#  5. --resume goes on with the servers' weights and optimizer state: 2 epochs then 2 resumed equal 4
+#     straight, bit for bit; resuming such a checkpoint without parameter servers is refused.
 # Usage: ps_cli.sh path/to/loom
 set -u
 loom="$1"
@@ -78,10 +79,22 @@ out=$("$loom" train "$job" --set distributed.mode=dist_async 2>&1); status=$?
 [ "$status" -eq 1 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "needs servers >= 1" \
   && echo "ok   no servers: $out" || fail "no servers: status $status, output: $out"
 
-# 5. --resume, which would silently lose the servers' optimizer state.
-out=$("$loom" train "$job" --set distributed.mode=dist_sync --set distributed.servers=1 --resume 2>&1); status=$?
-[ "$status" -eq 1 ] && echo "$out" | grep -q "resume is not supported with parameter servers" \
-  && echo "ok   --resume refused: $out" || fail "--resume: status $status, output: $out"
+# 5. Resume: rank 0's checkpoints hold the servers' state (momentum 0.9 here, so losing it would show).
+ps=(--set distributed.mode=dist_sync --set distributed.workers=2 --set distributed.servers=2 --set train.max_steps=0)
+"$loom" train "$job" "${ps[@]}" --set train.epochs=4 --save-final "$tmp/straight.safetensors" >/dev/null 2>&1 ||
+  fail "4 epochs straight did not train"
+"$loom" train "$job" "${ps[@]}" --set train.epochs=2 --checkpoint-dir "$tmp/ck" >/dev/null 2>&1 ||
+  fail "the first 2 epochs did not train"
+"$loom" train "$job" "${ps[@]}" --set train.epochs=4 --checkpoint-dir "$tmp/ck" --resume \
+  --save-final "$tmp/resumed.safetensors" >"$tmp/resume.out" 2>&1 || { fail "the resumed run failed"; cat "$tmp/resume.out"; }
+grep -q "resuming at step 64" "$tmp/resume.out" || { fail "the resumed run did not start at step 64"; cat "$tmp/resume.out"; }
+d=$(max_rel "$tmp/straight.safetensors" "$tmp/resumed.safetensors")
+python3 -c "import sys; sys.exit(0 if $d == 0 else 1)" && echo "ok   2 epochs + 2 resumed = 4 straight, bit for bit" ||
+  fail "resumed vs straight: max relative difference $d (expected 0)"
+out=$("$loom" train "$job" --set train.epochs=4 --set train.max_steps=0 --checkpoint-dir "$tmp/ck" --resume 2>&1); status=$?
+[ "$status" -eq 1 ] && echo "$out" | grep -q "holds parameter-server state" \
+  && echo "ok   resuming it without parameter servers is refused: $(echo "$out" | tail -1)" ||
+  fail "resume without servers: status $status, output: $out"
 
 [ "$failures" -eq 0 ] && echo "all parameter-server command-line checks passed"
 exit "$failures"

@@ -54,11 +54,6 @@ std::chrono::milliseconds seconds(double s) { return std::chrono::milliseconds(s
 // scheduler) the coordinator of a job; or, outside a job, it starts one.
 int run_train_ps(const TrainArgs& args, const io::JobConfig& job, const comm::JobEnv& env, int workers) {
   const auto& d = job.distributed;
-  // The servers' optimizer state is not part of the Trainer's checkpoints yet, so
-  // a resumed run would restart momentum and Adam moments: refuse rather than drift.
-  LOOM_CHECK_T(ConfigError, !args.resume,
-               "{}: --resume is not supported with parameter servers (mode = \"{}\") yet: checkpoints hold the "
-               "weights but not the servers' optimizer state", args.job, d.mode);
   if (!env.has_coordinator()) {
     LOOM_CHECK_T(ConfigError, d.servers >= 1,
                  "{}: [distributed] mode = \"{}\" needs servers >= 1 to start a job (or run it under a launcher that "
