@@ -88,7 +88,8 @@ void Shard::set_optimizer(std::shared_ptr<const ServerOptimizer> optimizer) {
 
 void Shard::ensure_state() {
   if (!optimizer_ || state_.size() == optimizer_->rule->num_state_slots()) return;
-  state_.assign(optimizer_->rule->num_state_slots(), std::vector<std::byte>(weights_.size(), std::byte{0}));
+  state_.clear();  // each slot its own zeroed block (copying one would touch every page)
+  for (size_t k = 0; k < optimizer_->rule->num_state_slots(); ++k) state_.emplace_back(weights_.size());
 }
 
 void Shard::check_rows(std::span<const int64_t> rows, bool need_sorted_unique) const {
@@ -287,6 +288,7 @@ void Shard::apply_typed(std::span<const int64_t> rows, std::span<T> merged) {
     }
     return;
   }
+  if (sparse && rows.empty()) return;  // a dist_sync round in which no worker touched this slice: nothing to update
   ensure_state();
   const int64_t sched_step = o_.sync ? updates_ : updates_ / o_.num_workers;
   const optim::StepInfo info{.step = updates_ + 1, .lr = optimizer_->schedule->lr_at(sched_step)};
@@ -316,7 +318,7 @@ void Shard::read_rows(std::span<const int64_t> rows, std::span<std::byte> out) c
 std::vector<std::vector<std::byte>> Shard::get_state() const {
   std::vector<std::vector<std::byte>> out;
   out.push_back(weights_);
-  for (const auto& s : state_) out.push_back(s);
+  for (const auto& s : state_) out.emplace_back(s.begin(), s.end());
   std::vector<int64_t> meta = {updates_, round_};
   meta.insert(meta.end(), versions_.begin(), versions_.end());
   std::vector<std::byte> m(meta.size() * 8);

@@ -28,6 +28,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <memory>
 #include <optional>
 #include <span>
@@ -83,6 +85,31 @@ struct MergedUpdate {
   int worker = -1;        // async: whose push it was
   int64_t version = 0;    // async: that push's version
 };
+
+// Zero-filled bytes from calloc, which hands out big blocks as fresh pages
+// the kernel zeroes on first touch: optimizer state for rows that are never
+// pushed (most of a big embedding table) costs neither time nor memory.
+template <class T>
+struct ZeroedAllocator {
+  using value_type = T;
+  ZeroedAllocator() = default;
+  template <class U>
+  ZeroedAllocator(const ZeroedAllocator<U>&) noexcept {}
+  T* allocate(size_t n) {
+    void* p = std::calloc(n, sizeof(T));
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) noexcept { std::free(p); }
+  template <class U>
+  void construct(U*) noexcept {}  // value-initialization: calloc's zeros already are
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+  bool operator==(const ZeroedAllocator&) const = default;
+};
+using ZeroedBytes = std::vector<std::byte, ZeroedAllocator<std::byte>>;
 
 class Shard {
  public:
@@ -141,7 +168,7 @@ class Shard {
   size_t row_bytes_ = 0;
   bool initialized_ = false;
   std::vector<std::byte> weights_;
-  std::vector<std::vector<std::byte>> state_;  // one buffer per optimizer slot
+  std::vector<ZeroedBytes> state_;  // one buffer per optimizer slot, allocated at the first update
   std::shared_ptr<const ServerOptimizer> optimizer_;
   int64_t updates_ = 0;  // updates applied (the rule's step count and the schedule's)
   int64_t round_ = 0;    // sync rounds completed since the workers started counting their pushes
