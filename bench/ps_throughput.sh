@@ -5,9 +5,9 @@
 #   bench/ps_throughput.sh [BUILD_DIR] [loopback|netns|all]      (default: build all)
 #
 # Prints the commands and the JSON lines of worker 0 (one per size). The netns
-# part needs root: it makes 4 network namespaces lmps0..3 (10.77.0.1-4) joined
+# part needs root: it makes 6 network namespaces lmps0..5 (10.77.0.1-6) joined
 # by links shaped to 1 Gbit/s (../shared/tools/netns-cluster) and removes
-# them at the end. Each timing run holds /tmp/loom-cpu.lock so that runs of
+# them at the end; ROUNDS=N repeats the main 2 + 2 single-key runs. Each timing run holds /tmp/loom-cpu.lock so that runs of
 # different people on the same machine do not overlap.
 set -euo pipefail
 build=${1:-build}
@@ -38,17 +38,22 @@ if [ "$part" = loopback ] || [ "$part" = all ]; then
 fi
 
 if [ "$part" = netns ] || [ "$part" = all ]; then
-  "$netns_cluster" up 4 --rate 1gbit --prefix $prefix
+  "$netns_cluster" up 6 --rate 1gbit --prefix $prefix
   trap '"$netns_cluster" down --prefix $prefix' EXIT
-  # Workers on lmps0 and lmps1, servers on lmps2 and lmps3 (servers take the slots after the workers').
-  hosts=netns:${prefix}0:1,netns:${prefix}1:1,netns:${prefix}2:1,netns:${prefix}3:1
+  h() { local out="" i; for i in "$@"; do out="$out${out:+,}netns:${prefix}$i:1"; done; echo "$out"; }
+  # What TCP itself delivers on these links, in the 2 + 2 pattern (8 flows, 2 in and 2 out of every host).
+  python3 "$(dirname "$0")/tcp_pattern.py" --prefix $prefix --hosts 4 --mib 256
+  # Workers first, then servers: 2 + 2 on lmps0-3, 1 + 1 on lmps0 and lmps2, 2 + 4 on lmps0-5.
   for security in "" --insecure; do   # CURVE (the default), then plaintext
-    for keys in 1 8 32 128; do
-      run "$loom" bench ps --workers 2 --servers 2 --hosts $hosts --bytes $shaped_sizes --link-gbit 1 --keys $keys $security
+    for round in $(seq "${ROUNDS:-1}"); do
+      run "$loom" bench ps --workers 2 --servers 2 --hosts "$(h 0 1 2 3)" --bytes $shaped_sizes --link-gbit 1 $security
     done
-    run "$loom" bench allreduce --workers 2 --hosts netns:${prefix}0:1,netns:${prefix}1:1 --sizes $shaped_sizes $security
+    for keys in 8 128; do
+      run "$loom" bench ps --workers 2 --servers 2 --hosts "$(h 0 1 2 3)" --bytes $shaped_sizes --link-gbit 1 --keys $keys $security
+    done
+    run "$loom" bench ps --workers 1 --servers 1 --hosts "$(h 0 2)" --bytes $shaped_sizes --link-gbit 1 $security
+    run "$loom" bench ps --workers 2 --servers 4 --hosts "$(h 0 1 2 3 4 5)" --bytes $shaped_sizes --link-gbit 1 $security
+    run "$loom" bench allreduce --workers 2 --hosts "$(h 0 1)" --sizes $shaped_sizes $security
   done
-  # 4 MiB is one key of 2^20 elements, not above the split bound: it lives whole on one server.
-  run "$loom" bench ps --workers 2 --servers 2 --hosts $hosts --bytes 4M --link-gbit 1 --split-bound 262144 --insecure
-  run "$loom" bench ps --workers 2 --servers 2 --hosts $hosts --bytes $shaped_sizes --link-gbit 1 --type dist_async --insecure
+  run "$loom" bench ps --workers 2 --servers 2 --hosts "$(h 0 1 2 3)" --bytes $shaped_sizes --link-gbit 1 --type dist_async
 fi
