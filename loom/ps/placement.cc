@@ -31,14 +31,14 @@ std::vector<Slice> place_key_rows(int64_t key, int64_t rows, int64_t row_numel, 
   LOOM_CHECK(key >= 0, "kvstore: key {} is negative", key);
   const int64_t numel = rows * row_numel;
   const int64_t s = o.num_servers;
-  if (numel <= o.split_bound || rows < 2) {
-    return {Slice{.server = static_cast<int>(key % s), .row_begin = 0, .num_rows = rows}};
-  }
-  const int64_t parts = std::min(rows, std::max(s, (numel + kMaxSliceElements - 1) / kMaxSliceElements));
+  const bool spread = numel > o.split_bound;  // over every server; else all on server key mod S
+  const int64_t pieces = (numel + kMaxSliceElements - 1) / kMaxSliceElements;
+  const int64_t parts = std::max<int64_t>(1, std::min(rows, spread ? std::max(s, pieces) : pieces));
   std::vector<Slice> out;
   for (int64_t i = 0; i < parts; ++i) {
     const int64_t begin = rows * i / parts, end = rows * (i + 1) / parts;
-    if (end > begin) out.push_back({.server = static_cast<int>((key + i) % s), .row_begin = begin, .num_rows = end - begin});
+    const int64_t server = spread ? (key + i) % s : key % s;
+    if (end > begin || parts == 1) out.push_back({.server = static_cast<int>(server), .row_begin = begin, .num_rows = end - begin});
   }
   return out;
 }

@@ -5,13 +5,14 @@
 //   std::vector<int> chain = ps::replica_chain(s.server, o);              // {primary, backup, ...}
 //
 // A key is an array whose first dimension counts rows (a scalar or 1-D array:
-// rows of one element). Keys of at most `split_bound` elements live whole on
-// server key mod S, so consecutive keys spread over the servers; larger keys
-// (also with one server) are cut into P = max(S, ceil(elements / kMaxSliceElements)) contiguous row
-// ranges of near-equal size, range i on server (key + i) mod S, so every
-// server takes a share of every big array and no slice is large. Slices
-// never split a row, which is what lets row-sparse pushes and pulls go to the
-// servers holding the touched rows only.
+// rows of one element). Every key is cut into contiguous row ranges
+// (slices) of near-equal size and at most kMaxSliceElements (fewer only when
+// its rows are too few: slices never split a row, which is what lets
+// row-sparse pushes and pulls go to the servers holding the touched rows).
+// Keys of at most `split_bound` elements keep all their slices on server
+// key mod S, so consecutive keys spread over the servers; larger keys are
+// cut into at least S slices, slice i on server (key + i) mod S, so every
+// server takes a share of every big array.
 //
 // Replication: the slices a server owns are also held by the next `replicas`
 // servers (mod S). The first live server of a chain is the slice's primary.
@@ -26,13 +27,12 @@
 namespace loom::ps {
 
 inline constexpr int64_t kDefaultSplitBound = int64_t{1} << 20;  // elements
-// A split key is cut into at least S slices and into slices of at most this
-// many elements (256 KiB of f32), so that one big key travels as many
-// requests whose uploads and downloads overlap (pipelining) instead of one
-// message that must be wholly sent, merged and sent back. Smaller slices
-// shorten the pipeline's fill and drain: on 1 Gbit/s links a 64 MiB push+pull
-// went from 85% of the link bound with 1 MiB slices to 90% with 256 KiB
-// (docs/BENCHMARKS.md); one server gets slices too, for the same overlap.
+// Slices have at most this many elements (256 KiB of f32), so that a big key
+// travels as many requests whose uploads and downloads overlap (pipelining)
+// instead of one message that must be wholly sent, merged and sent back.
+// Smaller slices shorten the pipeline's fill and drain: on 1 Gbit/s links a
+// 64 MiB push+pull went from 85% of the link bound with 1 MiB slices to 90%
+// with 256 KiB (docs/BENCHMARKS.md).
 inline constexpr int64_t kMaxSliceElements = int64_t{1} << 16;
 
 struct PlacementOptions {

@@ -53,12 +53,17 @@ TEST(Placement, BigKeysTravelInSlicesOf256KiB) {
   EXPECT_EQ(next, 16 << 20);
   // Rows are never split, however wide: a [3, 1M] key has at most 3 slices.
   EXPECT_EQ(place_key(0, {3, 1 << 20}, {.num_servers = 2}).size(), 3u);
-  // One server gets slices too (its uploads and downloads overlap the same way);
-  // a key within the bound stays whole.
+  // A key within the split bound is sliced too (its uploads and downloads
+  // overlap the same way) but stays on server key mod S; so does every key
+  // with one server. Keys of at most 2^16 elements are one slice.
+  auto within = place_key(5, {1 << 20}, {.num_servers = 3});
+  ASSERT_EQ(within.size(), 16u);
+  for (const auto& s : within) EXPECT_EQ(s.server, 2);
   auto one = place_key(5, {4 << 20}, {.num_servers = 1});
   ASSERT_EQ(one.size(), 64u);
   for (const auto& s : one) EXPECT_EQ(s.server, 0);
-  EXPECT_EQ(place_key(5, {1 << 20}, {.num_servers = 1}).size(), 1u);
+  EXPECT_EQ(place_key(5, {1 << 16}, {.num_servers = 3}).size(), 1u);
+  EXPECT_EQ(place_key(5, {0, 4}, {.num_servers = 3}).size(), 1u);  // an empty key: one empty slice
 }
 
 TEST(Placement, ReplicaChainsAndBadOptions) {
