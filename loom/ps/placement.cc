@@ -26,21 +26,54 @@ std::vector<Slice> place_key(int64_t key, const core::Shape& shape, const Placem
   return place_key_rows(key, key_rows(shape), key_row_numel(shape), o);
 }
 
-std::vector<Slice> place_key_rows(int64_t key, int64_t rows, int64_t row_numel, const PlacementOptions& o) {
+namespace {
+
+// How a key is cut: into `parts` slices, slice i = rows [rows*i/parts,
+// rows*(i+1)/parts), on server (key + i) mod S when `spread`, else key mod S.
+struct Cut {
+  int64_t parts = 1;
+  bool spread = false;
+};
+
+Cut cut_of(int64_t key, int64_t rows, int64_t row_numel, const PlacementOptions& o) {
   check_placement(o);
   LOOM_CHECK(key >= 0, "kvstore: key {} is negative", key);
   const int64_t numel = rows * row_numel;
   const int64_t s = o.num_servers;
   const bool spread = numel > o.split_bound;  // over every server; else all on server key mod S
   const int64_t pieces = (numel + kMaxSliceElements - 1) / kMaxSliceElements;
-  const int64_t parts = std::max<int64_t>(1, std::min(rows, spread ? std::max(s, pieces) : pieces));
+  return {.parts = std::max<int64_t>(1, std::min(rows, spread ? std::max(s, pieces) : pieces)), .spread = spread};
+}
+
+int64_t row_of(int64_t rows, int64_t i, int64_t parts) {  // rows * i / parts without overflow
+  return static_cast<int64_t>(static_cast<__int128>(rows) * i / parts);
+}
+
+Slice slice_of(int64_t key, int64_t rows, const Cut& c, int64_t i, int num_servers) {
+  const int64_t begin = row_of(rows, i, c.parts), end = row_of(rows, i + 1, c.parts);
+  return {.server = static_cast<int>(c.spread ? (key + i) % num_servers : key % num_servers), .row_begin = begin,
+          .num_rows = end - begin};
+}
+
+}  // namespace
+
+std::vector<Slice> place_key_rows(int64_t key, int64_t rows, int64_t row_numel, const PlacementOptions& o) {
+  const Cut c = cut_of(key, rows, row_numel, o);
   std::vector<Slice> out;
-  for (int64_t i = 0; i < parts; ++i) {
-    const int64_t begin = rows * i / parts, end = rows * (i + 1) / parts;
-    const int64_t server = spread ? (key + i) % s : key % s;
-    if (end > begin || parts == 1) out.push_back({.server = static_cast<int>(server), .row_begin = begin, .num_rows = end - begin});
-  }
+  for (int64_t i = 0; i < c.parts; ++i) out.push_back(slice_of(key, rows, c, i, o.num_servers));
   return out;
+}
+
+std::optional<Slice> slice_starting_at(int64_t key, int64_t rows, int64_t row_numel, int64_t row_begin,
+                                       const PlacementOptions& o) {
+  const Cut c = cut_of(key, rows, row_numel, o);
+  if (row_begin < 0 || row_begin >= std::max<int64_t>(rows, 1)) return std::nullopt;
+  // The first i with rows * i / parts >= row_begin.
+  int64_t i = rows == 0 ? 0 : static_cast<int64_t>((static_cast<__int128>(row_begin) * c.parts + rows - 1) / rows);
+  while (i > 0 && row_of(rows, i - 1, c.parts) >= row_begin) --i;  // guard the rounding
+  while (i < c.parts && row_of(rows, i, c.parts) < row_begin) ++i;
+  if (i >= c.parts || row_of(rows, i, c.parts) != row_begin) return std::nullopt;
+  return slice_of(key, rows, c, i, o.num_servers);
 }
 
 std::vector<int> replica_chain(int server, const PlacementOptions& o) {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,11 @@ void check_placement(const PlacementOptions& options);
 std::vector<Slice> place_key(int64_t key, const core::Shape& shape, const PlacementOptions& options);
 // The same from the key's row count and elements per row (what a request header carries).
 std::vector<Slice> place_key_rows(int64_t key, int64_t rows, int64_t row_numel, const PlacementOptions& options);
+// The slice of a key that starts at row `row_begin`, or none: what a server
+// checks a request against, computed without listing every slice (a
+// malformed request may name a key of 2^40 elements).
+std::optional<Slice> slice_starting_at(int64_t key, int64_t rows, int64_t row_numel, int64_t row_begin,
+                                       const PlacementOptions& o);
 std::vector<int> replica_chain(int server, const PlacementOptions& options);
 // "key 3 [1000000, 16]: server 0 rows [0, 250000) (backup 1), server 1 rows ..." for `loom launch --describe`.
 std::string describe_key(int64_t key, const core::Shape& shape, const PlacementOptions& options);

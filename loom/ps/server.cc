@@ -192,17 +192,19 @@ struct KVServer::Impl {
     return e;
   }
 
+  // The slice of the key a header names that starts at `row_begin`; ShapeError if there is none.
+  Slice slice_at(const Header& h, int64_t row_begin) const {
+    const auto s = slice_starting_at(h.key, h.total_rows, h.row_numel, row_begin, o.placement);
+    LOOM_CHECK_T(ShapeError, s.has_value(),
+                 "kvstore: key {} has no slice starting at row {} (the worker's placement differs)", h.key, row_begin);
+    return *s;
+  }
   // The owner of the slice a header names, checking that the slice exists in the placement.
   int owner_of(const Header& h) {
-    for (const Slice& s : place_key_rows(h.key, h.total_rows, h.row_numel, o.placement)) {
-      if (s.row_begin == h.row_begin) {
-        LOOM_CHECK_T(ShapeError, s.num_rows == h.num_rows, "kvstore: key {}: the slice at row {} has {} rows, not {}",
-                     h.key, s.row_begin, s.num_rows, h.num_rows);
-        return s.server;
-      }
-    }
-    throw ShapeError(format("kvstore: key {} has no slice starting at row {} (the worker's placement differs)", h.key,
-                            h.row_begin));
+    const Slice s = slice_at(h, h.row_begin);
+    LOOM_CHECK_T(ShapeError, s.num_rows == h.num_rows, "kvstore: key {}: the slice at row {} has {} rows, not {}", h.key,
+                 s.row_begin, s.num_rows, h.num_rows);
+    return s.server;
   }
 
   // ---- requests ----
@@ -377,7 +379,6 @@ struct KVServer::Impl {
     const auto firsts = detail::read_i64(frames[2]->bytes(), "slice list");
     const auto ids = detail::read_i64(frames[3]->bytes(), "row ids");
     LOOM_CHECK_T(CommError, !firsts.empty(), "ps protocol: a sparse {} about no slice", op_name(h.op));
-    const auto placed = place_key_rows(h.key, h.total_rows, h.row_numel, o.placement);
     const size_t row_bytes = static_cast<size_t>(h.row_numel) * core::itemsize(h.dtype);
     Payload rows;
     if (h.op == Op::Push) {
@@ -395,10 +396,8 @@ struct KVServer::Impl {
     std::vector<Part> parts;
     size_t next = 0;  // ids[next...] belong to this slice or later ones
     for (size_t i = 0; i < firsts.size(); ++i) {
-      const auto s = std::lower_bound(placed.begin(), placed.end(), firsts[i],
-                                      [](const Slice& x, int64_t row) { return x.row_begin < row; });
-      LOOM_CHECK_T(ShapeError, s != placed.end() && s->row_begin == firsts[i],
-                   "kvstore: key {} has no slice starting at row {} (the worker's placement differs)", h.key, firsts[i]);
+      const Slice slice = slice_at(h, firsts[i]);
+      const Slice* s = &slice;
       LOOM_CHECK_T(CommError, i == 0 || firsts[i] > firsts[i - 1], "ps protocol: sparse {}: slices out of order",
                    op_name(h.op));
       const std::vector<int> chain = replica_chain(s->server, o.placement);

@@ -66,6 +66,30 @@ TEST(Placement, BigKeysTravelInSlicesOf256KiB) {
   EXPECT_EQ(place_key(5, {0, 4}, {.num_servers = 3}).size(), 1u);  // an empty key: one empty slice
 }
 
+TEST(Placement, SliceStartingAtAgreesWithTheListAndNeedsNone) {
+  const PlacementOptions o{.num_servers = 3, .split_bound = 1000};
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{0, 4}, {1, 1}, {7, 3}, {1000, 1}, {300001, 7}, {1 << 20, 16}};
+  for (const auto& [rows, width] : shapes) {
+    const auto list = place_key_rows(5, rows, width, o);
+    for (const Slice& s : list) {
+      const auto found = slice_starting_at(5, rows, width, s.row_begin, o);
+      ASSERT_TRUE(found.has_value()) << rows << "x" << width << " at " << s.row_begin;
+      EXPECT_EQ(found->num_rows, s.num_rows);
+      EXPECT_EQ(found->server, s.server);
+      if (s.num_rows > 1) {
+        EXPECT_FALSE(slice_starting_at(5, rows, width, s.row_begin + 1, o).has_value());
+      }
+    }
+    EXPECT_FALSE(slice_starting_at(5, rows, width, -1, o).has_value());
+    EXPECT_FALSE(slice_starting_at(5, rows, width, std::max<int64_t>(rows, 1), o).has_value());
+  }
+  // A key of 2^40 rows (2^24 slices) is answered without listing them.
+  const int64_t huge = int64_t{1} << 40;
+  const auto last = slice_starting_at(0, huge, 1, huge - (int64_t{1} << 16), o);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->num_rows, int64_t{1} << 16);
+}
+
 TEST(Placement, ReplicaChainsAndBadOptions) {
   const PlacementOptions o{.num_servers = 3, .replicas = 2};
   EXPECT_EQ(replica_chain(2, o), (std::vector<int>{2, 0, 1}));
