@@ -94,7 +94,9 @@ TEST(Tensor, CreationAndConversion) {
     Tensor y = ops::to_dtype(x, t);
     EXPECT_EQ(y.dtype(), t);
     Tensor back = ops::to_dtype(y, DType::F32);
-    if (core::is_floating(t)) EXPECT_EQ(back.to_vector<float>(), x.to_vector<float>()) << core::name(t);
+    if (core::is_floating(t)) {
+      EXPECT_EQ(back.to_vector<float>(), x.to_vector<float>()) << core::name(t);
+    }
   }
   EXPECT_EQ(ops::to_dtype(x, DType::I32).to_vector<int>(), (std::vector<int>{1, -2, 3}));
   EXPECT_EQ(ops::to_dtype(x, DType::Bool).to_vector<int>(), (std::vector<int>{1, 1, 1}));

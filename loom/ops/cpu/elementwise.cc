@@ -1,6 +1,7 @@
 // Elementwise kernels: copy/convert, fills, unary and binary math.
 #include <cmath>
 #include <numbers>
+#include <type_traits>
 
 #include "loom/ops/cpu/cpu_backend.h"
 #include "loom/ops/cpu/loops.h"
@@ -24,6 +25,7 @@ template <class T, BinaryOp Op>
 inline T binary_scalar(T a, T b) {
   if constexpr (Op == BinaryOp::Add) return a + b;
   else if constexpr (Op == BinaryOp::Sub) return a - b;
+  else if constexpr (Op == BinaryOp::Mul && std::is_same_v<T, bool>) return a && b;
   else if constexpr (Op == BinaryOp::Mul) return a * b;
   else if constexpr (Op == BinaryOp::Div) return a / b;
   else if constexpr (Op == BinaryOp::Maximum) return a > b || a != a ? a : b;  // NaN propagates
