@@ -357,8 +357,9 @@ class DistKVStore final : public KVStore {
   }
   // Row-sparse requests (protocol.h), one per replica chain (primary server):
   // [first rows of its slices] [their row ids, slice by slice]. A slice is
-  // named if some id falls in it, or always with `every_slice`; positions[j]
-  // are the indexes into `ids` that request j carries, in its order.
+  // named if some id falls in it; with `every_slice` every slice of the
+  // server is, as the single value -1 - server. positions[j] are the indexes
+  // into `ids` that request j carries, in its order.
   struct SparseRequests {
     std::vector<Request> reqs;
     std::vector<std::vector<int64_t>> firsts, ids;
@@ -392,6 +393,8 @@ class DistKVStore final : public KVStore {
     }
     for (size_t server = 0; server < servers; ++server) {
       if (firsts[server].empty()) continue;
+      // Every slice of this server: named in 8 bytes, however big the table.
+      if (every_slice) firsts[server] = {-1 - static_cast<int64_t>(server)};
       sr.firsts.push_back(std::move(firsts[server]));
       sr.ids.push_back(std::move(server_ids[server]));
       sr.positions.push_back(std::move(positions[server]));

@@ -34,10 +34,12 @@
 // A row-sparse Push or Pull (Flag::Sparse) names the whole key (row_begin 0,
 // num_rows = total_rows) and is about several slices of it, all of one
 // replica chain, so that a sparse step costs one message per server, not one
-// per slice: [slices] lists their first rows (i64, ascending), [row ids]
-// holds the ids slice by slice (ascending within a slice for a push), and a
-// push's [rows] (or a pull's reply) the rows in that order. A slice may be
-// named with no ids (a dist_sync push: every slice's round needs every worker).
+// per slice: [slices] lists their first rows (i64, ascending) or is the
+// single value -1 - s for every slice placed on server s, [row ids] holds
+// the ids slice by slice (ascending within a slice for a push), and a push's
+// [rows] (or a pull's reply) the rows in that order. A slice may be named
+// with no ids (a dist_sync push names every slice: every slice's round needs
+// every worker).
 //
 // Every field is checked before it is used (decode_header): magic, version,
 // length, checksum, known op/status/dtype, no unknown flags, non-negative

@@ -376,9 +376,19 @@ struct KVServer::Impl {
     const uint32_t want = h.op == Op::Push ? 3 : 2;
     LOOM_CHECK_T(CommError, h.num_frames == want, "ps protocol: a sparse {} needs {} frames, got {}", op_name(h.op),
                  want, h.num_frames);
-    const auto firsts = detail::read_i64(frames[2]->bytes(), "slice list");
+    auto firsts = detail::read_i64(frames[2]->bytes(), "slice list");
     const auto ids = detail::read_i64(frames[3]->bytes(), "row ids");
     LOOM_CHECK_T(CommError, !firsts.empty(), "ps protocol: a sparse {} about no slice", op_name(h.op));
+    if (firsts.size() == 1 && firsts[0] < 0) {  // -1 - s: every slice placed on server s
+      const int64_t owner = -1 - firsts[0];
+      LOOM_CHECK_T(CommError, owner < o.placement.num_servers, "ps protocol: sparse {} about the slices of server {}",
+                   op_name(h.op), owner);
+      firsts.clear();
+      for (const Slice& x : place_key_rows(h.key, h.total_rows, h.row_numel, o.placement)) {
+        if (x.server == owner) firsts.push_back(x.row_begin);
+      }
+      LOOM_CHECK_T(CommError, !firsts.empty(), "ps protocol: key {} has no slice on server {}", h.key, owner);
+    }
     const size_t row_bytes = static_cast<size_t>(h.row_numel) * core::itemsize(h.dtype);
     Payload rows;
     if (h.op == Op::Push) {

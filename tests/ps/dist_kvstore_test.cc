@@ -158,14 +158,15 @@ TEST(DistKVStore, SparseTrafficGrowsWithRowsTouchedNotTableSize) {
       return static_cast<double>(after.bytes_sent + after.bytes_received - before.bytes_sent - before.bytes_received);
     };
     const double b64 = step_bytes(64, 0), b640 = step_bytes(640, 1);
-    // Per row: 8 B id + 32 B gradient out, 8 B id + 32 B row back. Per slice
-    // named, 8 B (its first row): the table is 128 slices of 2^16 elements;
-    // a dist_sync push names all of them (every slice's round needs every
-    // worker), a pull the ones it reads: 64 for 64 spread rows, all for 640.
+    // Per row: 8 B id + 32 B gradient out, 8 B id + 32 B row back. A pull
+    // names the slices it reads, 8 B each (its first row; the table is 128
+    // slices of 2^16 elements): 64 for 64 spread rows, all for 640. A
+    // dist_sync push names every slice of a server (every slice's round needs
+    // every worker) in 8 B, one request per server.
     const int64_t slices = static_cast<int64_t>(place_key(0, {rows, dim}, {.num_servers = 2}).size());
     ASSERT_EQ(slices, 128);
-    EXPECT_EQ(b64, 64 * 80.0 + 8.0 * (slices + 64));
-    EXPECT_EQ(b640, 640 * 80.0 + 8.0 * (slices + slices));
+    EXPECT_EQ(b64, 64 * 80.0 + 8.0 * 2 + 8.0 * 64);
+    EXPECT_EQ(b640, 640 * 80.0 + 8.0 * 2 + 8.0 * slices);
     EXPECT_LT(b640, rows * dim * 4 / 500.0);  // far from the table's 32 MiB
   });
 }

@@ -103,6 +103,9 @@ TEST(KVServer, MalformedRequestsGetErrorsAndTheServerGoesOn) {
   EXPECT_EQ(status_of(c.ask(sparse, {bytes_of(std::vector<int64_t>{0, 0}), bytes_of(std::vector<int64_t>{2}),
                                      bytes_of(std::vector<float>{1})})),
             Status::Error);  // the same slice twice
+  EXPECT_EQ(status_of(c.ask(sparse, {bytes_of(std::vector<int64_t>{-2}), bytes_of(std::vector<int64_t>{2}),
+                                     bytes_of(std::vector<float>{1})})),
+            Status::Error);  // "every slice of server 1": the job has one server
   Header sparse_init = init;
   sparse_init.flags = flag::kSparse;
   EXPECT_EQ(status_of(c.ask(sparse_init, {slice0})), Status::Error);
@@ -130,7 +133,7 @@ TEST(KVServer, MalformedRequestsGetErrorsAndTheServerGoesOn) {
   std::vector<float> got(4);
   std::memcpy(got.data(), r[1]->bytes().data(), 16);
   EXPECT_EQ(got, (std::vector<float>{5, 6, 7, 8}));  // no optimizer: the value is the push
-  EXPECT_GE(server.stats().errors, 16u);
+  EXPECT_GE(server.stats().errors, 17u);
   server.stop();
 }
 
