@@ -10,7 +10,6 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <thread>
 
 #include "loom/comm/coordinator.h"
 #include "loom/comm/job_env.h"
@@ -151,10 +150,7 @@ class DistKVStore final : public KVStore {
     KeyInfo& info = known(key, "row_sparse_push");
     const auto ids = detail::row_ids_of(key, row_ids, true);
     check_rows_tensor(key, info, rows, ids.size(), "row_sparse_push");
-    for (int64_t id : ids) {
-      LOOM_CHECK_T(IndexError, id >= 0 && id < key_rows(info.shape), "kvstore: row_sparse_push to key {}: row {} of {}",
-                   key, id, key_rows(info.shape));
-    }
+    check_row_ids(key, info, ids, "row_sparse_push");
     const int64_t version = ++info.version;
     // dist_sync merges a round per slice, so every slice hears from every worker (maybe no rows).
     SparseRequests sr = sparse_requests(Op::Push, key, info, ids, o_.type == "dist_sync");
@@ -163,7 +159,7 @@ class DistKVStore final : public KVStore {
     const size_t rb = info.row_bytes();
     sr.rows.resize(sr.reqs.size());
     for (size_t j = 0; j < sr.reqs.size(); ++j) {
-      for (size_t i : sr.positions[j]) sr.rows[j].insert(sr.rows[j].end(), all.begin() + i * rb, all.begin() + (i + 1) * rb);
+      for (size_t i : sr.groups[j].positions) sr.rows[j].insert(sr.rows[j].end(), all.begin() + i * rb, all.begin() + (i + 1) * rb);
       sr.reqs[j].frames.push_back(sr.rows[j]);
       sr.reqs[j].h.version = version;
     }
@@ -174,16 +170,13 @@ class DistKVStore final : public KVStore {
     KeyInfo& info = known(key, "row_sparse_pull");
     const auto ids = detail::row_ids_of(key, row_ids, false);
     check_rows_tensor(key, info, out, ids.size(), "row_sparse_pull");
-    for (int64_t id : ids) {
-      LOOM_CHECK_T(IndexError, id >= 0 && id < key_rows(info.shape), "kvstore: row_sparse_pull of key {}: row {} of {}",
-                   key, id, key_rows(info.shape));
-    }
+    check_row_ids(key, info, ids, "row_sparse_pull");
     SparseRequests sr = sparse_requests(Op::Pull, key, info, ids, false);
     const auto dst = detail::mutable_bytes_of(out);
     const size_t rb = info.row_bytes();
     for (size_t j = 0; j < sr.reqs.size(); ++j) {
       sr.reqs[j].on_reply = [&, j, key](std::vector<MsgPtr>& f) {
-        const auto& positions = sr.positions[j];
+        const auto& positions = sr.groups[j].positions;
         LOOM_CHECK_T(CommError, f.size() == 1 && f[0]->bytes().size() == positions.size() * rb,
                      "kvstore: row_sparse_pull of key {}: reply of the wrong size", key);
         for (size_t i = 0; i < positions.size(); ++i) {
@@ -355,56 +348,32 @@ class DistKVStore final : public KVStore {
     r.chain = replica_chain(s.server, placement_);
     return r;
   }
-  // Row-sparse requests (protocol.h), one per replica chain (primary server):
-  // [first rows of its slices] [their row ids, slice by slice]. A slice is
-  // named if some id falls in it; with `every_slice` every slice of the
-  // server is, as the single value -1 - server. positions[j] are the indexes
-  // into `ids` that request j carries, in its order.
+  // Row-sparse requests (protocol.h), one per server holding some of `ids`
+  // (group_rows): [slices named] [their ids]. With `every_slice` a request
+  // names every slice of its server, as the single value -1 - server.
   struct SparseRequests {
     std::vector<Request> reqs;
-    std::vector<std::vector<int64_t>> firsts, ids;
-    std::vector<std::vector<size_t>> positions;
+    std::vector<RowGroup> groups;              // what each request carries
     std::vector<std::vector<std::byte>> rows;  // push: the rows gathered, per request
   };
   SparseRequests sparse_requests(Op op, int64_t key, const KeyInfo& info, std::span<const int64_t> ids,
                                  bool every_slice) const {
-    // Each id's slice; stable-sorted by slice so that every slice's ids are one run.
-    std::vector<size_t> order(ids.size()), slice_of(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
-      order[i] = i;
-      slice_of[i] = static_cast<size_t>(std::upper_bound(info.slices.begin(), info.slices.end(), ids[i],
-                                                         [](int64_t id, const Slice& s) { return id < s.row_begin; }) -
-                                        info.slices.begin() - 1);
-    }
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return slice_of[a] < slice_of[b]; });
-    std::vector<size_t> count(info.slices.size(), 0);
-    for (size_t i = 0; i < ids.size(); ++i) ++count[slice_of[i]];
-    const auto servers = static_cast<size_t>(placement_.num_servers);
-    SparseRequests sr;
-    std::vector<std::vector<int64_t>> firsts(servers), server_ids(servers);
-    std::vector<std::vector<size_t>> positions(servers);
-    for (size_t k = 0; k < info.slices.size(); ++k) {
-      if (every_slice || count[k] > 0) firsts[static_cast<size_t>(info.slices[k].server)].push_back(info.slices[k].row_begin);
-    }
-    for (size_t i : order) {
-      const auto server = static_cast<size_t>(info.slices[slice_of[i]].server);
-      server_ids[server].push_back(ids[i]);
-      positions[server].push_back(i);
-    }
-    for (size_t server = 0; server < servers; ++server) {
-      if (firsts[server].empty()) continue;
-      // Every slice of this server: named in 8 bytes, however big the table.
-      if (every_slice) firsts[server] = {-1 - static_cast<int64_t>(server)};
-      sr.firsts.push_back(std::move(firsts[server]));
-      sr.ids.push_back(std::move(server_ids[server]));
-      sr.positions.push_back(std::move(positions[server]));
-      Request r = request(op, key, info, {.server = static_cast<int>(server), .row_begin = 0, .num_rows = key_rows(info.shape)});
+    SparseRequests sr{.groups = group_rows(info.slices, ids, placement_.num_servers, every_slice)};
+    for (RowGroup& g : sr.groups) {
+      if (every_slice) g.firsts = {-1 - static_cast<int64_t>(g.server)};  // 8 bytes, however big the table
+      Request r = request(op, key, info, {.server = g.server, .row_begin = 0, .num_rows = key_rows(info.shape)});
       r.h.flags = flag::kSparse;
-      r.frames.push_back({reinterpret_cast<const std::byte*>(sr.firsts.back().data()), sr.firsts.back().size() * 8});
-      r.frames.push_back({reinterpret_cast<const std::byte*>(sr.ids.back().data()), sr.ids.back().size() * 8});
+      r.frames.push_back({reinterpret_cast<const std::byte*>(g.firsts.data()), g.firsts.size() * 8});
+      r.frames.push_back({reinterpret_cast<const std::byte*>(g.ids.data()), g.ids.size() * 8});
       sr.reqs.push_back(std::move(r));
     }
     return sr;
+  }
+  void check_row_ids(int64_t key, const KeyInfo& info, std::span<const int64_t> ids, const char* what) const {
+    for (int64_t id : ids) {
+      LOOM_CHECK_T(IndexError, id >= 0 && id < key_rows(info.shape), "kvstore: {} of key {}: row {} of {}", what, key,
+                   id, key_rows(info.shape));
+    }
   }
   static std::span<const std::byte> slice_bytes(const Tensor& t, const KeyInfo& info, const Slice& s) {
     return detail::bytes_of(t).subspan(static_cast<size_t>(s.row_begin) * info.row_bytes(),
@@ -505,10 +474,10 @@ class DistKVStore final : public KVStore {
   // socket, and a new one is connected in its place.
   void reclaim_loans() noexcept {
     for (size_t s = 0; s < dealers_.size(); ++s) {
-      if (wait_for_loans(s, std::chrono::milliseconds(200))) continue;
+      if (loans_[s]->wait(std::chrono::milliseconds(200))) continue;
       detail::close_socket(dealers_[s]);
       dealers_[s] = nullptr;
-      if (!wait_for_loans(s, std::chrono::seconds(10))) {
+      if (!loans_[s]->wait(std::chrono::seconds(10))) {
         std::fprintf(stderr, "kvstore: ZeroMQ kept %lld messages lent to it after their socket was closed\n",
                      static_cast<long long>(loans_[s]->out()));
         std::abort();  // returning would let the caller free memory ZeroMQ may still read
@@ -520,19 +489,6 @@ class DistKVStore final : public KVStore {
       }
     }
   }
-  bool wait_for_loans(size_t s, std::chrono::nanoseconds limit) const {
-    const auto deadline = Clock::now() + limit;
-    for (int spins = 0; loans_[s]->out() > 0; ++spins) {
-      if (Clock::now() > deadline) return false;
-      if (spins < 100) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
-      }
-    }
-    return true;
-  }
-
   void run_requests(std::vector<Request>& reqs, const char* what) {
     std::map<uint64_t, size_t> by_id;
     for (size_t i = 0; i < reqs.size(); ++i) send(reqs[i], by_id, i);

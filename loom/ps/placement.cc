@@ -76,6 +76,69 @@ std::optional<Slice> slice_starting_at(int64_t key, int64_t rows, int64_t row_nu
   return slice_of(key, rows, c, i, o.num_servers);
 }
 
+std::vector<RowGroup> group_rows(std::span<const Slice> slices, std::span<const int64_t> ids, int num_servers,
+                                 bool every_slice) {
+  // Each id's slice (slices are in row order); a stable sort by slice makes every slice's ids one run.
+  std::vector<size_t> order(ids.size()), slice_of(ids.size()), count(slices.size(), 0);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    order[i] = i;
+    slice_of[i] = static_cast<size_t>(std::upper_bound(slices.begin(), slices.end(), ids[i],
+                                                       [](int64_t id, const Slice& s) { return id < s.row_begin; }) -
+                                      slices.begin() - 1);
+    ++count[slice_of[i]];
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return slice_of[a] < slice_of[b]; });
+  std::vector<RowGroup> by_server(static_cast<size_t>(num_servers));
+  for (size_t k = 0; k < slices.size(); ++k) {
+    if (every_slice || count[k] > 0) by_server[static_cast<size_t>(slices[k].server)].firsts.push_back(slices[k].row_begin);
+  }
+  for (size_t i : order) {
+    RowGroup& g = by_server[static_cast<size_t>(slices[slice_of[i]].server)];
+    g.ids.push_back(ids[i]);
+    g.positions.push_back(i);
+  }
+  std::vector<RowGroup> out;
+  for (int server = 0; server < num_servers; ++server) {
+    RowGroup& g = by_server[static_cast<size_t>(server)];
+    if (g.firsts.empty()) continue;
+    g.server = server;
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+std::vector<SliceRows> split_rows(int64_t key, int64_t rows, int64_t row_numel, std::span<const int64_t> firsts,
+                                  std::span<const int64_t> ids, const PlacementOptions& o) {
+  LOOM_CHECK_T(CommError, !firsts.empty(), "ps protocol: a sparse request about no slice of key {}", key);
+  std::vector<Slice> named;
+  if (firsts.size() == 1 && firsts[0] < 0) {  // -1 - s: every slice placed on server s
+    const int64_t owner = -1 - firsts[0];
+    LOOM_CHECK_T(CommError, owner < o.num_servers, "ps protocol: a sparse request about the slices of server {}", owner);
+    for (const Slice& s : place_key_rows(key, rows, row_numel, o)) {
+      if (s.server == owner) named.push_back(s);
+    }
+    LOOM_CHECK_T(CommError, !named.empty(), "ps protocol: key {} has no slice on server {}", key, owner);
+  } else {
+    for (size_t i = 0; i < firsts.size(); ++i) {
+      LOOM_CHECK_T(CommError, i == 0 || firsts[i] > firsts[i - 1], "ps protocol: a sparse request's slices are out of order");
+      const auto s = slice_starting_at(key, rows, row_numel, firsts[i], o);
+      LOOM_CHECK_T(ShapeError, s.has_value(),
+                   "kvstore: key {} has no slice starting at row {} (the worker's placement differs)", key, firsts[i]);
+      named.push_back(*s);
+    }
+  }
+  std::vector<SliceRows> out;
+  size_t next = 0;  // ids[next...] belong to this slice or later ones
+  for (const Slice& s : named) {
+    const size_t begin = next;
+    while (next < ids.size() && ids[next] >= s.row_begin && ids[next] < s.row_begin + s.num_rows) ++next;
+    out.push_back({.slice = s, .begin = begin, .end = next});
+  }
+  LOOM_CHECK_T(IndexError, next == ids.size(), "kvstore: row-sparse request to key {}: row {} is not in the slices named",
+               key, next < ids.size() ? ids[next] : 0);
+  return out;
+}
+
 std::vector<int> replica_chain(int server, const PlacementOptions& o) {
   std::vector<int> chain;
   for (int i = 0; i <= o.replicas; ++i) chain.push_back((server + i) % o.num_servers);

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,31 @@ std::vector<Slice> place_key_rows(int64_t key, int64_t rows, int64_t row_numel, 
 // malformed request may name a key of 2^40 elements).
 std::optional<Slice> slice_starting_at(int64_t key, int64_t rows, int64_t row_numel, int64_t row_begin,
                                        const PlacementOptions& o);
+// Row-sparse calls (protocol.h). The worker groups a call's row ids by the
+// server whose slices hold them: per server, the first rows of the slices
+// named (those some id falls in, or all of them with `every_slice`), the ids
+// slice by slice, and each id's index in `ids`. Servers with nothing to name
+// are left out.
+struct RowGroup {
+  int server = 0;
+  std::vector<int64_t> firsts;
+  std::vector<int64_t> ids;
+  std::vector<size_t> positions;
+};
+std::vector<RowGroup> group_rows(std::span<const Slice> slices, std::span<const int64_t> ids, int num_servers,
+                                 bool every_slice);
+// The server takes such a request apart: its slice list (first rows,
+// ascending, or the single value -1 - s for every slice placed on server s)
+// and its ids back into slices, each with its run [begin, end) of `ids`.
+// ShapeError for a slice the placement does not have; CommError for a
+// malformed list; IndexError for an id outside the slices named.
+struct SliceRows {
+  Slice slice;
+  size_t begin = 0, end = 0;
+};
+std::vector<SliceRows> split_rows(int64_t key, int64_t rows, int64_t row_numel, std::span<const int64_t> firsts,
+                                  std::span<const int64_t> ids, const PlacementOptions& o);
+
 std::vector<int> replica_chain(int server, const PlacementOptions& options);
 // "key 3 [1000000, 16]: server 0 rows [0, 250000) (backup 1), server 1 rows ..." for `loom launch --describe`.
 std::string describe_key(int64_t key, const core::Shape& shape, const PlacementOptions& options);

@@ -376,19 +376,8 @@ struct KVServer::Impl {
     const uint32_t want = h.op == Op::Push ? 3 : 2;
     LOOM_CHECK_T(CommError, h.num_frames == want, "ps protocol: a sparse {} needs {} frames, got {}", op_name(h.op),
                  want, h.num_frames);
-    auto firsts = detail::read_i64(frames[2]->bytes(), "slice list");
+    const auto firsts = detail::read_i64(frames[2]->bytes(), "slice list");
     const auto ids = detail::read_i64(frames[3]->bytes(), "row ids");
-    LOOM_CHECK_T(CommError, !firsts.empty(), "ps protocol: a sparse {} about no slice", op_name(h.op));
-    if (firsts.size() == 1 && firsts[0] < 0) {  // -1 - s: every slice placed on server s
-      const int64_t owner = -1 - firsts[0];
-      LOOM_CHECK_T(CommError, owner < o.placement.num_servers, "ps protocol: sparse {} about the slices of server {}",
-                   op_name(h.op), owner);
-      firsts.clear();
-      for (const Slice& x : place_key_rows(h.key, h.total_rows, h.row_numel, o.placement)) {
-        if (x.server == owner) firsts.push_back(x.row_begin);
-      }
-      LOOM_CHECK_T(CommError, !firsts.empty(), "ps protocol: key {} has no slice on server {}", h.key, owner);
-    }
     const size_t row_bytes = static_cast<size_t>(h.row_numel) * core::itemsize(h.dtype);
     Payload rows;
     if (h.op == Op::Push) {
@@ -404,36 +393,28 @@ struct KVServer::Impl {
       PushData data;
     };
     std::vector<Part> parts;
-    size_t next = 0;  // ids[next...] belong to this slice or later ones
-    for (size_t i = 0; i < firsts.size(); ++i) {
-      const Slice slice = slice_at(h, firsts[i]);
-      const Slice* s = &slice;
-      LOOM_CHECK_T(CommError, i == 0 || firsts[i] > firsts[i - 1], "ps protocol: sparse {}: slices out of order",
-                   op_name(h.op));
-      const std::vector<int> chain = replica_chain(s->server, o.placement);
+    for (const SliceRows& r : split_rows(h.key, h.total_rows, h.row_numel, firsts, ids, o.placement)) {
+      const Slice& s = r.slice;
+      const std::vector<int> chain = replica_chain(s.server, o.placement);
       LOOM_CHECK(std::find(chain.begin(), chain.end(), o.rank) != chain.end(),
-                 "kvstore: key {} rows [{}, {}) are not held by server {}", h.key, s->row_begin,
-                 s->row_begin + s->num_rows, o.rank);
+                 "kvstore: key {} rows [{}, {}) are not held by server {}", h.key, s.row_begin, s.row_begin + s.num_rows,
+                 o.rank);
       if (primary_of(chain) != o.rank) {  // a backup: wait until the primary is known lost
         deferred.emplace_back(route, frames);
         return;
       }
-      Part p{.id = {h.key, s->row_begin}, .h = h, .e = nullptr};
-      p.h.row_begin = s->row_begin;
-      p.h.num_rows = s->num_rows;
+      Part p{.id = {h.key, s.row_begin}, .h = h, .e = nullptr};
+      p.h.row_begin = s.row_begin;
+      p.h.num_rows = s.num_rows;
       p.e = &entry(p.id, h.op == Op::Push ? "row_sparse_push" : "row_sparse_pull");
       p.e->shard->check_request(p.h, nullptr);
-      const size_t begin = next;
-      while (next < ids.size() && ids[next] >= s->row_begin && ids[next] < s->row_begin + s->num_rows) ++next;
-      p.data.rows = std::vector<int64_t>(ids.begin() + static_cast<ptrdiff_t>(begin), ids.begin() + static_cast<ptrdiff_t>(next));
+      p.data.rows = std::vector<int64_t>(ids.begin() + static_cast<ptrdiff_t>(r.begin), ids.begin() + static_cast<ptrdiff_t>(r.end));
       if (h.op == Op::Push) {
-        p.data.data = {rows.owner, rows.bytes.subspan(begin * row_bytes, (next - begin) * row_bytes)};
+        p.data.data = {rows.owner, rows.bytes.subspan(r.begin * row_bytes, (r.end - r.begin) * row_bytes)};
         p.e->shard->check_push(h.sender, h.version, p.data);
       }
       parts.push_back(std::move(p));
     }
-    LOOM_CHECK_T(IndexError, next == ids.size(), "kvstore: row_sparse {} of key {}: row {} is not in the slices named",
-                 h.op == Op::Push ? "push" : "pull", h.key, next < ids.size() ? ids[next] : 0);
     if (h.op == Op::Pull) {
       std::vector<std::byte> out(ids.size() * row_bytes);
       size_t at = 0;

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include "loom/core/error.h"
 
@@ -26,6 +27,19 @@ void common_options(void* s) {
 }
 
 }  // namespace
+
+bool Loans::wait(std::chrono::nanoseconds limit) const {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (int spins = 0; out() > 0; ++spins) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    if (spins < 100) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+  return true;
+}
 
 bool recv_all(void* socket, std::vector<MsgPtr>& frames) {
   frames.clear();

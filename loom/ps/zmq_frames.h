@@ -4,6 +4,7 @@
 #include <zmq.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -53,6 +54,8 @@ class Loans {
   static void returned(void* /*data*/, void* hint) {
     static_cast<Loans*>(hint)->out_.fetch_sub(1, std::memory_order_acq_rel);
   }
+  // Waits up to `limit` for every loan to come back; false if some did not.
+  bool wait(std::chrono::nanoseconds limit) const;
 
  private:
   std::atomic<int64_t> out_{0};

@@ -90,6 +90,35 @@ TEST(Placement, SliceStartingAtAgreesWithTheListAndNeedsNone) {
   EXPECT_EQ(last->num_rows, int64_t{1} << 16);
 }
 
+TEST(Placement, RowSparseIdsGroupByServerAndSplitBackIntoSlices) {
+  const PlacementOptions o{.num_servers = 2, .split_bound = 1000};
+  const auto slices = place_key_rows(3, 300000, 1, o);  // 5 slices: servers 1, 0, 1, 0, 1
+  ASSERT_EQ(slices.size(), 5u);
+  const std::vector<int64_t> ids = {250000, 5, 70000, 6, 299999};  // any order (a pull)
+  const auto groups = group_rows(slices, ids, 2, false);
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].server, 0);
+  EXPECT_EQ(groups[0].firsts, (std::vector<int64_t>{slices[1].row_begin}));
+  EXPECT_EQ(groups[0].ids, (std::vector<int64_t>{70000}));
+  EXPECT_EQ(groups[1].server, 1);
+  EXPECT_EQ(groups[1].firsts, (std::vector<int64_t>{0, slices[4].row_begin}));
+  EXPECT_EQ(groups[1].ids, (std::vector<int64_t>{5, 6, 250000, 299999}));  // slice by slice, order kept within
+  EXPECT_EQ(groups[1].positions, (std::vector<size_t>{1, 3, 0, 4}));
+  EXPECT_EQ(group_rows(slices, ids, 2, true)[0].firsts.size(), 2u);  // every slice of server 0
+  // The server's side gives the same slices and runs back, from the list or from "every slice of server 1".
+  for (const auto& firsts : {groups[1].firsts, std::vector<int64_t>{-2}}) {
+    const auto parts = split_rows(3, 300000, 1, firsts, groups[1].ids, o);
+    EXPECT_EQ(parts[0].slice.row_begin, 0);
+    EXPECT_EQ(parts[0].end - parts[0].begin, 2u);
+    EXPECT_EQ(parts.back().slice.row_begin, slices[4].row_begin);
+    EXPECT_EQ(parts.back().end, 4u);
+  }
+  EXPECT_THROW(split_rows(3, 300000, 1, std::vector<int64_t>{0}, std::vector<int64_t>{250000}, o), IndexError);
+  EXPECT_THROW(split_rows(3, 300000, 1, std::vector<int64_t>{1}, std::vector<int64_t>{}, o), ShapeError);
+  EXPECT_THROW(split_rows(3, 300000, 1, std::vector<int64_t>{-3}, std::vector<int64_t>{}, o), CommError);
+  EXPECT_THROW(split_rows(3, 300000, 1, std::vector<int64_t>{}, std::vector<int64_t>{}, o), CommError);
+}
+
 TEST(Placement, ReplicaChainsAndBadOptions) {
   const PlacementOptions o{.num_servers = 3, .replicas = 2};
   EXPECT_EQ(replica_chain(2, o), (std::vector<int>{2, 0, 1}));
