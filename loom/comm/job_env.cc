@@ -7,6 +7,7 @@
 
 #include <charconv>
 #include <climits>
+#include <cstdint>
 #include <optional>
 
 #include "loom/core/error.h"
@@ -188,6 +189,32 @@ void read_dmlc(Reader& r, JobEnv& out) {
   out.rank = out.role == "coordinator" ? -1 : (out.world_size + out.num_servers == 1 ? 0 : -1);
 }
 
+// FNV-1a, 64 bits: stable across processes, compilers and runs (std::hash is not).
+uint64_t fnv1a(const std::string& text) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// Open MPI with every rank on this host and no address given: loopback, and a
+// port from the job's identity (see job_env.h). Leaves the address empty when
+// the ranks span hosts or no identity variable is set.
+void derive_open_mpi_coordinator(Reader& r, JobEnv& out) {
+  const int size = out.world_size + out.num_servers;
+  auto local_size = r.take_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1, INT_MAX);
+  if (!local_size || *local_size != size) return;
+  for (const char* name : {"PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid", "OMPI_MCA_orte_hnp_uri"}) {
+    if (auto id = r.take(name)) {
+      out.coordinator_host = "127.0.0.1";
+      out.coordinator_port = kDerivedPortBase + static_cast<int>(fnv1a(*id) % kDerivedPortCount);
+      return;
+    }
+  }
+}
+
 void read_coordinator(Reader& r, JobEnv& out) {
   if (auto text = r.take("LOOM_COORDINATOR")) {
     parse_host_port("LOOM_COORDINATOR", *text, out);
@@ -206,6 +233,13 @@ void read_coordinator(Reader& r, JobEnv& out) {
     if (r.has("MASTER_ADDR")) {
       out.coordinator_host = *r.take("MASTER_ADDR");
       set_port("MASTER_PORT", r, out);
+      // torchrun's static rendezvous (its default) keeps its own TCPStore
+      // listening on MASTER_PORT in the agent; the coordinator takes the next port.
+      if (out.source == "torchrun" && r.take("TORCHELASTIC_USE_AGENT_STORE") == "True") {
+        out.coordinator_port = out.coordinator_port < 65535 ? out.coordinator_port + 1 : out.coordinator_port - 1;
+      }
+    } else if (out.source == "Open MPI") {
+      derive_open_mpi_coordinator(r, out);
     }
     return;
   }
@@ -222,7 +256,12 @@ void read_coordinator(Reader& r, JobEnv& out) {
 }
 
 const char* coordinator_variables(const std::string& source) {
-  if (source == "torchrun" || source == "Open MPI") return "LOOM_COORDINATOR or MASTER_ADDR and MASTER_PORT";
+  if (source == "torchrun") return "LOOM_COORDINATOR or MASTER_ADDR and MASTER_PORT";
+  if (source == "Open MPI") {
+    return "LOOM_COORDINATOR or MASTER_ADDR and MASTER_PORT (mpirun -x MASTER_ADDR=<rank 0's host> -x "
+           "MASTER_PORT=<port>; on one host Loom picks them itself when OMPI_COMM_WORLD_LOCAL_SIZE equals "
+           "OMPI_COMM_WORLD_SIZE and PMIX_NAMESPACE or OMPI_MCA_ess_base_jobid is set)";
+  }
   if (source == "Slurm") return "LOOM_COORDINATOR, MASTER_ADDR or SLURM_LAUNCH_NODE_IPADDR";
   return "LOOM_COORDINATOR";
 }
@@ -272,6 +311,33 @@ JobEnv read_job_env(const std::map<std::string, std::string>& env) {
 }
 
 JobEnv read_job_env() { return read_job_env(environment_map()); }
+
+void check_job_security(const JobEnv& env) {
+  if (env.insecure || !env.secret.empty()) return;
+  std::string launcher = env.source, how;
+  if (env.source == "Open MPI") {
+    launcher = "Open MPI (mpirun)";
+    how = "mpirun does not pass this shell's variables to the ranks: export LOOM_JOB_SECRET=<secret> and run "
+          "`mpirun -x LOOM_JOB_SECRET ...` (or `mpirun -x LOOM_JOB_SECRET=<secret> ...`)";
+  } else if (env.source == "torchrun") {
+    how = "export LOOM_JOB_SECRET=<secret> before torchrun (its workers inherit the environment; on several nodes "
+          "the same value on each)";
+  } else if (env.source == "Slurm") {
+    launcher = "Slurm (srun)";
+    how = "export LOOM_JOB_SECRET=<secret> in the batch script before srun (srun passes the environment on, as "
+          "deploy/slurm/fashion-mnist.sbatch does)";
+  } else if (env.source == "MXNet") {
+    launcher = "MXNet's launcher (DMLC_ROLE)";
+    how = "export LOOM_JOB_SECRET=<secret> for the scheduler, every server and every worker";
+  } else {
+    how = "set LOOM_JOB_SECRET=<secret> to the same value on every process (`loom launch` makes one itself)";
+  }
+  const std::string who = env.rank >= 0 ? format("{} {}", env.role, env.rank) : env.role;
+  throw ConfigError(format("no job secret: {} was started by {} without LOOM_JOB_SECRET; {}; or point "
+                           "LOOM_JOB_SECRET_FILE at a file every process can read, or set LOOM_INSECURE=1 for "
+                           "plaintext on a trusted network",
+                           who, launcher, how));
+}
 
 std::map<std::string, std::string> environment_map() {
   std::map<std::string, std::string> env;

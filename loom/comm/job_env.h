@@ -30,8 +30,31 @@
 // MASTER_PORT (torchrun; also read for Open MPI and Slurm), SLURM_LAUNCH_NODE_IPADDR
 // (+ MASTER_PORT, else kDefaultCoordinatorPort) for Slurm, DMLC_PS_ROOT_URI +
 // DMLC_PS_ROOT_PORT for MXNet. A job of more than one process needs one.
+//
+// torchrun's default (static) rendezvous keeps its agent's TCPStore on
+// MASTER_PORT and says so with TORCHELASTIC_USE_AGENT_STORE=True; then the
+// coordinator listens on MASTER_PORT + 1 (MASTER_PORT - 1 for 65535) on
+// MASTER_ADDR. With --standalone or --rdzv_backend=c10d, MASTER_PORT is free.
+//
+// Open MPI on one host needs no address: when neither LOOM_COORDINATOR nor
+// MASTER_ADDR/MASTER_PORT is set and OMPI_COMM_WORLD_LOCAL_SIZE equals
+// OMPI_COMM_WORLD_SIZE (every rank on this host), the coordinator is
+// 127.0.0.1 on a port derived from the job's identity, which every rank of
+// one mpirun sees alike and two mpiruns do not: PMIX_NAMESPACE, else
+// OMPI_MCA_ess_base_jobid, else OMPI_MCA_orte_hnp_uri (the first one set;
+// Open MPI 4 sets all three, 5 the first). The port is
+// kDerivedPortBase + FNV-1a(value) mod kDerivedPortCount, below Linux's
+// ephemeral range; if something else holds it, rank 0 cannot bind and says
+// so, and MASTER_PORT picks another. So `mpirun -np 4 -x LOOM_JOB_SECRET
+// loom train job.toml` runs as it is; across hosts set MASTER_ADDR and
+// MASTER_PORT (mpirun -x MASTER_ADDR=<rank 0's host> -x MASTER_PORT=29500).
+//
 // The job secret is LOOM_JOB_SECRET, else the contents of LOOM_JOB_SECRET_FILE
 // (as security_from_env reads them); LOOM_INSECURE=1 asks for plaintext.
+// check_job_security() refuses a job with neither, and says how to pass a
+// secret through the launcher that started the process: mpirun does not pass
+// the caller's environment on (`mpirun -x LOOM_JOB_SECRET ...`), torchrun,
+// srun and MXNet's local launcher do (export it first).
 //
 // Partial or inconsistent variables (a rank without a world size, rank >=
 // world size, a port that is not a number, ...) throw ConfigError naming them.
@@ -47,6 +70,9 @@ namespace loom::comm {
 
 // Used for Slurm's launch node when no port is given anywhere.
 inline constexpr int kDefaultCoordinatorPort = 29400;
+// Ports derived for Open MPI on one host: [kDerivedPortBase, + kDerivedPortCount).
+inline constexpr int kDerivedPortBase = 20000;
+inline constexpr int kDerivedPortCount = 12000;
 
 struct JobEnv {
   std::string source = "none";  // "LOOM", "torchrun", "Open MPI", "Slurm", "MXNet" or "none"
@@ -77,5 +103,11 @@ JobEnv read_job_env();
 std::string local_address_towards(const std::string& host, int port);
 // This process's environment as a map.
 std::map<std::string, std::string> environment_map();
+
+// ConfigError unless `env` has a secret or asks for plaintext (LOOM_INSECURE=1).
+// The message is one line naming the launcher env.source says started this
+// process and how to pass a secret with it (e.g. `mpirun -x LOOM_JOB_SECRET`).
+// Call it before anything connects.
+void check_job_security(const JobEnv& env);
 
 }  // namespace loom::comm

@@ -28,11 +28,11 @@ std::unique_ptr<ProcessGroup> ProcessGroup::join(const comm::JobEnv& env, const 
     static comm::InProcHub* solo = new comm::InProcHub(1);  // NOLINT: one per process, never freed
     pg->comm_ = comm::make_communicator(solo->transport(0));
     pg->comm_.timeout = options.collective_timeout;
-    pg->finished_ = true;
     return pg;
   }
-  comm::SecurityOptions security = comm::security_from_env(env.insecure);
-  comm::check_security(security);
+  // Before anything connects, and with the launcher's way to pass a secret.
+  comm::check_job_security(env);
+  const comm::SecurityOptions security = env.security();
 
   // Foreign launchers start no coordinator: rank 0 hosts it.
   if (env.source != "LOOM" && env.role == "worker" && env.rank == 0) {
@@ -88,6 +88,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::join(const comm::JobEnv& env, const 
   pg->comm_ = comm::make_communicator(transport, hosts);
   pg->comm_.timeout = options.collective_timeout;
   pg->client_->barrier("transport-ready", options.timeout, env.role);
+  pg->joined_ = true;
   return pg;
 }
 
@@ -97,7 +98,7 @@ std::string ProcessGroup::host() const {
 }
 
 void ProcessGroup::finish() {
-  if (finished_) return;
+  if (!joined_ || finished_) return;
   finished_ = true;
   try {
     client_->barrier("finish", std::chrono::seconds(60), env_.role);
@@ -108,11 +109,12 @@ void ProcessGroup::finish() {
   if (coordinator_) coordinator_->wait_finished(std::chrono::seconds(10));
 }
 
-ProcessGroup::~ProcessGroup() {
-  try {
-    finish();
-  } catch (...) {
-  }
-}
+// Without finish() (a failed join, or an error unwinding through the caller)
+// nothing here talks to the peers: destroying the client without leave() tells
+// the coordinator this process stopped on an error, so the others get
+// PeerLostError now instead of waiting at a barrier this process never reaches.
+// Members go in reverse order: transport, client, then the coordinator rank 0
+// may host.
+ProcessGroup::~ProcessGroup() = default;
 
 }  // namespace loom::parallel

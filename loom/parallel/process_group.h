@@ -32,9 +32,14 @@ struct ProcessGroupOptions {
 class ProcessGroup {
  public:
   // Joins the job the environment describes (see comm::read_job_env). Throws
-  // ConfigError when the variables are missing or inconsistent.
+  // ConfigError when the variables are missing or inconsistent or there is no
+  // job secret (comm::check_job_security), TimeoutError / AuthError /
+  // PeerLostError when the rendezvous fails. A failed join leaves nothing
+  // behind and tells the others nothing but that this process is gone.
   static std::unique_ptr<ProcessGroup> join(const ProcessGroupOptions& options = {});
   static std::unique_ptr<ProcessGroup> join(const comm::JobEnv& env, const ProcessGroupOptions& options);
+  // Without finish(): the peers are told this process ended on an error
+  // (PeerLostError on their side), nothing waits for them.
   ~ProcessGroup();
 
   comm::Communicator& comm() { return comm_; }
@@ -45,7 +50,8 @@ class ProcessGroup {
   std::string host() const;
 
   // Leaves cleanly (after a final barrier): the coordinator does not report
-  // this process lost. Called by the destructor if not called before.
+  // this process lost. Call it when the work succeeded; the destructor does
+  // not (an error unwinding must not wait for peers at a barrier).
   void finish();
 
  private:
@@ -55,6 +61,7 @@ class ProcessGroup {
   std::unique_ptr<comm::CoordinatorClient> client_;
   comm::Membership membership_;
   comm::Communicator comm_;
+  bool joined_ = false;    // the rendezvous completed: finish() has someone to say goodbye to
   bool finished_ = false;
 };
 

@@ -600,6 +600,7 @@ std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, std::string_view 
                "kvstore {}: no parameter-server job to join (start it with `loom launch --servers S`, a job file with "
                "[distributed] servers, or DMLC_* / LOOM_* variables)", type);
   LOOM_CHECK_T(ConfigError, env.role == "worker", "kvstore {}: this process is a {}, not a worker", type, env.role);
+  comm::check_job_security(env);  // says how to pass a secret with the launcher that started us
   auto client = std::make_shared<comm::CoordinatorClient>(env.coordinator_endpoint(), env.security(), options.join_timeout);
   const char* host_env = std::getenv("LOOM_HOST");  // what the launcher calls this host (network namespaces)
   const comm::Membership m = client->register_process(

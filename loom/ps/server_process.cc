@@ -14,8 +14,8 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
   LOOM_CHECK_T(ConfigError, env.has_coordinator(), "parameter server: no coordinator to join (LOOM_COORDINATOR, "
                                                    "DMLC_PS_ROOT_URI/PORT, MASTER_ADDR/PORT)");
   LOOM_CHECK_T(ConfigError, env.num_servers >= 1, "parameter server: the job has no servers (LOOM_NUM_SERVERS)");
+  comm::check_job_security(env);  // says how to pass a secret with the launcher that started us
   const comm::SecurityOptions security = env.security();
-  comm::check_security(security);
   const PlacementOptions placement{.num_servers = env.num_servers, .replicas = options.replicas,
                                    .split_bound = options.split_bound};
   check_placement(placement);

@@ -134,6 +134,129 @@ TEST(JobEnv, OpenMpi) {
   EXPECT_EQ(via_master.local_rank, -1);
 }
 
+// mpirun on one host: no MASTER_ADDR/PORT needed. What Debian's Open MPI 4.1
+// sets (`mpirun -np 2 env`): the same PMIX_NAMESPACE and OMPI_MCA_ess_base_jobid
+// on every rank, a new one for every mpirun.
+Env mpirun_rank(int rank, int size, int local_size) {
+  return {{"OMPI_COMM_WORLD_RANK", std::to_string(rank)},
+          {"OMPI_COMM_WORLD_SIZE", std::to_string(size)},
+          {"OMPI_COMM_WORLD_LOCAL_RANK", std::to_string(rank % local_size)},
+          {"OMPI_COMM_WORLD_LOCAL_SIZE", std::to_string(local_size)},
+          {"PMIX_NAMESPACE", "1088618497"},
+          {"OMPI_MCA_ess_base_jobid", "1088618497"},
+          {"OMPI_MCA_orte_hnp_uri", "1088618496.0;tcp://192.0.2.2:35715;tcp6://[fd00::2]:53447"}};
+}
+
+TEST(JobEnv, OpenMpiOnOneHostDerivesTheCoordinator) {
+  JobEnv r0 = read_job_env(mpirun_rank(0, 2, 2));
+  JobEnv r1 = read_job_env(mpirun_rank(1, 2, 2));
+  EXPECT_EQ(r0.coordinator_host, "127.0.0.1");
+  // FNV-1a("1088618497") mod 12000 + 20000: pinned, every Loom version must agree.
+  EXPECT_EQ(r0.coordinator_port, 21541);
+  EXPECT_EQ(r1.coordinator_endpoint(), r0.coordinator_endpoint());
+  EXPECT_GE(r0.coordinator_port, kDerivedPortBase);
+  EXPECT_LT(r0.coordinator_port, kDerivedPortBase + kDerivedPortCount);
+  EXPECT_NE(r0.describe().find("PMIX_NAMESPACE"), std::string::npos) << r0.describe();
+
+  Env next = mpirun_rank(0, 2, 2);  // the next mpirun: another job id, another port
+  next["PMIX_NAMESPACE"] = next["OMPI_MCA_ess_base_jobid"] = "1088618498";
+  EXPECT_NE(read_job_env(next).coordinator_port, r0.coordinator_port);
+
+  Env v4 = mpirun_rank(0, 2, 2);  // without PMIx: the job id, then the HNP URI
+  v4.erase("PMIX_NAMESPACE");
+  EXPECT_EQ(read_job_env(v4).coordinator_port, 21541);
+  v4.erase("OMPI_MCA_ess_base_jobid");
+  EXPECT_EQ(read_job_env(v4).coordinator_port, 28766);
+  v4.erase("OMPI_MCA_orte_hnp_uri");
+  expect_config_error(v4, {"MASTER_ADDR", "MASTER_PORT"});
+
+  Env given = mpirun_rank(1, 2, 2);  // an address given wins
+  given["MASTER_ADDR"] = "10.77.0.2";
+  given["MASTER_PORT"] = "4001";
+  EXPECT_EQ(read_job_env(given).coordinator_endpoint(), "tcp://10.77.0.2:4001");
+  given.erase("MASTER_ADDR");
+  given.erase("MASTER_PORT");
+  given["LOOM_COORDINATOR"] = "10.77.0.3:4002";
+  EXPECT_EQ(read_job_env(given).coordinator_endpoint(), "tcp://10.77.0.3:4002");
+  given.erase("LOOM_COORDINATOR");
+  given["MASTER_ADDR"] = "10.77.0.2";  // half an address is still an error
+  expect_config_error(given, {"MASTER_ADDR", "MASTER_PORT"});
+
+  // Parameter servers among the ranks: all still on this host.
+  Env ps = mpirun_rank(3, 4, 4);
+  ps["LOOM_NUM_SERVERS"] = "1";
+  JobEnv server = read_job_env(ps);
+  EXPECT_EQ(server.role, "server");
+  EXPECT_EQ(server.coordinator_endpoint(), r0.coordinator_endpoint());
+}
+
+TEST(JobEnv, OpenMpiAcrossHostsNeedsAnAddress) {
+  // 4 ranks, 2 per host: loopback would not reach rank 0.
+  expect_config_error(mpirun_rank(2, 4, 2), {"MASTER_ADDR", "MASTER_PORT", "mpirun -x"});
+  Env no_local_size = mpirun_rank(0, 2, 2);
+  no_local_size.erase("OMPI_COMM_WORLD_LOCAL_SIZE");
+  expect_config_error(no_local_size, {"MASTER_ADDR"});
+}
+
+// Without a secret, the refusal says how to pass one with the launcher that
+// started the process (issue 10: mpirun ranks crashed silently instead).
+std::string security_error(const Env& env) {
+  try {
+    check_job_security(read_job_env(env));
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected ConfigError";
+  return {};
+}
+
+TEST(JobEnv, MissingSecretNamesTheLauncher) {
+  const std::string mpi = security_error(mpirun_rank(1, 2, 2));
+  for (const char* part : {"no job secret", "worker 1", "Open MPI (mpirun)", "-x LOOM_JOB_SECRET", "LOOM_JOB_SECRET_FILE",
+                           "LOOM_INSECURE=1"}) {
+    EXPECT_NE(mpi.find(part), std::string::npos) << part << " in: " << mpi;
+  }
+  EXPECT_EQ(mpi.find('\n'), std::string::npos) << "one line: " << mpi;
+
+  const std::string torch =
+      security_error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}});
+  EXPECT_NE(torch.find("torchrun"), std::string::npos) << torch;
+  EXPECT_EQ(torch.find("mpirun"), std::string::npos) << torch;
+  const std::string slurm = security_error({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"MASTER_ADDR", "h"}});
+  EXPECT_NE(slurm.find("srun"), std::string::npos) << slurm;
+  const std::string mxnet = security_error({{"DMLC_ROLE", "server"},
+                                            {"DMLC_NUM_WORKER", "2"},
+                                            {"DMLC_NUM_SERVER", "1"},
+                                            {"DMLC_PS_ROOT_URI", "h"},
+                                            {"DMLC_PS_ROOT_PORT", "1"}});
+  EXPECT_NE(mxnet.find("MXNet"), std::string::npos) << mxnet;
+  EXPECT_NE(mxnet.find("scheduler"), std::string::npos) << mxnet;
+
+  Env with_secret = mpirun_rank(1, 2, 2);
+  with_secret["LOOM_JOB_SECRET"] = "s";
+  EXPECT_NO_THROW(check_job_security(read_job_env(with_secret)));
+  Env insecure = mpirun_rank(1, 2, 2);
+  insecure["LOOM_INSECURE"] = "1";
+  EXPECT_NO_THROW(check_job_security(read_job_env(insecure)));
+}
+
+// What `torchrun --nproc_per_node 2` (torch 1.13, static rendezvous) gives
+// its workers: its agent's store holds MASTER_PORT.
+TEST(JobEnv, TorchrunAgentStoreKeepsMasterPort) {
+  Env env{{"RANK", "1"},        {"WORLD_SIZE", "2"},           {"LOCAL_RANK", "1"},
+          {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}, {"TORCHELASTIC_USE_AGENT_STORE", "True"}};
+  EXPECT_EQ(read_job_env(env).coordinator_endpoint(), "tcp://127.0.0.1:29501");
+  env["MASTER_PORT"] = "65535";
+  EXPECT_EQ(read_job_env(env).coordinator_port, 65534);
+  env["TORCHELASTIC_USE_AGENT_STORE"] = "False";  // --standalone / c10d: the port is free
+  EXPECT_EQ(read_job_env(env).coordinator_port, 65535);
+  env.erase("MASTER_ADDR");
+  env.erase("MASTER_PORT");
+  env["LOOM_COORDINATOR"] = "10.0.0.1:7000";  // an explicit address is taken as it is
+  env["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+  EXPECT_EQ(read_job_env(env).coordinator_port, 7000);
+}
+
 TEST(JobEnv, Slurm) {
   JobEnv env = read_job_env(Env{{"SLURM_PROCID", "7"},
                                 {"SLURM_NTASKS", "16"},

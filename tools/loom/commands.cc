@@ -68,6 +68,7 @@ int run_train_ps(const TrainArgs& args, const io::JobConfig& job, const comm::Jo
     return ps::run_server(env, {.replicas = static_cast<int>(d.replicas), .split_bound = d.split_bound});
   }
   if (env.role == "coordinator") {
+    comm::check_job_security(env);  // MXNet's scheduler: says how to pass a secret
     return run_coordinator({.bind = format("tcp://*:{}", env.coordinator_port), .workers = env.world_size,
                             .servers = env.num_servers, .insecure = env.insecure,
                             .heartbeat_timeout_s = d.heartbeat_timeout_s, .tolerate_server_loss = d.replicas > 0});
