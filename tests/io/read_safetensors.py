@@ -74,6 +74,10 @@ def read_torch(path):
 
     names = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
              torch.int32: "I32", torch.int64: "I64", torch.uint8: "U8", torch.bool: "BOOL"}
+    import numpy
+    import safetensors
+    sys.stderr.write(f"read_safetensors.py --torch: safetensors {safetensors.__version__}, torch {torch.__version__}, "
+                     f"numpy {numpy.__version__} ({sys.executable})\n")
     loaded = load_file(path)
     with safe_open(path, framework="pt") as f:
         metadata = f.metadata() or {}

@@ -1,10 +1,14 @@
 // safetensors round trips, the file layout, and a check by readers that are
-// not Loom's (a small Python reader in this folder; PyTorch where installed).
+// not Loom's (a small Python reader in this folder; PyTorch's safetensors from
+// the interop reference environment). tests/interop checks bit patterns too.
 #include "loom/io/safetensors.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -264,17 +268,35 @@ TEST(Safetensors, IndependentPythonReaderAgrees) {
   expect_matches_json(tensors, metadata, out);
 }
 
+// The interop reference environment (scripts/reference-env interop: PyPI's
+// safetensors on Debian's torch), else /usr/bin/python3 if it has both; empty
+// when neither can import them.
+std::string python_with_torch_and_safetensors() {
+  const std::string check = " -c 'import torch; from safetensors.torch import load_file' 2>/dev/null";
+  auto [venv, status] = run_command("bash " + std::string(LOOM_TEST_DATA_DIR) + "/../scripts/reference-env --path interop");
+  while (!venv.empty() && venv.back() == '\n') venv.pop_back();
+  std::vector<std::string> candidates = {kPython};
+  if (status == 0 && !venv.empty()) candidates.insert(candidates.begin(), venv + "/bin/python");
+  for (const std::string& python : candidates) {
+    if (run_command(python + check).second == 0) return python;
+  }
+  return "";
+}
+
 TEST(Safetensors, PyTorchLoadsOurFiles) {
-  if (run_command(std::string(kPython) + " -c 'import torch; from safetensors.torch import load_file' 2>/dev/null")
-          .second != 0) {
-    GTEST_SKIP() << "torch and safetensors are not importable by " << kPython;
+  const std::string python = python_with_torch_and_safetensors();
+  if (python.empty()) {
+    const char* why = "torch and safetensors are importable neither by the interop environment nor by /usr/bin/python3;"
+                      " run scripts/reference-env interop";
+    const char* require = std::getenv("LOOM_REQUIRE_INTEROP");
+    if (require != nullptr && std::string(require) == "1") FAIL() << why << " (LOOM_REQUIRE_INTEROP=1)";
+    GTEST_SKIP() << why;
   }
   TempDir dir;
   NamedTensors tensors = reference_tensors();
   Metadata metadata = {{"format", "pt"}, {"step", "7"}};
   write_safetensors(dir / "pt.safetensors", tensors, metadata);
-  auto [out, status] =
-      run_command(std::string(kPython) + " " + kReader + " --torch " + (dir / "pt.safetensors").string());
+  auto [out, status] = run_command(python + " " + kReader + " --torch " + (dir / "pt.safetensors").string());
   ASSERT_EQ(status, 0) << out;
   expect_matches_json(tensors, metadata, out);
 }
