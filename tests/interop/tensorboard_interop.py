@@ -6,8 +6,9 @@ Run by ctest with the interop environment (with_interop_env.sh):
   tensorboard_interop.py LOOM JOB.toml [--set KEY=VALUE ...]
 
 trains JOB with TensorBoard logging and a JSONL metrics log, loads the event
-file with tensorboard.backend.event_processing.event_accumulator (which also
-checks each record's CRCs), and requires every scalar to be the JSONL
+file with tensorboard.backend.event_processing.event_accumulator (its record
+reader checks each record's CRCs and drops a record that fails, which shows
+up here as a missing value), and requires every scalar to be the JSONL
 metric of the same epoch: same step, value equal at float32 (TensorBoard's
 simple_value). Then it nudges one JSONL value by one float32 ulp and
 requires the comparison to notice, so that the check is known to be able to
