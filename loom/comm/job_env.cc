@@ -317,8 +317,8 @@ void check_job_security(const JobEnv& env) {
   std::string launcher = env.source, how;
   if (env.source == "Open MPI") {
     launcher = "Open MPI (mpirun)";
-    how = "mpirun does not pass this shell's variables to the ranks: export LOOM_JOB_SECRET=<secret> and run "
-          "`mpirun -x LOOM_JOB_SECRET ...` (or `mpirun -x LOOM_JOB_SECRET=<secret> ...`)";
+    how = "export LOOM_JOB_SECRET=<secret> and run `mpirun -x LOOM_JOB_SECRET ...` (mpirun passes a variable "
+          "to ranks on other hosts only with -x)";
   } else if (env.source == "torchrun") {
     how = "export LOOM_JOB_SECRET=<secret> before torchrun (its workers inherit the environment; on several nodes "
           "the same value on each)";
@@ -332,7 +332,7 @@ void check_job_security(const JobEnv& env) {
   } else {
     how = "set LOOM_JOB_SECRET=<secret> to the same value on every process (`loom launch` makes one itself)";
   }
-  const std::string who = env.rank >= 0 ? format("{} {}", env.role, env.rank) : env.role;
+  const std::string who = env.rank >= 0 ? format("{} {}", env.role, env.rank) : format("this {}", env.role);
   throw ConfigError(format("no job secret: {} was started by {} without LOOM_JOB_SECRET; {}; or point "
                            "LOOM_JOB_SECRET_FILE at a file every process can read, or set LOOM_INSECURE=1 for "
                            "plaintext on a trusted network",

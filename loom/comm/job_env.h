@@ -52,9 +52,10 @@
 // The job secret is LOOM_JOB_SECRET, else the contents of LOOM_JOB_SECRET_FILE
 // (as security_from_env reads them); LOOM_INSECURE=1 asks for plaintext.
 // check_job_security() refuses a job with neither, and says how to pass a
-// secret through the launcher that started the process: mpirun does not pass
-// the caller's environment on (`mpirun -x LOOM_JOB_SECRET ...`), torchrun,
-// srun and MXNet's local launcher do (export it first).
+// secret through the launcher that started the process: export it, and with
+// mpirun also name it (`mpirun -x LOOM_JOB_SECRET ...`: only -x variables
+// reach ranks on other hosts); torchrun, srun and MXNet's launchers pass the
+// environment on.
 //
 // Partial or inconsistent variables (a rank without a world size, rank >=
 // world size, a port that is not a number, ...) throw ConfigError naming them.
