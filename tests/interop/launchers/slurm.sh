@@ -18,7 +18,9 @@ done
 PATH=$PATH:/usr/sbin
 [ "$(id -u)" -eq 0 ] || skip "slurmd must run as root (SlurmUser=root here)"
 node=$(hostname -s)
-getent hosts "$node" >/dev/null || { fail "host name $node does not resolve (the recipe uses it as MASTER_ADDR)"; exit 1; }
+# The recipe's MASTER_ADDR is the first node's name, as on a cluster; a bare
+# root (chroot, minimal container) may not resolve its own name.
+getent hosts "$node" >/dev/null || skip "host name $node does not resolve (the recipe uses it as MASTER_ADDR)"
 
 s="$tmp/slurm"
 steps_before=$(pgrep -x slurmstepd | wc -l)
