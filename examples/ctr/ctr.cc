@@ -42,6 +42,8 @@ using loom::core::Tensor;
 namespace ops = loom::ops;
 namespace nn = loom::nn;
 namespace ps = loom::ps;
+namespace io = loom::io;
+namespace optim = loom::optim;
 using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kTableKey = 0;
@@ -214,7 +216,8 @@ int run(const Args& a) {
   if (a.threads > 0) loom::core::set_num_threads(a.threads);
   ps::KVStoreOptions kv_options;
   kv_options.staleness = a.staleness;
-  auto kv = ps::KVStore::create(a.type, kv_options);
+  const io::Mode type = io::parse_mode(a.type).value();  // CLI11 checked the name
+  auto kv = ps::KVStore::create(type, kv_options);
   const int rank = kv->rank(), workers = kv->num_workers();
   const bool lead = rank == 0;
 
@@ -231,7 +234,8 @@ int run(const Args& a) {
   std::iota(mlp_keys.begin(), mlp_keys.end(), kTableKey + 1);
   kv->broadcast(mlp_keys, model.params(), model.params());
   // dist_sync sums the workers' pushes: rescale to their mean.
-  kv->set_optimizer({.rule = a.optimizer, .lr = a.lr, .rescale_grad = a.type == "dist_sync" ? 1.0 / workers : 1.0});
+  kv->set_optimizer({.rule = optim::parse_rule(a.optimizer).value(), .lr = a.lr,
+                     .rescale_grad = type == io::Mode::DistSync ? 1.0 / workers : 1.0});
 
   const double table_bytes = static_cast<double>(a.rows * a.dim) * 4;
   Batch test;
@@ -244,7 +248,7 @@ int run(const Args& a) {
     std::printf("loom_ctr: %s, %d worker(s); table %lld x %lld f32 (%s) on the %s; %lld fields x %lld ids, zipf %.2f; "
                 "MLP %lld -> %lld -> 1; %s lr %g; batch %lld per worker\n",
                 a.type.c_str(), workers, static_cast<long long>(a.rows), static_cast<long long>(a.dim),
-                human_bytes(table_bytes).c_str(), a.type == "local" ? "local store" : "servers",
+                human_bytes(table_bytes).c_str(), type == io::Mode::Local ? "local store" : "servers",
                 static_cast<long long>(a.fields), static_cast<long long>(data.vocab_per_field()), a.zipf,
                 static_cast<long long>(a.fields * a.dim), static_cast<long long>(a.hidden), a.optimizer.c_str(), a.lr,
                 static_cast<long long>(a.batch));

@@ -1,6 +1,7 @@
 #include "loom/io/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -268,7 +269,8 @@ JobConfig parse_job(const std::string& text, const std::string& name, const std:
 
   Section opt(subtable(root, "optimizer", name), "optimizer", name);
   auto& o = job.optimizer;
-  opt.get("name", o.name);
+  std::string rule(optim::name(o.rule));
+  opt.get("name", rule);
   opt.get("lr", o.lr);
   opt.get("momentum", o.momentum);
   opt.get("dampening", o.dampening);
@@ -277,25 +279,41 @@ JobConfig parse_job(const std::string& text, const std::string& name, const std:
   opt.get("beta1", o.beta1);
   opt.get("beta2", o.beta2);
   opt.get("eps", o.eps);
+  opt.get("amsgrad", o.amsgrad);
   opt.reject_unknown();
-  one_of(opt, "name", o.name, {"sgd", "adam", "adamw"});
-  opt.check(o.lr > 0, "lr", format("must be positive, got {}", o.lr));
+  one_of(opt, "name", rule, optim::rule_names());
+  o.rule = *optim::parse_rule(rule);
+  opt.check(o.lr > 0 && std::isfinite(o.lr), "lr", format("must be positive, got {}", o.lr));
   opt.check(o.momentum >= 0, "momentum", "must be >= 0");
   opt.check(o.weight_decay >= 0, "weight_decay", "must be >= 0");
   opt.check(o.beta1 >= 0 && o.beta1 < 1, "beta1", "must be in [0, 1)");
   opt.check(o.beta2 >= 0 && o.beta2 < 1, "beta2", "must be in [0, 1)");
+  opt.check(o.eps >= 0, "eps", "must be >= 0");
+  opt.check(!o.nesterov || o.rule != optim::Rule::Sgd || (o.momentum > 0 && o.dampening == 0), "nesterov",
+            "needs momentum > 0 and dampening = 0");
 
   Section sch(subtable(root, "schedule", name), "schedule", name);
-  auto& s = job.schedule;
-  sch.get("name", s.name);
+  auto& s = o.schedule;
+  std::string kind(optim::name(s.kind));
+  sch.get("name", kind);
   sch.get("step_size", s.step_size);
   sch.get("gamma", s.gamma);
   sch.get("min_lr", s.min_lr);
   sch.get("warmup_steps", s.warmup_steps);
   sch.reject_unknown();
-  one_of(sch, "name", s.name, {"constant", "step", "cosine"});
+  one_of(sch, "name", kind, optim::schedule_names());
+  s.kind = *optim::parse_schedule_kind(kind);
   sch.check(s.step_size > 0, "step_size", "must be positive");
+  sch.check(s.gamma >= 0, "gamma", "must be >= 0");
+  sch.check(s.min_lr >= 0, "min_lr", "must be >= 0");
   sch.check(s.warmup_steps >= 0, "warmup_steps", "must be >= 0");
+  // Whatever a job file can say, the factory and the servers accept (what is
+  // left: values that are not finite).
+  try {
+    optim::check_spec(o);
+  } catch (const ValueError& e) {
+    throw ConfigError(format("{}: [optimizer] {}", name, e.what()));
+  }
 
   Section tr(subtable(root, "train", name), "train", name);
   auto& t = job.train;
@@ -323,7 +341,8 @@ JobConfig parse_job(const std::string& text, const std::string& name, const std:
 
   Section dist(subtable(root, "distributed", name), "distributed", name);
   auto& ds = job.distributed;
-  dist.get("mode", ds.mode);
+  std::string mode(io::name(ds.mode));
+  dist.get("mode", mode);
   dist.get("workers", ds.workers);
   dist.get("deterministic", ds.deterministic);
   dist.get("transport", ds.transport);
@@ -337,10 +356,11 @@ JobConfig parse_job(const std::string& text, const std::string& name, const std:
   dist.get("replicas", ds.replicas);
   dist.get("split_bound", ds.split_bound);
   dist.reject_unknown();
-  one_of(dist, "mode", ds.mode, {"local", "allreduce", "dist_sync", "dist_async", "dist_ssp"});
-  const bool ps = ds.mode.rfind("dist_", 0) == 0;
+  one_of(dist, "mode", mode, mode_names());
+  ds.mode = *parse_mode(mode);
+  const bool ps = uses_servers(ds.mode);
   dist.check(ds.servers >= 0, "servers", format("must be >= 0, got {}", ds.servers));
-  dist.check(ps || ds.servers == 0, "servers", format("parameter servers need mode = dist_sync, dist_async or dist_ssp (mode is \"{}\")", ds.mode));
+  dist.check(ps || ds.servers == 0, "servers", format("parameter servers need mode = dist_sync, dist_async or dist_ssp (mode is \"{}\")", mode));
   dist.check(ds.staleness >= 0, "staleness", format("must be >= 0, got {}", ds.staleness));
   dist.check(ds.replicas >= 0 && (ds.replicas == 0 || ds.servers == 0 || ds.replicas < ds.servers), "replicas",
              format("must be >= 0 and less than servers ({}), got {}", ds.servers, ds.replicas));

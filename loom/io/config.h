@@ -15,6 +15,9 @@
 #include <variant>
 #include <vector>
 
+#include "loom/io/mode.h"
+#include "loom/optim/spec.h"
+
 namespace loom::io {
 
 // One entry of [[model.layers]]: its type and the remaining keys as written.
@@ -45,25 +48,6 @@ struct DataConfig {
   std::vector<double> mean, std;      // per-channel normalisation (empty: none)
 };
 
-struct OptimizerConfig {
-  std::string name = "sgd";  // sgd | adam | adamw
-  double lr = 0.05;
-  double momentum = 0.9;
-  double dampening = 0.0;
-  bool nesterov = false;
-  double weight_decay = 0.0;
-  double beta1 = 0.9, beta2 = 0.999;
-  double eps = 1e-8;
-};
-
-struct ScheduleConfig {
-  std::string name = "constant";  // constant | step | cosine
-  int64_t step_size = 1;          // step: epochs between decays
-  double gamma = 0.1;
-  double min_lr = 0.0;            // cosine floor
-  int64_t warmup_steps = 0;       // linear warm-up before the schedule
-};
-
 struct TrainConfig {
   int64_t epochs = 10;
   int64_t max_steps = 0;       // 0: no limit
@@ -80,7 +64,7 @@ struct TrainConfig {
 };
 
 struct DistributedConfig {
-  std::string mode = "local";     // local | allreduce | dist_sync | dist_async | dist_ssp (parameter servers)
+  Mode mode = Mode::Local;        // local | allreduce | dist_sync | dist_async | dist_ssp (parameter servers)
   int64_t workers = 1;            // processes `loom train` starts (or the launcher did)
   bool deterministic = false;     // bitwise-identical results for any worker count (slower)
   std::string transport = "auto"; // auto | zmq | shm
@@ -99,8 +83,12 @@ struct JobConfig {
   std::string path;  // the file it came from
   ModelConfig model;
   DataConfig data;
-  OptimizerConfig optimizer;
-  ScheduleConfig schedule;
+  // [optimizer] (name = sgd | adam | adamw, lr, momentum, dampening, nesterov,
+  // weight_decay, beta1, beta2, eps, amsgrad) and [schedule] (name = constant |
+  // step | cosine, step_size in epochs, gamma, min_lr, warmup_steps). A job
+  // file's defaults differ from the spec's: lr 0.05 and momentum 0.9. The
+  // Trainer fills in the run's steps (schedule.steps_per_epoch, total_steps).
+  optim::OptimizerSpec optimizer{.lr = 0.05, .momentum = 0.9};
   TrainConfig train;
   DistributedConfig distributed;
 };

@@ -223,5 +223,10 @@ Optimizer adamw(std::vector<Tensor> params, const AdamWOptions& o) {
 Optimizer adamw(NamedTensors params, const AdamWOptions& o) {
   return Optimizer(std::move(params), std::make_unique<AdamW>(o), o.lr);
 }
+Optimizer make_optimizer(NamedTensors params, const OptimizerSpec& spec) {
+  LOOM_CHECK(spec.rescale_grad == 1.0, "optimizer: rescale_grad {} is for parameter servers; a local optimizer takes 1",
+             spec.rescale_grad);
+  return Optimizer(std::move(params), make_update_rule(spec), spec.lr);
+}
 
 }  // namespace loom::optim

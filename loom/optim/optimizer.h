@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "loom/core/tensor.h"
+#include "loom/optim/spec.h"
 #include "loom/optim/update_rule.h"
 
 namespace loom::optim {
@@ -84,5 +85,9 @@ Optimizer adam(std::vector<Tensor> params, const AdamOptions& o = {});
 Optimizer adam(NamedTensors params, const AdamOptions& o = {});
 Optimizer adamw(std::vector<Tensor> params, const AdamWOptions& o = {});
 Optimizer adamw(NamedTensors params, const AdamWOptions& o = {});
+// The spec's rule (spec.h make_update_rule) with its lr; its schedule is
+// make_schedule(spec), for an LRScheduler. A local optimizer does not rescale
+// gradients: spec.rescale_grad must be 1.
+Optimizer make_optimizer(NamedTensors params, const OptimizerSpec& spec);
 
 }  // namespace loom::optim

@@ -3,8 +3,8 @@
 // gradients and pulls the servers' new weights in one round trip (pushpull),
 // the servers running the job's optimizer and schedule.
 //
-//   auto kv = ps::KVStore::create("dist_sync");
-//   parallel::PsContext ctx(*kv, job);
+//   auto kv = ps::KVStore::create(io::Mode::DistSync);
+//   parallel::PsContext ctx(*kv);
 //   train::Trainer trainer(job, {.distributed = &ctx});
 //
 // dist_sync: the servers merge all workers' gradients of a step before
@@ -25,17 +25,15 @@
 
 namespace loom::parallel {
 
-// The servers' optimizer for a job: its [optimizer] and [schedule], the
-// schedule counted in updates (= steps in dist_sync), as the Trainer's.
-ps::OptimizerSpec server_optimizer_spec(const io::JobConfig& job, int64_t steps_per_epoch);
-
 class PsContext final : public train::DistributedContext {
  public:
-  PsContext(ps::KVStore& kv, io::JobConfig job);
+  explicit PsContext(ps::KVStore& kv) : kv_(kv) {}
 
   int rank() const override { return kv_.rank(); }
   int world_size() const override { return kv_.num_workers(); }
-  void set_steps_per_epoch(int64_t steps) override { steps_per_epoch_ = steps; }
+  // The Trainer's spec (the job's [optimizer] and [schedule] with the run's
+  // steps) is what the servers run; their schedule counts updates (= steps in dist_sync).
+  void set_optimizer(const optim::OptimizerSpec& spec) override { spec_ = spec; }
   // Rank 0's initial weights become every worker's: init, set_optimizer, pull.
   void attach(nn::Module& model) override;
   void finish_gradients() override {}
@@ -49,8 +47,7 @@ class PsContext final : public train::DistributedContext {
 
  private:
   ps::KVStore& kv_;
-  io::JobConfig job_;
-  int64_t steps_per_epoch_ = 1;
+  optim::OptimizerSpec spec_;
   std::vector<int64_t> keys_;
   std::vector<core::Tensor> params_, grads_;
 };

@@ -55,8 +55,8 @@ struct Request {
 class DistKVStore final : public KVStore {
  public:
   explicit DistKVStore(DistKVStoreOptions o) : o_(std::move(o)), losses_(std::make_shared<Losses>()) {
-    LOOM_CHECK_T(ConfigError, is_dist_type(o_.type), "kvstore: unknown type '{}' (local, dist_sync, dist_async, dist_ssp)",
-                 o_.type);
+    LOOM_CHECK_T(ConfigError, io::uses_servers(o_.type), "kvstore: type '{}' has no parameter servers (dist_sync, "
+                 "dist_async, dist_ssp)", o_.type);
     LOOM_CHECK_T(ConfigError, !o_.server_endpoints.empty(), "kvstore {}: the job has no parameter servers", o_.type);
     placement_ = {.num_servers = static_cast<int>(o_.server_endpoints.size()), .replicas = o_.options.replicas,
                   .split_bound = o_.options.split_bound};
@@ -96,7 +96,7 @@ class DistKVStore final : public KVStore {
     if (context_) zmq_ctx_term(context_);
   }
 
-  std::string type() const override { return o_.type; }
+  io::Mode type() const override { return o_.type; }
   int rank() const override { return o_.rank; }
   int num_workers() const override { return o_.num_workers; }
 
@@ -153,7 +153,7 @@ class DistKVStore final : public KVStore {
     check_row_ids(key, info, ids, "row_sparse_push");
     const int64_t version = ++info.version;
     // dist_sync merges a round per slice, so every slice hears from every worker (maybe no rows).
-    SparseRequests sr = sparse_requests(Op::Push, key, info, ids, o_.type == "dist_sync");
+    SparseRequests sr = sparse_requests(Op::Push, key, info, ids, o_.type == io::Mode::DistSync);
     // Each server's rows, gathered in the order of its ids.
     const auto all = detail::bytes_of(rows);
     const size_t rb = info.row_bytes();
@@ -187,16 +187,17 @@ class DistKVStore final : public KVStore {
     run(sr.reqs, "row_sparse_pull");
   }
 
-  void set_optimizer(const OptimizerSpec& spec) override {
+  void set_optimizer(const optim::OptimizerSpec& spec) override {
     if (o_.rank == 0) {
-      const std::string text = encode_optimizer(spec);
+      optim::check_spec(spec);  // here, not as one error reply per server
+      const std::vector<std::byte> bytes = optim::encode_spec(spec);
       std::vector<Request> reqs;
       for (int s = 0; s < placement_.num_servers; ++s) {
         Request r;
         r.h = {.op = Op::SetOptimizer};
         r.chain = {s};
         r.any_server = true;
-        r.frames.push_back({reinterpret_cast<const std::byte*>(text.data()), text.size()});
+        r.frames.push_back(bytes);
         reqs.push_back(std::move(r));
       }
       run(reqs, "set_optimizer");
@@ -209,7 +210,7 @@ class DistKVStore final : public KVStore {
   }
 
   void advance_clock() override {
-    if (o_.type != "dist_ssp" || !client()) return;
+    if (o_.type != io::Mode::DistSsp || !client()) return;
     ++clock_;
     client()->set(format("ssp/{}/{}", o_.rank, clock_), "1", o_.options.timeout);
     // Starting step clock_+1 needs every worker to have finished step clock_ - s.
@@ -503,7 +504,7 @@ class DistKVStore final : public KVStore {
       {
         std::unique_lock lock(losses_->mu);
         if (!losses_->coordinator.empty()) throw PeerLostError(losses_->coordinator);
-        if (!losses_->worker.empty() && o_.type == "dist_sync") throw PeerLostError(losses_->worker);
+        if (!losses_->worker.empty() && o_.type == io::Mode::DistSync) throw PeerLostError(losses_->worker);
         std::vector<size_t> resend;
         for (size_t i = 0; i < reqs.size(); ++i) {
           if (!reqs[i].done && losses_->servers.contains(reqs[i].sent_to)) resend.push_back(i);
@@ -588,14 +589,14 @@ std::unique_ptr<KVStore> connect_kvstore(DistKVStoreOptions options) {
   return std::make_unique<DistKVStore>(std::move(options));
 }
 
-std::unique_ptr<KVStore> KVStore::create(std::string_view type, const KVStoreOptions& options) {
-  if (type == "local") return detail::create_local_kvstore();
+std::unique_ptr<KVStore> KVStore::create(io::Mode type, const KVStoreOptions& options) {
+  if (type == io::Mode::Local) return detail::create_local_kvstore();
   return join_kvstore(comm::read_job_env(), type, options);
 }
 
-std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, std::string_view type, const KVStoreOptions& options) {
-  LOOM_CHECK_T(ConfigError, is_dist_type(type), "kvstore: unknown type '{}' (local, dist_sync, dist_async, dist_ssp)",
-               type);
+std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, io::Mode type, const KVStoreOptions& options) {
+  LOOM_CHECK_T(ConfigError, io::uses_servers(type), "kvstore: type '{}' has no parameter servers (dist_sync, "
+               "dist_async, dist_ssp)", type);
   LOOM_CHECK_T(ConfigError, env.has_coordinator() && env.num_servers > 0,
                "kvstore {}: no parameter-server job to join (start it with `loom launch --servers S`, a job file with "
                "[distributed] servers, or DMLC_* / LOOM_* variables)", type);
@@ -606,14 +607,14 @@ std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, std::string_view 
   const comm::Membership m = client->register_process(
       {.role = "worker", .host = host_env && *host_env ? host_env : comm::host_name(), .rank = env.rank, .endpoint = ""},
       options.join_timeout);
-  if (m.rank == 0) client->set("ps/type", std::string(type), options.join_timeout);
+  if (m.rank == 0) client->set("ps/type", std::string(io::name(type)), options.join_timeout);
   // The servers publish how they place keys; the workers must place them the same way.
   const std::string config = client->get("ps/config", options.join_timeout);
   KVStoreOptions o = options;
   if (std::sscanf(config.c_str(), "replicas=%d split_bound=%ld", &o.replicas, &o.split_bound) != 2) {
     throw CommError(format("kvstore: the servers published a bad configuration '{}'", config));
   }
-  return connect_kvstore({.type = std::string(type), .rank = m.rank, .num_workers = m.num_workers,
+  return connect_kvstore({.type = type, .rank = m.rank, .num_workers = m.num_workers,
                           .server_endpoints = m.endpoints("server"), .security = env.security(), .options = o,
                           .owned_client = client});
 }

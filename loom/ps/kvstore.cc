@@ -117,7 +117,7 @@ namespace {
 // "local": one process holds every key; the same Shard code as a server.
 class LocalKVStore final : public KVStore {
  public:
-  std::string type() const override { return "local"; }
+  io::Mode type() const override { return io::Mode::Local; }
   int rank() const override { return 0; }
   int num_workers() const override { return 1; }
 
@@ -178,7 +178,7 @@ class LocalKVStore final : public KVStore {
     stats_.bytes_received += out.nbytes();
   }
 
-  void set_optimizer(const OptimizerSpec& spec) override {
+  void set_optimizer(const optim::OptimizerSpec& spec) override {
     optimizer_ = make_server_optimizer(spec);
     for (auto& [k, e] : shards_) e.shard->set_optimizer(optimizer_);
   }
@@ -252,8 +252,6 @@ void KVStore::broadcast(std::span<const int64_t> keys, std::span<const Tensor> v
   init(keys, values);
   pull(keys, outs);
 }
-
-bool is_dist_type(std::string_view type) { return type == "dist_sync" || type == "dist_async" || type == "dist_ssp"; }
 
 std::unique_ptr<KVStore> detail::create_local_kvstore() { return std::make_unique<LocalKVStore>(); }
 

@@ -1,8 +1,8 @@
 // The KVStore: MXNet's key-value store API over Loom's parameter servers.
 //
-//   auto kv = ps::KVStore::create("dist_sync");          // joins the job the environment describes
+//   auto kv = ps::KVStore::create(io::Mode::DistSync);   // joins the job the environment describes
 //   kv->init(3, weights);                                 // every worker; rank 0's value is kept
-//   kv->set_optimizer({.rule = "sgd", .lr = 0.1});        // the servers run the update rule
+//   kv->set_optimizer({.rule = optim::Rule::Sgd, .lr = 0.1});  // the servers run the update rule
 //   kv->push(3, grad);                                    // summed over the workers, then updated
 //   kv->pull(3, weights);                                 // the new value, written in place
 //   kv->row_sparse_pull(7, rows_out, row_ids);            // only the rows asked for travel
@@ -43,7 +43,9 @@
 
 #include "loom/comm/security.h"
 #include "loom/core/tensor.h"
+#include "loom/io/mode.h"
 #include "loom/io/safetensors.h"
+#include "loom/optim/spec.h"
 #include "loom/ps/placement.h"
 #include "loom/ps/protocol.h"
 
@@ -74,11 +76,11 @@ class KVStore {
  public:
   virtual ~KVStore() = default;
 
-  // "local" here; "dist_sync" | "dist_async" | "dist_ssp" join the job the
-  // environment describes (comm::read_job_env) as a worker.
-  static std::unique_ptr<KVStore> create(std::string_view type, const KVStoreOptions& options = {});
+  // Local here; DistSync | DistAsync | DistSsp join the job the environment
+  // describes (comm::read_job_env) as a worker. Allreduce is no store type (ConfigError).
+  static std::unique_ptr<KVStore> create(io::Mode type, const KVStoreOptions& options = {});
 
-  virtual std::string type() const = 0;
+  virtual io::Mode type() const = 0;
   virtual int rank() const = 0;
   virtual int num_workers() const = 0;
 
@@ -95,7 +97,7 @@ class KVStore {
   void broadcast(std::span<const int64_t> keys, std::span<const Tensor> values, std::span<const Tensor> outs);
 
   // Every worker calls it; rank 0's spec is sent to the servers.
-  virtual void set_optimizer(const OptimizerSpec& spec) = 0;
+  virtual void set_optimizer(const optim::OptimizerSpec& spec) = 0;
   virtual void barrier() = 0;
   // dist_ssp: the end of one step (see above); a no-op for the other types.
   virtual void advance_clock() {}
@@ -130,7 +132,7 @@ class KVStore {
 
 // A worker's store connected to running servers (what create() does after the rendezvous).
 struct DistKVStoreOptions {
-  std::string type = "dist_sync";
+  io::Mode type = io::Mode::DistSync;  // one that uses_servers
   int rank = 0;
   int num_workers = 1;
   std::vector<std::string> server_endpoints;
@@ -143,9 +145,6 @@ struct DistKVStoreOptions {
 };
 std::unique_ptr<KVStore> connect_kvstore(DistKVStoreOptions options);
 // create() for a dist type with the job described by `env` (create() reads the environment).
-std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, std::string_view type, const KVStoreOptions& options = {});
-
-// The KVStore type names.
-bool is_dist_type(std::string_view type);
+std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, io::Mode type, const KVStoreOptions& options = {});
 
 }  // namespace loom::ps

@@ -1,6 +1,5 @@
 #include "loom/ps/protocol.h"
 
-#include <charconv>
 #include <cstring>
 #include <limits>
 
@@ -114,79 +113,6 @@ Header decode_header(std::span<const std::byte> bytes) {
                "ps protocol: slice rows [{}, {}+{}) outside the key's {} rows", h.row_begin, h.row_begin, h.num_rows,
                h.total_rows);
   return h;
-}
-
-std::string encode_optimizer(const OptimizerSpec& s) {
-  auto num = [](double v) {  // shortest text that reads back as the same double
-    char buf[64];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-    return std::string(buf, end);
-  };
-  std::string out;
-  out += "rule=" + s.rule + "\n";
-  out += "lr=" + num(s.lr) + "\nmomentum=" + num(s.momentum) + "\ndampening=" + num(s.dampening);
-  out += "\nweight_decay=" + num(s.weight_decay) + "\nnesterov=" + (s.nesterov ? "1" : "0");
-  out += "\nbeta1=" + num(s.beta1) + "\nbeta2=" + num(s.beta2) + "\neps=" + num(s.eps);
-  out += "\namsgrad=" + std::string(s.amsgrad ? "1" : "0") + "\nschedule=" + s.schedule;
-  out += "\nstep_size=" + std::to_string(s.step_size) + "\ngamma=" + num(s.gamma);
-  out += "\nt_max=" + std::to_string(s.t_max) + "\nmin_lr=" + num(s.min_lr);
-  out += "\nwarmup_steps=" + std::to_string(s.warmup_steps) + "\nrescale_grad=" + num(s.rescale_grad) + "\n";
-  return out;
-}
-
-OptimizerSpec decode_optimizer(std::string_view text) {
-  OptimizerSpec s;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    const std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
-    if (line.empty()) continue;
-    const size_t eq = line.find('=');
-    LOOM_CHECK(eq != std::string_view::npos, "optimizer spec: line '{}' is not name=value", line);
-    const std::string name(line.substr(0, eq));
-    const std::string_view value = line.substr(eq + 1);
-    auto as_double = [&] {
-      double v = 0;
-      auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-      LOOM_CHECK(ec == std::errc() && ptr == value.data() + value.size(), "optimizer spec: {} = '{}' is not a number",
-                 name, value);
-      return v;
-    };
-    auto as_int = [&] {
-      int64_t v = 0;
-      auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-      LOOM_CHECK(ec == std::errc() && ptr == value.data() + value.size(), "optimizer spec: {} = '{}' is not an integer",
-                 name, value);
-      return v;
-    };
-    if (name == "rule") s.rule = value;
-    else if (name == "lr") s.lr = as_double();
-    else if (name == "momentum") s.momentum = as_double();
-    else if (name == "dampening") s.dampening = as_double();
-    else if (name == "weight_decay") s.weight_decay = as_double();
-    else if (name == "nesterov") s.nesterov = as_int() != 0;
-    else if (name == "beta1") s.beta1 = as_double();
-    else if (name == "beta2") s.beta2 = as_double();
-    else if (name == "eps") s.eps = as_double();
-    else if (name == "amsgrad") s.amsgrad = as_int() != 0;
-    else if (name == "schedule") s.schedule = value;
-    else if (name == "step_size") s.step_size = as_int();
-    else if (name == "gamma") s.gamma = as_double();
-    else if (name == "t_max") s.t_max = as_int();
-    else if (name == "min_lr") s.min_lr = as_double();
-    else if (name == "warmup_steps") s.warmup_steps = as_int();
-    else if (name == "rescale_grad") s.rescale_grad = as_double();
-    else throw ValueError(format("optimizer spec: unknown field '{}'", name));
-  }
-  LOOM_CHECK(s.rule == "sgd" || s.rule == "adam" || s.rule == "adamw", "optimizer spec: unknown rule '{}' (sgd, adam, adamw)",
-             s.rule);
-  LOOM_CHECK(s.schedule == "constant" || s.schedule == "step" || s.schedule == "cosine",
-             "optimizer spec: unknown schedule '{}' (constant, step, cosine)", s.schedule);
-  LOOM_CHECK(s.lr >= 0 && s.step_size >= 1 && s.t_max >= 1 && s.warmup_steps >= 0,
-             "optimizer spec: lr must be >= 0, step_size and t_max >= 1, warmup_steps >= 0");
-  return s;
 }
 
 }  // namespace loom::ps

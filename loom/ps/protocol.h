@@ -68,7 +68,7 @@ enum class Op : uint16_t {
   Push = 2,          // frames: [data] (dense) | Flag::Sparse: [slices] [row ids] [rows]. Reply when applied.
   Pull = 3,          // frames: none | Flag::Sparse: [slices] [row ids]. Reply frames: [data] | [rows].
   PushPull = 4,      // a Push whose reply carries the updated slice, as Pull's.
-  SetOptimizer = 5,  // frames: [OptimizerSpec text]. Applies to every key of the server.
+  SetOptimizer = 5,  // frames: [optim::encode_spec bytes]. Applies to every key of the server.
   GetState = 6,      // reply frames: [weights] [state slot 0] ... [meta (i64: updates, per-worker versions)]
   SetState = 7,      // frames as GetState's reply: replaces the slice's weights, state and counters.
   Replicate = 8,     // primary -> backup: frames as Push (the merged update); seq = updates after it.
@@ -111,33 +111,5 @@ inline int32_t server_sender(int server) { return -1 - server; }
 HeaderBytes encode_header(const Header& h);
 // Throws CommError naming what is wrong.
 Header decode_header(std::span<const std::byte> bytes);
-
-// The server-side optimizer: which update rule (loom/optim) with which
-// hyper-parameters, and the learning-rate schedule as a function of the
-// number of updates a slice has had. Travels as "name=value" lines.
-struct OptimizerSpec {
-  std::string rule = "sgd";  // sgd | adam | adamw
-  double lr = 0.01;
-  double momentum = 0.0;
-  double dampening = 0.0;
-  double weight_decay = 0.0;
-  bool nesterov = false;
-  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  bool amsgrad = false;
-  // Schedule: constant | step (every step_size updates x gamma) | cosine (over t_max updates, to min_lr);
-  // warmup_steps of linear warm-up before it.
-  std::string schedule = "constant";
-  int64_t step_size = 1;
-  double gamma = 0.1;
-  int64_t t_max = 1;
-  double min_lr = 0.0;
-  int64_t warmup_steps = 0;
-  // Scales every merged gradient before the rule sees it (MXNet's rescale_grad).
-  double rescale_grad = 1.0;
-};
-
-std::string encode_optimizer(const OptimizerSpec& spec);
-// ValueError naming the bad line.
-OptimizerSpec decode_optimizer(std::string_view text);
 
 }  // namespace loom::ps

@@ -237,8 +237,7 @@ struct KVServer::Impl {
     const bool from_server = h.sender < 0;
     if (h.op == Op::SetOptimizer) {
       LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: set_optimizer needs 1 frame");
-      const auto b = frames[2]->bytes();
-      optimizer = make_server_optimizer(decode_optimizer(std::string_view(reinterpret_cast<const char*>(b.data()), b.size())));
+      optimizer = make_server_optimizer(optim::decode_spec(frames[2]->bytes()));
       for (auto& [id, e] : entries) e.shard->set_optimizer(optimizer);
       reply(route, h, {});
       return;

@@ -6,6 +6,7 @@
 
 #include "loom/comm/coordinator.h"
 #include "loom/core/error.h"
+#include "loom/io/mode.h"
 #include "loom/ps/server.h"
 
 namespace loom::ps {
@@ -32,10 +33,12 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
     client.set("ps/config", format("replicas={} split_bound={}", options.replicas, options.split_bound),
                options.join_timeout);
   }
-  const std::string type = client.get("ps/type", options.join_timeout);
-  LOOM_CHECK_T(ConfigError, type == "dist_sync" || type == "dist_async" || type == "dist_ssp",
-               "parameter server: the workers asked for KVStore type '{}'", type);
-  server.set_role(m.rank, type == "dist_sync");
+  const std::string type_name = client.get("ps/type", options.join_timeout);
+  const std::optional<io::Mode> type = io::parse_mode(type_name);
+  LOOM_CHECK_T(ConfigError, type && io::uses_servers(*type), "parameter server: the workers asked for KVStore type '{}'",
+               type_name);
+  const bool sync = *type == io::Mode::DistSync;
+  server.set_role(m.rank, sync);
   server.connect_servers(m.endpoints("server"));
 
   std::atomic<bool> worker_lost{false};
@@ -44,14 +47,14 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
   client.on_peer_lost([&](const comm::LostPeer& p) {
     if (p.role == "server") {
       server.server_lost(p.rank);
-    } else if (p.role == "worker" && type == "dist_sync") {
+    } else if (p.role == "worker" && sync) {
       std::lock_guard lock(why_mu);
       if (why.empty()) why = p.describe();
       worker_lost = true;
     }
   });
   server.start();
-  std::fprintf(stderr, "server %d of %d (%s) serving on %s\n", m.rank, m.num_servers, type.c_str(),
+  std::fprintf(stderr, "server %d of %d (%s) serving on %s\n", m.rank, m.num_servers, type_name.c_str(),
                server.endpoint().c_str());
   int status = 0;
   for (;;) {

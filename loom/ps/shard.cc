@@ -15,35 +15,9 @@ Payload Payload::copy_of(std::span<const std::byte> bytes) {
   return {buf, std::span<const std::byte>(buf->data(), buf->size())};
 }
 
-std::shared_ptr<const ServerOptimizer> make_server_optimizer(const OptimizerSpec& spec) {
-  auto opt = std::make_shared<ServerOptimizer>();
-  opt->spec = spec;
-  if (spec.rule == "adam") {
-    opt->rule = std::make_unique<optim::Adam>(optim::AdamOptions{
-        .lr = spec.lr, .betas = {spec.beta1, spec.beta2}, .eps = spec.eps, .weight_decay = spec.weight_decay,
-        .amsgrad = spec.amsgrad});
-  } else if (spec.rule == "adamw") {
-    opt->rule = std::make_unique<optim::AdamW>(optim::AdamWOptions{
-        .lr = spec.lr, .betas = {spec.beta1, spec.beta2}, .eps = spec.eps, .weight_decay = spec.weight_decay,
-        .amsgrad = spec.amsgrad});
-  } else {
-    LOOM_CHECK(spec.rule == "sgd", "optimizer: unknown rule '{}' (sgd, adam, adamw)", spec.rule);
-    opt->rule = std::make_unique<optim::Sgd>(optim::SgdOptions{.lr = spec.lr, .momentum = spec.momentum,
-                                                               .dampening = spec.dampening,
-                                                               .weight_decay = spec.weight_decay,
-                                                               .nesterov = spec.nesterov});
-  }
-  std::shared_ptr<const optim::Schedule> sched;
-  if (spec.schedule == "step") {
-    sched = optim::step_lr({.base_lr = spec.lr, .step_size = spec.step_size, .gamma = spec.gamma});
-  } else if (spec.schedule == "cosine") {
-    sched = optim::cosine_annealing({.base_lr = spec.lr, .t_max = spec.t_max, .eta_min = spec.min_lr});
-  } else {
-    sched = optim::step_lr({.base_lr = spec.lr, .step_size = INT64_MAX / 2, .gamma = 1.0});
-  }
-  if (spec.warmup_steps > 0) sched = optim::linear_warmup(sched, {.warmup_steps = spec.warmup_steps});
-  opt->schedule = sched;
-  return opt;
+std::shared_ptr<const ServerOptimizer> make_server_optimizer(const optim::OptimizerSpec& spec) {
+  return std::make_shared<const ServerOptimizer>(
+      ServerOptimizer{.spec = spec, .rule = optim::make_update_rule(spec), .schedule = optim::make_schedule(spec)});
 }
 
 Shard::Shard(const ShardOptions& o) : o_(o) {

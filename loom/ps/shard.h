@@ -39,6 +39,7 @@
 #include "loom/core/dtype.h"
 #include "loom/core/shape.h"
 #include "loom/optim/schedule.h"
+#include "loom/optim/spec.h"
 #include "loom/optim/update_rule.h"
 #include "loom/ps/protocol.h"
 
@@ -59,12 +60,14 @@ struct PushData {
   bool sparse() const { return rows.has_value(); }
 };
 
+// A spec made into its rule and schedule once (optim's factory), shared by
+// every shard of a server.
 struct ServerOptimizer {
-  OptimizerSpec spec;
+  optim::OptimizerSpec spec;
   std::unique_ptr<optim::UpdateRule> rule;
   std::shared_ptr<const optim::Schedule> schedule;
 };
-std::shared_ptr<const ServerOptimizer> make_server_optimizer(const OptimizerSpec& spec);
+std::shared_ptr<const ServerOptimizer> make_server_optimizer(const optim::OptimizerSpec& spec);
 
 struct ShardOptions {
   int64_t key = 0;

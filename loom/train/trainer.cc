@@ -75,36 +75,15 @@ int64_t count_classes(const data::Dataset& ds) {
   return ops::max(td->targets()).item<int64_t>() + 1;
 }
 
-std::unique_ptr<optim::Optimizer> make_optimizer(const io::OptimizerConfig& o, const nn::NamedTensors& params) {
-  if (o.name == "adam") {
-    return std::make_unique<optim::Optimizer>(optim::adam(params, {.lr = o.lr, .betas = {o.beta1, o.beta2}, .eps = o.eps,
-                                                                   .weight_decay = o.weight_decay}));
-  }
-  if (o.name == "adamw") {
-    return std::make_unique<optim::Optimizer>(optim::adamw(params, {.lr = o.lr, .betas = {o.beta1, o.beta2}, .eps = o.eps,
-                                                                    .weight_decay = o.weight_decay}));
-  }
-  return std::make_unique<optim::Optimizer>(optim::sgd(params, {.lr = o.lr, .momentum = o.momentum,
-                                                                .dampening = o.dampening,
-                                                                .weight_decay = o.weight_decay, .nesterov = o.nesterov}));
-}
-
-std::shared_ptr<const optim::Schedule> make_schedule(const io::JobConfig& job, int64_t steps_per_epoch) {
-  const auto& s = job.schedule;
-  const double lr = job.optimizer.lr;
+// The job's optimizer with the run's length filled in: schedules in epochs
+// count steps_per_epoch steps each, cosine anneals to the last step.
+optim::OptimizerSpec run_optimizer_spec(const io::JobConfig& job, int64_t steps_per_epoch) {
+  optim::OptimizerSpec spec = job.optimizer;
   int64_t total = job.train.epochs * steps_per_epoch;
   if (job.train.max_steps > 0) total = std::min(total, job.train.max_steps);
-  std::shared_ptr<const optim::Schedule> sched;
-  if (s.name == "step") {
-    sched = optim::step_lr({.base_lr = lr, .step_size = s.step_size * steps_per_epoch, .gamma = s.gamma});
-  } else if (s.name == "cosine") {
-    sched = optim::cosine_annealing({.base_lr = lr, .t_max = std::max<int64_t>(1, total - s.warmup_steps),
-                                     .eta_min = s.min_lr});
-  } else {
-    sched = optim::step_lr({.base_lr = lr, .step_size = INT64_MAX / 2, .gamma = 1.0});
-  }
-  if (s.warmup_steps > 0) sched = optim::linear_warmup(sched, {.warmup_steps = s.warmup_steps});
-  return sched;
+  spec.schedule.steps_per_epoch = std::max<int64_t>(1, steps_per_epoch);
+  spec.schedule.total_steps = std::max<int64_t>(1, total);
+  return spec;
 }
 
 int64_t metadata_int(const io::Metadata& m, const std::string& key, const std::string& file) {
@@ -147,13 +126,14 @@ Trainer::Trainer(io::JobConfig job, TrainerOptions options) : job_(std::move(job
   test_loader_ = std::make_unique<data::DataLoader>(test_set_, eval_lo);
 
   model_ = build_model(job_.model, train_set_->get(0).input.shape(), num_classes_);
+  const optim::OptimizerSpec spec = run_optimizer_spec(job_, train_loader_->num_batches());
   if (options_.distributed) {
     if (options_.distributed->rank() != 0) options_.log = nullptr;  // rank 0 reports for the job
-    options_.distributed->set_steps_per_epoch(train_loader_->num_batches());
+    options_.distributed->set_optimizer(spec);
     options_.distributed->attach(*model_);
   }
-  optimizer_ = make_optimizer(job_.optimizer, model_->named_parameters());
-  scheduler_ = std::make_unique<optim::LRScheduler>(*optimizer_, make_schedule(job_, train_loader_->num_batches()), 0);
+  optimizer_ = std::make_unique<optim::Optimizer>(optim::make_optimizer(model_->named_parameters(), spec));
+  scheduler_ = std::make_unique<optim::LRScheduler>(*optimizer_, optim::make_schedule(spec), 0);
 
   std::string dir = options_.checkpoint_dir.empty() ? job_.train.checkpoint_dir : options_.checkpoint_dir;
   if (!dir.empty()) {
@@ -411,7 +391,8 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
     d->generator().set_state(seed, offset);
   }
   step_ = step;
-  scheduler_ = std::make_unique<optim::LRScheduler>(*optimizer_, make_schedule(job_, train_loader_->num_batches()), step_);
+  scheduler_ = std::make_unique<optim::LRScheduler>(
+      *optimizer_, optim::make_schedule(run_optimizer_spec(job_, train_loader_->num_batches())), step_);
   if (options_.distributed) {
     options_.distributed->restore_checkpoint_state(f, file);
   } else {

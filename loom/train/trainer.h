@@ -51,8 +51,9 @@ class DistributedContext {
   virtual void accumulate_micro_batch() {}
   // Waits for every rank (end of training).
   virtual void barrier() = 0;
-  // Told before attach(): optimizer steps per epoch (schedules in epochs need it).
-  virtual void set_steps_per_epoch(int64_t steps) {}
+  // Told before attach(): the job's optimizer with the run's steps filled in
+  // (a context that applies the update, on parameter servers, runs this spec).
+  virtual void set_optimizer(const optim::OptimizerSpec& spec) {}
   // Parameter servers run the update rule themselves: after finish_gradients()
   // the trainer calls apply_update() (which leaves the new weights in the
   // model) instead of stepping its own optimizer.

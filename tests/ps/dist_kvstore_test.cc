@@ -57,7 +57,7 @@ TEST(DistKVStore, SyncWithServerOptimizerUpdatesOncePerRound) {
   Cluster cluster({.workers = 2, .servers = 2, .split_bound = 16});
   cluster.run([](int rank, KVStore& kv) {
     kv.init(0, ops::ones({40}));
-    kv.set_optimizer({.rule = "sgd", .lr = 0.5, .rescale_grad = 0.5});  // averages the 2 workers' pushes
+    kv.set_optimizer({.rule = optim::Rule::Sgd, .lr = 0.5, .rescale_grad = 0.5});  // averages the 2 workers' pushes
     for (int i = 0; i < 4; ++i) kv.push(0, ops::full({40}, rank == 0 ? 1.0 : 3.0));
     Tensor w = ops::zeros({40});
     kv.pull(0, w);
@@ -66,10 +66,10 @@ TEST(DistKVStore, SyncWithServerOptimizerUpdatesOncePerRound) {
 }
 
 TEST(DistKVStore, AsyncAppliesEveryPush) {
-  Cluster cluster({.workers = 3, .servers = 2, .split_bound = 8, .type = "dist_async"});
+  Cluster cluster({.workers = 3, .servers = 2, .split_bound = 8, .type = io::Mode::DistAsync});
   cluster.run([](int rank, KVStore& kv) {
     kv.init(0, ops::zeros({20}));
-    kv.set_optimizer({.rule = "sgd", .lr = 1.0});
+    kv.set_optimizer({.rule = optim::Rule::Sgd, .lr = 1.0});
     for (int i = 0; i < 5 + rank; ++i) kv.push(0, ops::full({20}, -1.0));  // w -= -1 per push
     kv.barrier();
     Tensor w = ops::zeros({20});
@@ -112,12 +112,12 @@ TEST(DistKVStore, RowSparseSumsAreExactAcrossWorkersServersAndSlices) {
   // A 200000 x 2 table is 7 slices; each worker pushes 4 rows (one shared by
   // all) in 3 or 4 of them, so some slices get no rows from a worker (a
   // dist_sync push still names them) and a server's request covers several.
-  for (const std::string type : {"dist_sync", "dist_async"}) {
+  for (const io::Mode type : {io::Mode::DistSync, io::Mode::DistAsync}) {
     for (int servers : {1, 3}) {
       Cluster cluster({.workers = 3, .servers = servers, .type = type});
       cluster.run([](int rank, KVStore& kv) {
         kv.init(0, ops::zeros({200000, 2}));
-        kv.set_optimizer({.rule = "sgd", .lr = 1.0});
+        kv.set_optimizer({.rule = optim::Rule::Sgd, .lr = 1.0});
         const std::vector<int64_t> rows = {rank, 1000 * rank + 5, 100000 + 3 * rank, 199999};
         for (int round = 0; round < 2; ++round) {
           kv.row_sparse_push(0, Tensor::from_vector<int64_t>(rows, {4}), ops::full({4, 2}, -(rank + 1.0)));
@@ -143,7 +143,7 @@ TEST(DistKVStore, SparseTrafficGrowsWithRowsTouchedNotTableSize) {
   cluster.run([](int, KVStore& kv) {
     const int64_t rows = 1 << 20, dim = 8;  // a 1M-row table, 32 MiB
     kv.init(0, ops::zeros({rows, dim}));
-    kv.set_optimizer({.rule = "sgd", .lr = 0.1});
+    kv.set_optimizer({.rule = optim::Rule::Sgd, .lr = 0.1});
     auto step_bytes = [&](int64_t touched, int64_t offset) {
       std::vector<int64_t> ids;  // spread over both servers, disjoint between calls
       for (int64_t i = 0; i < touched; ++i) ids.push_back(i * (rows / touched) + offset);
@@ -173,7 +173,7 @@ TEST(DistKVStore, SparseTrafficGrowsWithRowsTouchedNotTableSize) {
 
 TEST(DistKVStore, StaleSynchronousParallelBoundHoldsUnderASlowWorker) {
   const int s = 1, steps = 8;
-  Cluster cluster({.workers = 2, .servers = 1, .type = "dist_ssp", .staleness = s});
+  Cluster cluster({.workers = 2, .servers = 1, .type = io::Mode::DistSsp, .staleness = s});
   using Clock = std::chrono::steady_clock;
   std::mutex mu;
   std::vector<std::vector<Clock::time_point>> start(2, std::vector<Clock::time_point>(steps + 1)), finish = start;
@@ -208,7 +208,7 @@ TEST(DistKVStore, SyncWorkersWithUnequalStepCountsDoNotHang) {
   Cluster cluster({.workers = 2, .servers = 2, .split_bound = 8, .timeout = std::chrono::milliseconds(10000)});
   cluster.run([](int rank, KVStore& kv) {
     kv.init(0, ops::zeros({20}));
-    kv.set_optimizer({.rule = "sgd", .lr = 1.0});
+    kv.set_optimizer({.rule = optim::Rule::Sgd, .lr = 1.0});
     const int steps = rank == 0 ? 5 : 3;
     for (int i = 0; i < steps; ++i) kv.push(0, ops::full({20}, -1.0));
     if (rank == 0) {
@@ -229,7 +229,7 @@ TEST(DistKVStore, ServerOptimizerStateSavesAndLoadsAcrossJobs) {
     Cluster cluster({.workers = 2, .servers = 2, .split_bound = 8});
     cluster.run([&](int rank, KVStore& kv) {
       kv.init(0, ops::ones({30}));
-      kv.set_optimizer({.rule = "adam", .lr = 0.01});
+      kv.set_optimizer({.rule = optim::Rule::Adam, .lr = 0.01});
       rounds(rank, kv, 0, 3);
       kv.save_optimizer_states(path);
       rounds(rank, kv, 3, 5);
@@ -242,7 +242,7 @@ TEST(DistKVStore, ServerOptimizerStateSavesAndLoadsAcrossJobs) {
     Cluster cluster({.workers = 2, .servers = 2, .split_bound = 8});
     cluster.run([&](int rank, KVStore& kv) {
       kv.init(0, ops::zeros({30}));
-      kv.set_optimizer({.rule = "adam", .lr = 0.01});
+      kv.set_optimizer({.rule = optim::Rule::Adam, .lr = 0.01});
       kv.load_optimizer_states(path);  // weights, Adam moments and step counts of every slice
       rounds(rank, kv, 3, 5);
       Tensor w = ops::zeros({30});

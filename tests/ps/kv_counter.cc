@@ -24,11 +24,13 @@ int main(int argc, char** argv) {
   const std::string type = argv[1];
   const int steps = std::stoi(argv[2]);
   try {
-    auto kv = ps::KVStore::create(type);
+    const std::optional<io::Mode> mode = io::parse_mode(type);
+    LOOM_CHECK(mode.has_value(), "loom_kv_counter: unknown type '{}'", type);
+    auto kv = ps::KVStore::create(*mode);
     const std::vector<int64_t> keys = {0, 1};
     const std::vector<core::Tensor> init = {ops::zeros({4}), ops::zeros({5000})};  // key 1 is split over both servers
     kv->init(keys, init);
-    kv->set_optimizer({.rule = "sgd", .lr = 1.0});
+    kv->set_optimizer({.rule = optim::Rule::Sgd, .lr = 1.0});
     const std::vector<core::Tensor> grads = {ops::full({4}, -1.0), ops::full({5000}, -1.0)};
     // Key 2: 40000 x 4, three slices over the two servers; rows in each.
     const int64_t table_rows = 40000;

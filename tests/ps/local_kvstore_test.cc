@@ -18,8 +18,8 @@ using core::Tensor;
 Tensor values(std::vector<float> v, core::Shape shape) { return Tensor::from_vector<float>(v, shape); }
 
 TEST(LocalKVStore, PushReplacesWithoutOptimizerAndPullCopies) {
-  auto kv = KVStore::create("local");
-  EXPECT_EQ(kv->type(), "local");
+  auto kv = KVStore::create(io::Mode::Local);
+  EXPECT_EQ(kv->type(), io::Mode::Local);
   kv->init(3, values({1, 2, 3, 4}, {2, 2}));
   Tensor out = ops::zeros({2, 2});
   kv->pull(3, out);
@@ -30,10 +30,10 @@ TEST(LocalKVStore, PushReplacesWithoutOptimizerAndPullCopies) {
 }
 
 TEST(LocalKVStore, ServerSideSgdMatchesTheLocalOptimizer) {
-  auto kv = KVStore::create("local");
+  auto kv = KVStore::create(io::Mode::Local);
   Tensor w0 = Tensor::from_vector<float>({0.5f, -1.0f, 2.0f}, {3});
   kv->init(0, w0);
-  kv->set_optimizer({.rule = "sgd", .lr = 0.1, .momentum = 0.9, .weight_decay = 0.01});
+  kv->set_optimizer({.rule = optim::Rule::Sgd, .lr = 0.1, .momentum = 0.9, .weight_decay = 0.01});
   Tensor w = Tensor::from_vector<float>({0.5f, -1.0f, 2.0f}, {3});
   w.set_requires_grad(true);
   auto opt = optim::sgd(std::vector<Tensor>{w}, {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01});
@@ -49,9 +49,9 @@ TEST(LocalKVStore, ServerSideSgdMatchesTheLocalOptimizer) {
 }
 
 TEST(LocalKVStore, RowSparsePushUpdatesOnlyTouchedRows) {
-  auto kv = KVStore::create("local");
+  auto kv = KVStore::create(io::Mode::Local);
   kv->init(1, ops::ones({6, 2}));
-  kv->set_optimizer({.rule = "sgd", .lr = 1.0});
+  kv->set_optimizer({.rule = optim::Rule::Sgd, .lr = 1.0});
   kv->row_sparse_push(1, Tensor::from_vector<int64_t>({1, 4}, {2}), ops::full({2, 2}, 0.5));
   Tensor rows = ops::zeros({3, 2});
   kv->row_sparse_pull(1, rows, Tensor::from_vector<int64_t>({4, 0, 1}, {3}));
@@ -61,7 +61,7 @@ TEST(LocalKVStore, RowSparsePushUpdatesOnlyTouchedRows) {
 }
 
 TEST(LocalKVStore, BadRequestsNameTheProblem) {
-  auto kv = KVStore::create("local");
+  auto kv = KVStore::create(io::Mode::Local);
   kv->init(0, ops::zeros({4}));
   try {
     kv->push(9, ops::zeros({4}));
@@ -74,7 +74,8 @@ TEST(LocalKVStore, BadRequestsNameTheProblem) {
   EXPECT_THROW(kv->push(0, ops::zeros({4}, core::DType::F64)), TypeError);
   EXPECT_THROW(kv->init(2, ops::zeros({4}, core::DType::I64)), TypeError);
   EXPECT_THROW(kv->init(0, ops::zeros({4})), ValueError);  // twice
-  EXPECT_THROW(KVStore::create("dist_foo"), ConfigError);
+  EXPECT_THROW(KVStore::create(io::Mode::Allreduce), ConfigError);  // not a store type
+  EXPECT_THROW(kv->set_optimizer({.lr = -1.0}), ValueError);
 }
 
 TEST(LocalKVStore, OptimizerStateSavesAndLoads) {
@@ -82,18 +83,18 @@ TEST(LocalKVStore, OptimizerStateSavesAndLoads) {
   auto run = [](KVStore& kv, int steps) {
     for (int i = 0; i < steps; ++i) kv.push(0, ops::full({3}, 0.1 * (i + 1)));
   };
-  auto a = KVStore::create("local");
+  auto a = KVStore::create(io::Mode::Local);
   a->init(0, ops::ones({3}));
-  a->set_optimizer({.rule = "adam", .lr = 0.01});
+  a->set_optimizer({.rule = optim::Rule::Adam, .lr = 0.01});
   run(*a, 3);
   a->save_optimizer_states(path);
   run(*a, 2);
   Tensor wa = ops::zeros({3});
   a->pull(0, wa);
 
-  auto b = KVStore::create("local");
+  auto b = KVStore::create(io::Mode::Local);
   b->init(0, ops::zeros({3}));
-  b->set_optimizer({.rule = "adam", .lr = 0.01});
+  b->set_optimizer({.rule = optim::Rule::Adam, .lr = 0.01});
   b->load_optimizer_states(path);
   run(*b, 2);  // continues as if never stopped (Adam's moments and step count restored)
   Tensor wb = ops::zeros({3});

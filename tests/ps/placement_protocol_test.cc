@@ -157,23 +157,5 @@ TEST(Protocol, HeaderRoundTripsAndRejectsCorruption) {
   EXPECT_THROW(decode_header(encode_header(h)), CommError);
 }
 
-TEST(Protocol, OptimizerSpecRoundTripsExactly) {
-  OptimizerSpec s{.rule = "adamw", .lr = 0.1 + 1e-17, .weight_decay = 1.0 / 3, .beta2 = 0.98, .amsgrad = true,
-                  .schedule = "cosine", .t_max = 1000, .min_lr = 1e-5, .warmup_steps = 10, .rescale_grad = 0.25};
-  OptimizerSpec b = decode_optimizer(encode_optimizer(s));
-  EXPECT_EQ(b.rule, "adamw");
-  EXPECT_EQ(b.lr, s.lr);
-  EXPECT_EQ(b.weight_decay, s.weight_decay);
-  EXPECT_EQ(b.beta2, 0.98);
-  EXPECT_TRUE(b.amsgrad);
-  EXPECT_EQ(b.schedule, "cosine");
-  EXPECT_EQ(b.t_max, 1000);
-  EXPECT_EQ(b.warmup_steps, 10);
-  EXPECT_EQ(b.rescale_grad, 0.25);
-  EXPECT_THROW(decode_optimizer("rule=rmsprop\n"), ValueError);
-  EXPECT_THROW(decode_optimizer("lr=fast\n"), ValueError);
-  EXPECT_THROW(decode_optimizer("colour=red\n"), ValueError);
-}
-
 }  // namespace
 }  // namespace loom::ps

@@ -24,7 +24,7 @@ struct ClusterOptions {
   int servers = 2;
   int replicas = 0;
   int64_t split_bound = kDefaultSplitBound;
-  std::string type = "dist_sync";
+  io::Mode type = io::Mode::DistSync;
   int staleness = 0;
   std::chrono::milliseconds heartbeat_timeout{3000};
   std::chrono::milliseconds timeout{30000};

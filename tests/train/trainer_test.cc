@@ -10,6 +10,7 @@
 #include "loom/io/safetensors.h"
 #include "loom/ops/ops.h"
 #include "loom/train/trainer.h"
+#include "tests/train/two_class_idx.h"
 
 namespace loom {
 namespace {
@@ -24,48 +25,12 @@ class TrainerTest : public ::testing::Test {
                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    // Two classes told apart by the mean brightness of the left vs right half, plus noise.
-    core::Generator gen(3);
-    for (const char* split : {"train", "test"}) {
-      const int64_t n = std::string(split) == "train" ? 384 : 128;
-      Tensor noise = ops::rand({n, 8, 8}, gen, core::DType::F32, 0, 100);
-      Tensor labels = ops::to_dtype(ops::mul(ops::rand({n}, gen), 2.0), core::DType::I64);
-      auto img = noise.to_vector<float>();
-      auto lab = labels.to_vector<int64_t>();
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t r = 0; r < 8; ++r)
-          for (int64_t c = 0; c < 8; ++c)
-            if ((c < 4) == (lab[i] == 0)) img[(i * 8 + r) * 8 + c] += 120;
-      Tensor images = ops::to_dtype(Tensor::from_vector<float>(img, {n, 8, 8}), core::DType::U8);
-      data::write_idx((dir_ / (std::string(split) + "-images.gz")).string(), images);
-      data::write_idx((dir_ / (std::string(split) + "-labels")).string(), ops::to_dtype(labels, core::DType::U8));
-    }
+    testing::write_two_class_idx(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
 
   io::JobConfig job(const std::string& model, std::vector<std::string> extra = {}) {
-    std::string text = format(R"(
-[model]
-{}
-[data]
-dataset = "idx"
-root = "{}"
-train_file = "train-images.gz"
-train_labels = "train-labels"
-test_file = "test-images.gz"
-test_labels = "test-labels"
-batch_size = 32
-num_workers = 2
-[optimizer]
-name = "sgd"
-lr = 0.05
-momentum = 0.9
-[train]
-epochs = 4
-seed = 5
-threads = 1
-)", model, dir_.string());
-    return io::parse_job(text, "test.toml", extra);
+    return io::parse_job(testing::two_class_job_text(model, dir_), "test.toml", extra);
   }
 
   fs::path dir_;
@@ -82,6 +47,23 @@ TEST_F(TrainerTest, LearnsASimpleTask) {
   ASSERT_TRUE(r.test.has_value());
   EXPECT_GT(r.test->accuracy, 0.9);
   EXPECT_EQ(r.step, 4 * 12);
+}
+
+// Every [optimizer] key reaches the rule: AMSGrad keeps a third state slot.
+TEST_F(TrainerTest, AmsgradFromTheJobFileTrains) {
+  const fs::path ckpt = dir_ / "ckpt";
+  train::Trainer t(job("name = \"mlp\"", {"optimizer.name=adam", "optimizer.lr=0.01", "optimizer.amsgrad=true"}),
+                   {.checkpoint_dir = ckpt.string(), .log = nullptr});
+  train::EpochReport r = t.fit();
+  ASSERT_TRUE(r.test.has_value());
+  EXPECT_GT(r.test->accuracy, 0.9);
+  int amsgrad_slots = 0;
+  for (const auto& entry : fs::directory_iterator(ckpt)) {
+    for (const auto& [name, tensor] : io::read_safetensors(entry.path()).tensors) {
+      amsgrad_slots += name.starts_with("optim.") && name.ends_with(".max_exp_avg_sq");
+    }
+  }
+  EXPECT_GT(amsgrad_slots, 0);
 }
 
 TEST_F(TrainerTest, ResumeIsBitwiseExact) {

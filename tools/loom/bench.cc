@@ -99,7 +99,7 @@ double percentile_ms(std::vector<double> seconds, double q) {  // nearest rank
 
 int ps_worker(const BenchPsArgs& args, const comm::JobEnv& env) {
   core::set_num_threads(1);
-  auto kv = ps::KVStore::create(args.type);
+  auto kv = ps::KVStore::create(io::parse_mode(args.type).value());  // checked by run_bench_ps
   int64_t next_key = 0;
   for (const auto& s : args.sizes) {
     const int64_t bytes = parse_bytes(s);
@@ -171,7 +171,8 @@ int run_bench_allreduce(const BenchAllreduceArgs& args) {
 int run_bench_ps(const BenchPsArgs& args) {
   LOOM_CHECK_T(ConfigError, args.workers >= 1 && args.servers >= 1, "bench ps: needs --workers >= 1 and --servers >= 1");
   LOOM_CHECK_T(ConfigError, args.keys >= 1, "bench ps: --keys must be >= 1, got {}", args.keys);
-  LOOM_CHECK_T(ConfigError, args.type == "dist_sync" || args.type == "dist_async",
+  const std::optional<io::Mode> type = io::parse_mode(args.type);
+  LOOM_CHECK_T(ConfigError, type == io::Mode::DistSync || type == io::Mode::DistAsync,
                "bench ps: --type is dist_sync or dist_async, got '{}'", args.type);
   for (const auto& s : args.sizes) {  // a bad size fails here, before any process starts
     LOOM_CHECK_T(ConfigError, parse_bytes(s) / 4 / args.keys >= 1, "bench ps: {} bytes do not make {} keys of f32", s,

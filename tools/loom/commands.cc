@@ -74,7 +74,7 @@ int run_train_ps(const TrainArgs& args, const io::JobConfig& job, const comm::Jo
                             .heartbeat_timeout_s = d.heartbeat_timeout_s, .tolerate_server_loss = d.replicas > 0});
   }
   auto kv = ps::join_kvstore(env, d.mode, {.staleness = static_cast<int>(d.staleness), .timeout = seconds(d.timeout_s)});
-  parallel::PsContext ctx(*kv, job);
+  parallel::PsContext ctx(*kv);
   const int rc = train_here(args, job, &ctx);
   kv->close();
   return rc;
@@ -94,7 +94,7 @@ int run_train(const TrainArgs& args) {
   io::JobConfig job = io::load_job_file(args.job, args.overrides);
   const int workers = args.workers > 0 ? args.workers : static_cast<int>(job.distributed.workers);
   comm::JobEnv env = comm::read_job_env();
-  if (job.distributed.mode.rfind("dist_", 0) == 0) return run_train_ps(args, job, env, workers);
+  if (io::uses_servers(job.distributed.mode)) return run_train_ps(args, job, env, workers);
   // Deterministic mode runs even one process through the data-parallel path
   // (per-sample, fixed-point gradients), so its results match any worker count bit for bit.
   const bool deterministic = job.distributed.deterministic;
@@ -116,7 +116,7 @@ int run_train(const TrainArgs& args) {
     return rc;
   }
   if (workers > 1 || deterministic) {
-    LOOM_CHECK_T(ConfigError, job.distributed.mode != "local" || args.workers > 0,
+    LOOM_CHECK_T(ConfigError, job.distributed.mode != io::Mode::Local || args.workers > 0,
                  "{}: [distributed] workers = {} needs mode = \"allreduce\"", args.job, workers);
     std::vector<std::string> command = {self_executable()};
     for (const auto& a : args.argv) command.push_back(a);
