@@ -48,6 +48,30 @@ std::pair<T, int64_t> window_max(const T* xp, int64_t w, const Window& win) {
   return {best, best_at};
 }
 
+// The common 2x2, stride 2, unpadded window, unrolled: the same result and
+// index as window_max (first of equal maxima, first NaN), without its
+// general loop bounds and per-element NaN test on the usual path.
+template <class T>
+void max_pool_2x2_row(const T* xp, int64_t w, int64_t oy, int64_t ow, T* yp, int64_t* ip) {
+  for (int64_t ox = 0; ox < ow; ++ox) {
+    const int64_t i0 = 2 * oy * w + 2 * ox;
+    const T a = xp[i0], b = xp[i0 + 1], c = xp[i0 + w], d = xp[i0 + w + 1];
+    if (std::isnan(a + b + c + d)) {
+      const auto [best, best_at] = window_max(xp, w, Window{2 * oy, 2 * oy + 2, 2 * ox, 2 * ox + 2});
+      yp[ox] = best;
+      ip[ox] = best_at;
+      continue;
+    }
+    T best = a;
+    int64_t at = i0;
+    if (b > best) best = b, at = i0 + 1;
+    if (c > best) best = c, at = i0 + w;
+    if (d > best) best = d, at = i0 + w + 1;
+    yp[ox] = best;
+    ip[ox] = at;
+  }
+}
+
 template <class T>
 void max_pool_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor& indices) {
   const int64_t planes = x.size(0) * x.size(1), h = x.size(2), w = x.size(3);
@@ -55,12 +79,18 @@ void max_pool_forward(const Tensor& x, const Pool2dParams& p, Tensor& y, Tensor&
   const T* xd = x.data<T>();
   T* yd = y.data<T>();
   int64_t* id = indices.data<int64_t>();
+  const bool two_by_two = p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 &&
+                          p.pad_h == 0 && p.pad_w == 0;
   core::parallel_for(0, planes, plane_grain(h * w), [&](int64_t lo, int64_t hi) {
     for (int64_t plane = lo; plane < hi; ++plane) {
       const T* xp = xd + plane * h * w;
       T* yp = yd + plane * oh * ow;
       int64_t* ip = id + plane * oh * ow;
       for (int64_t oy = 0; oy < oh; ++oy) {
+        if (two_by_two) {
+          max_pool_2x2_row(xp, w, oy, ow, yp + oy * ow, ip + oy * ow);
+          continue;
+        }
         for (int64_t ox = 0; ox < ow; ++ox) {
           const auto [best, best_at] = window_max(xp, w, window(p, h, w, oy, ox));
           yp[oy * ow + ox] = best;
