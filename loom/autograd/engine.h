@@ -4,7 +4,8 @@
 // the rest of backward is still running — DataParallel starts all-reducing
 // gradient buckets from there.
 //
-//   Tensor loss = ops::mean(ops::square(model(x) - y));
+//   // given: Tensor x, Tensor y, Tensor w
+//   Tensor loss = ops::mean(ops::square(ops::matmul(x, w) - y));   // w.requires_grad()
 //   autograd::backward(loss);                          // dloss/dleaf into leaf.grad()
 //   autograd::register_hook(w, [](const Tensor& g) { ... });
 //   { autograd::NoGradGuard no_grad; ... }             // ops record nothing here

@@ -1,8 +1,9 @@
 // Finite-difference gradient check, in f64, for any differentiable function.
 //
+//   core::Generator gen(1);
 //   auto r = autograd::gradcheck([](const std::vector<Tensor>& in) { return ops::tanh(in[0]); },
 //                                {ops::randn({3, 4}, gen, DType::F64)});
-//   EXPECT_TRUE(r.ok) << r.message;
+//   LOOM_CHECK(r.ok, "{}", r.message);
 //
 // The output is reduced with fixed random weights (so every output element
 // matters) and compared with central differences for every input element.

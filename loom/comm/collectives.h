@@ -1,5 +1,6 @@
 // Collectives over a Communicator: free functions with options structs.
 //
+//   // given: comm::Communicator& c, Tensor grads, Tensor t, Tensor weights, Tensor shard, Tensor all, Tensor full, Tensor mine
 //   using namespace std::chrono_literals;
 //   comm::allreduce(c, grads, {.op = comm::ReduceOp::Avg});                  // in place, every rank
 //   comm::allreduce(c, t, {.algorithm = comm::Algorithm::Ring, .timeout = 5s});

@@ -1,6 +1,7 @@
 // A communicator: the ranks of one job that run collectives together, the
 // transport that carries their messages, and where each rank lives.
 //
+//   // given: int r, Tensor grads
 //   comm::InProcHub hub(4);
 //   // on rank r's thread:
 //   comm::Communicator c = comm::make_communicator(hub.transport(r), {0, 0, 1, 1});  // 2 hosts x 2 ranks

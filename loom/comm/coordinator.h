@@ -1,13 +1,15 @@
 // The job coordinator: rendezvous, barriers, bootstrap values and membership
 // by heartbeat. One per job; every worker and server talks to it.
 //
+//   // given: comm::SecurityOptions sec, std::string coord_endpoint, std::string my_data_endpoint, std::string id
 //   comm::Coordinator coord({.bind = "tcp://10.77.0.1:29400", .num_workers = 8, .security = sec});
 //
 //   comm::CoordinatorClient client(coord_endpoint, sec, 30s);       // in each process
+//   std::shared_ptr<comm::Transport> transport;                       // set once registered
 //   client.on_peer_lost([&](const comm::LostPeer& p) { transport->fail_peer(p.rank, p.describe()); });
 //   comm::Membership m = client.register_process({.role = "worker", .host = comm::host_name(),
 //                                                  .endpoint = my_data_endpoint}, 120s);
-//   auto transport = std::make_shared<comm::ZmqTransport>(m.rank, m.endpoints("worker"), sec);
+//   transport = std::make_shared<comm::ZmqTransport>(m.rank, m.endpoints("worker"), sec);
 //   if (m.rank == 0) client.set("nccl_id", id);  else id = client.get("nccl_id", 60s);
 //   client.barrier("start", 60s);
 //   ...

@@ -2,8 +2,10 @@
 // the wire format both ends speak and the ZeroMQ / eventfd plumbing they
 // share. Not part of the public API; the format is described in coordinator.h.
 //
+//   // given: uint64_t request_id, std::string name, int64_t timeout_ms, std::string_view frame
+//   using namespace comm::coordinator_protocol;
 //   std::string header = encode_header(Type::Get, request_id);   // 16 bytes
-//   std::string body = BodyWriter().str(key).i64(timeout_ms).take();
+//   std::string body = BodyWriter().str(name).i64(timeout_ms).take();
 //   Header h = decode_header(frame);                            // CommError if bad
 //   BodyReader r(body, "get");                                  // every field checked
 //   std::string key = r.str("key", kMaxNameBytes);

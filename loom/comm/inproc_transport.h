@@ -5,6 +5,7 @@
 //   comm::InProcHub hub(8);
 //   std::vector<std::thread> ranks;
 //   for (int r = 0; r < 8; ++r) ranks.emplace_back([&, r] { auto t = hub.transport(r); ... });
+//   for (auto& t : ranks) t.join();
 #pragma once
 
 #include <condition_variable>

@@ -3,8 +3,8 @@
 // Loom processes unchanged.
 //
 //   comm::JobEnv env = comm::read_job_env();           // from environ
-//   if (env.role == "worker") { ... env.rank, env.world_size, env.coordinator_endpoint() ... }
-//   log("job: {}", env.describe());                     // says which launcher's variables it used
+//   if (env.role == "worker") { ... }                  // env.rank, env.world_size, env.coordinator_endpoint()
+//   std::puts(env.describe().c_str());                 // says which launcher's variables it used
 //
 // Sources, tried in this order; the first whose rank variables are present
 // gives role, rank, world size and local rank (the others are ignored):

@@ -1,10 +1,11 @@
 // Element-wise reduction kernels used by every collective: one vectorisable
 // loop per dtype and op, so all algorithms combine numbers the same way.
 //
-//   comm::reduce_into(DType::F32, ReduceOp::Sum, dst, src, n);   // dst[i] += src[i]
+//   // given: float* dst, const float* src, const float* a, const float* b, const float* c, size_t n, int world_size
+//   comm::reduce_into(DType::F32, comm::ReduceOp::Sum, dst, src, n);   // dst[i] += src[i]
 //   comm::divide(DType::F32, dst, n, world_size);                  // the Avg step
 //   const void* srcs[] = {a, b, c};
-//   comm::reduce_many(DType::F32, ReduceOp::Sum, srcs, dst, n);     // dst[i] = a[i] + b[i] + c[i]
+//   comm::reduce_many(DType::F32, comm::ReduceOp::Sum, srcs, dst, n);     // dst[i] = a[i] + b[i] + c[i]
 //
 // Dtypes: f32, f64, f16, bf16, i32, i64 (u8 and bool throw TypeError).
 // 16-bit floats are storage types here as everywhere in Loom: each call

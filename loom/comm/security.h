@@ -1,8 +1,9 @@
 // Job security: one secret per job, from which every process derives the same
 // CURVE keys, so a process without the secret cannot connect, push or pull.
 //
+//   // given: bool insecure
 //   comm::SecurityOptions sec = comm::security_from_env();   // LOOM_JOB_SECRET / LOOM_JOB_SECRET_FILE
-//   sec.insecure = flags.insecure;                            // plaintext only when asked for
+//   sec.insecure = insecure;                                  // --insecure: plaintext only when asked for
 //   comm::check_security(sec);                                // ValueError: no secret and not insecure
 //   comm::CurveKeys keys = comm::derive_curve_keys(sec.secret);
 //

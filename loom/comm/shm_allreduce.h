@@ -2,6 +2,8 @@
 // (Transport::allreduce_in_place), which runs on one host in fewer passes
 // over memory than a ring of messages can.
 //
+//   // given: const comm::shm::Segment& segment, int rank, int size, std::function<void(int)> check_alive, std::byte* p, size_t n, DType t, comm::ReduceOp op, comm::Deadline deadline
+//   using namespace comm;
 //   shm::LaneAllreduce ar(segment, rank, size, [&](int peer) { check_alive(peer); });
 //   if (!ar.run({.stream = 0, .data = p, .numel = n, .dtype = t, .op = op}, deadline)) { /* not offered */ }
 //

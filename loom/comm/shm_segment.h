@@ -2,6 +2,8 @@
 // face): the layout of the job's one POSIX shared-memory segment, and
 // creating, attaching to and leaving it.
 //
+//   // given: comm::ShmOptions options, int from, int to, int r, int stream, int p
+//   using namespace comm;
 //   shm::Segment seg(options);                 // names and sizes it; maps nothing yet
 //   options.rank == 0 ? seg.create() : seg.attach();
 //   seg.ring(from, to); seg.slot(r); seg.lane(stream);

@@ -1,6 +1,7 @@
 // The shared-memory transport: ranks that are processes (or threads) on one
 // host exchange messages through one POSIX shared-memory segment per job.
 //
+//   // given: int r, int peer, uint64_t tag, std::span<const std::byte> bytes, std::span<std::byte> out
 //   comm::ShmTransport t({.job_id = "job42", .rank = r, .size = 4});
 //   t.send(peer, tag, bytes, comm::Deadline::in(30s));
 //   t.recv(peer, tag, out, comm::Deadline::in(30s));

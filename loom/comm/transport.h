@@ -2,6 +2,7 @@
 // every transport implements (in-process for tests, shared memory within a
 // host, ZeroMQ between hosts) and every collective is written against.
 //
+//   // given: int rank, int peer, uint64_t tag, std::span<const std::byte> bytes, std::span<std::byte> out_bytes
 //   comm::InProcHub hub(4);                         // 4 ranks as threads (tests)
 //   auto t = hub.transport(rank);                   // std::shared_ptr<Transport>
 //   t->send(peer, tag, bytes, comm::Deadline::in(30s));

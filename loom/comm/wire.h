@@ -1,5 +1,7 @@
 // The header that travels in front of every payload between processes.
 //
+//   // given: uint32_t n
+//   using namespace comm;
 //   wire::Header h{.kind = wire::MessageKind::Data, .sender = 3, .tag = 42, .payload_nbytes = n};
 //   wire::HeaderBytes bytes = wire::encode_header(h);             // 40 bytes, little-endian
 //   wire::Header back = wire::decode_header(bytes, {.world_size = 8});  // throws CommError if bad

@@ -2,6 +2,7 @@
 // ipc:// sockets on one host), encrypted and authenticated with CURVE keys
 // derived from the job secret (security.h).
 //
+//   // given: int rank, uint64_t tag, std::span<const std::byte> bytes, std::span<std::byte> out
 //   std::vector<std::string> endpoints = {"tcp://10.77.0.1:5601", "tcp://10.77.0.2:5601"};
 //   comm::ZmqTransport t(rank, endpoints, comm::security_from_env(), {});
 //   t.send(1 - rank, tag, bytes, comm::Deadline::in(30s));   // semantics: transport.h

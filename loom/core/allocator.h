@@ -2,6 +2,7 @@
 // that a training step that repeats the same shapes reuses the same memory and
 // asks the system for nothing new (see AllocatorStats::system_allocs).
 //
+//   // given: size_t nbytes
 //   void* p = cpu_allocator().allocate(nbytes);  ...  cpu_allocator().deallocate(p, nbytes);
 //   auto s = cpu_allocator().stats();   // s.system_allocs stops growing after warm-up
 #pragma once

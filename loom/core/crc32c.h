@@ -1,5 +1,6 @@
 // CRC-32C (Castagnoli): TFRecord framing (TensorBoard files) and the comm wire header.
 //
+//   // given: const void* more, size_t n_more
 //   uint32_t c = core::crc32c("123456789", 9);          // 0xE3069283
 //   c = core::crc32c_extend(c, more, n_more);             // checksum of the concatenation
 //   uint32_t m = core::mask_crc32c(c);                    // what a TFRecord stores

@@ -1,6 +1,6 @@
 // Where a tensor's memory lives.
 //
-//   Device d = Device::cpu();  Device g{DeviceType::CUDA, 1};  to_string(g) == "cuda:1"
+//   Device d = Device::cpu();  Device g{DeviceType::CUDA, 1};  to_string(g) == "cuda:1";
 #pragma once
 
 #include <ostream>

@@ -1,7 +1,7 @@
 // Element types and dispatch over them.
 //
 //   DType t = DType::F32;  itemsize(t) == 4;  name(t) == "f32";
-//   visit_dtype(t, "relu", [&]<class T>() { ... T is float ... });
+//   visit_dtype(t, [&]<class T>() { ... });   // T is float for F32
 #pragma once
 
 #include <cstddef>

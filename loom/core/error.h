@@ -1,7 +1,8 @@
 // Errors. Two kinds, as in DESIGN.md:
 //
+//   // given: int64_t n, const Shape& a, const Shape& b, const void* impl
 //   LOOM_CHECK(n >= 0, "reshape: size {} is negative", n);      // user error -> ValueError
-//   LOOM_CHECK_T(ShapeError, a == b, "add: shapes {} and {}", a, b);
+//   LOOM_CHECK_T(ShapeError, a == b, "add: shapes {} and {}", to_string(a), to_string(b));
 //   LOOM_ASSERT(impl != nullptr);                                // our bug -> InternalError
 //
 // Messages use "{}" placeholders filled in order from the arguments (anything

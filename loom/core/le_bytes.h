@@ -2,6 +2,7 @@
 // (the transport header, the parameter-server protocol), independent of the
 // host's byte order.
 //
+//   // given: std::byte* p
 //   core::put_le<uint32_t>(p, 7);   uint32_t v = core::get_le<uint32_t>(p);
 #pragma once
 

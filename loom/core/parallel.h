@@ -1,5 +1,6 @@
 // Threading for CPU kernels: OpenMP underneath, with one knob.
 //
+//   // given: int64_t n
 //   core::set_num_threads(2);        // kernels and oneDNN use 2 threads
 //   core::parallel_for(0, n, 4096, [&](int64_t lo, int64_t hi) { ... });
 #pragma once

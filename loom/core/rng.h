@@ -3,6 +3,7 @@
 // to split: element i of a draw depends only on (seed, offset + i), never on
 // the thread count.
 //
+//   // given: float* p, int64_t n
 //   core::Generator gen(42);
 //   float u = gen.uniform();           // [0, 1)
 //   gen.fill_uniform(p, n);            // n floats in [0, 1), deterministic

@@ -1,5 +1,6 @@
 // Everything in loom/data: `#include "loom/data/data.h"` and use loom::data::*.
 //
+//   // given: std::string root, int64_t epoch
 //   auto ds = std::make_shared<data::TensorDataset>(data::load_fashion_mnist(root, true));
 //   data::DataLoader loader(ds, {.batch_size = 64, .shuffle = true, .seed = 1, .num_workers = 2});
 //   for (data::Batch& b : loader.begin(epoch)) { ... }

@@ -1,5 +1,6 @@
 // Datasets: random access to samples, and to whole batches.
 //
+//   // given: Tensor images, Tensor labels
 //   auto ds = std::make_shared<data::TensorDataset>(images, labels);  // [N, 1, 28, 28], [N]
 //   data::Sample s = ds->get(7);                      // s.input [1, 28, 28], s.target []
 //   data::Batch b = ds->get_batch({3, 1, 4});         // b.inputs [3, 1, 28, 28], b.targets [3]

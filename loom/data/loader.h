@@ -4,7 +4,7 @@
 //   auto ds = std::make_shared<data::TensorDataset>(data::load_fashion_mnist());
 //   data::DataLoader loader(ds, {.batch_size = 64, .shuffle = true, .seed = 1, .num_workers = 2});
 //   for (int64_t epoch = 0; epoch < 10; ++epoch) {
-//     for (data::Batch& b : loader.begin(epoch)) { ... b.inputs [64, 1, 28, 28], b.targets [64] ... }
+//     for (data::Batch& b : loader.begin(epoch)) { ... }   // b.inputs [64, 1, 28, 28], b.targets [64]
 //   }
 //   data::LoaderPosition pos = loader.position();   // save with the checkpoint ...
 //   loader.set_position(pos);                       // ... and continue with the same batches

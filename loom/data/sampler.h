@@ -1,5 +1,6 @@
 // Samplers: which dataset indices an epoch visits, in which order.
 //
+//   // given: std::shared_ptr<const data::Dataset> ds
 //   data::RandomSampler shuffled(60000, /*seed=*/7);
 //   std::vector<int64_t> order = shuffled.indices(/*epoch=*/3);   // depends only on (7, 3)
 //

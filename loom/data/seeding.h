@@ -3,6 +3,7 @@
 // a user seed and small integers such as the epoch and the batch index, so a
 // run is reproducible whatever the thread count and can resume mid-epoch.
 //
+//   // given: uint64_t seed, int64_t epoch, int64_t n, int64_t batch
 //   uint64_t s = data::derive_seed(seed, data::kSeedShuffle, epoch);
 //   std::vector<int64_t> perm = data::random_permutation(n, s);   // same for the same s
 //   core::Generator gen = data::batch_generator(seed, epoch, batch);

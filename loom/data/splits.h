@@ -1,6 +1,7 @@
 // Train/validation splits as index vectors, for cross-validation and for
 // time-ordered data.
 //
+//   // given: int64_t n, std::shared_ptr<const data::Dataset> ds, std::vector<int64_t> labels
 //   for (const data::Fold& f : data::k_fold(n, 5, /*shuffle=*/true, /*seed=*/3)) {
 //     auto train = std::make_shared<data::Subset>(ds, f.train);
 //     auto val = std::make_shared<data::Subset>(ds, f.val);

@@ -1,5 +1,6 @@
 // Writing a file so that a crash never leaves half of it under its final name.
 //
+//   // given: std::string bytes
 //   io::AtomicFile f("run/model.safetensors");   // opens run/.model.safetensors.tmp-<pid>-<n>
 //   f.write(bytes.data(), bytes.size());
 //   f.commit();   // flush, fsync, rename over the target, fsync the directory

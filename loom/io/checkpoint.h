@@ -1,7 +1,8 @@
 // Numbered checkpoints in one directory, the newest few kept.
 //
+//   // given: int64_t step, io::NamedTensors tensors, std::function<void(const io::SafetensorsFile&)> resume_from
 //   io::CheckpointManager ckpts("runs/mnist", {.keep_last = 3});
-//   ckpts.save(step, model.state_dict_tensors(), {{"step", std::to_string(step)}});
+//   ckpts.save(step, tensors /* model.state_dict_tensors() */, {{"step", std::to_string(step)}});
 //   //  -> runs/mnist/ckpt-000001200.safetensors, written atomically; older ones pruned
 //   if (auto path = ckpts.latest()) resume_from(io::read_safetensors(*path));
 //

@@ -1,5 +1,6 @@
 // safetensors files: the checkpoint format of Loom, PyTorch and Hugging Face.
 //
+//   // given: Tensor w, Tensor b
 //   io::write_safetensors("model.safetensors", {{"fc1.weight", w}, {"fc1.bias", b}}, {{"step", "100"}});
 //   io::SafetensorsFile f = io::read_safetensors("model.safetensors");
 //   core::Tensor w2 = f.at("fc1.weight");          // tensors keep the file's order

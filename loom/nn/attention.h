@@ -2,6 +2,7 @@
 // nn.MultiheadAttention(embed_dim, num_heads, batch_first=True) with
 // query = key = value = x.
 //
+//   // given: Tensor x
 //   nn::MultiheadAttention attn({.embed_dim = 512, .num_heads = 8, .causal = true});
 //   Tensor y = attn(x);                                 // [B, S, 512] -> [B, S, 512]
 //   auto [out, weights] = attn.forward_with_weights(x); // weights [B, heads, S, S]

@@ -1,6 +1,7 @@
 // Dropout: in training mode zeroes each element with probability p and
 // scales the rest by 1 / (1 - p); in eval mode it is the identity.
 //
+//   // given: Tensor x
 //   nn::Dropout drop({.p = 0.5, .seed = 7});
 //   Tensor y = drop(x);          // training (the default)
 //   drop.eval();  y = drop(x);   // y is x

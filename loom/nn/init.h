@@ -2,6 +2,7 @@
 // no global one). Fans are computed as PyTorch does: for a weight of shape
 // [out, in, k...], fan_in = in * prod(k), fan_out = out * prod(k).
 //
+//   // given: Tensor w, Tensor b
 //   core::Generator gen(42);
 //   nn::init::kaiming_uniform_(w, gen, {.a = std::sqrt(5.0)});         // Linear/Conv2d default
 //   nn::init::kaiming_normal_(w, gen, {.mode = nn::init::FanMode::FanOut,

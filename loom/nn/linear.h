@@ -1,5 +1,6 @@
 // Fully connected and embedding layers.
 //
+//   // given: Tensor x, Tensor tokens
 //   nn::Linear fc({.in = 784, .out = 256});                  // y = x W^T + b, W [256, 784]
 //   Tensor y = fc(x);                                         // x [..., 784] -> y [..., 256]
 //   nn::Embedding emb({.num = 10000, .dim = 64, .seed = 1});

@@ -3,6 +3,7 @@
 // trained, e.g. BatchNorm running statistics) and child modules, each
 // registered under a name, in registration order.
 //
+//   // given: const nn::StateDict& saved
 //   struct Mlp : nn::Module {
 //     std::shared_ptr<nn::Linear> fc1 = register_module("fc1", nn::Linear({.in = 784, .out = 128}));
 //     std::shared_ptr<nn::Linear> fc2 = register_module("fc2", nn::Linear({.in = 128, .out = 10}));

@@ -1,5 +1,6 @@
 // Everything in loom/nn: `#include "loom/nn/nn.h"` and use loom::nn::*.
 //
+//   // given: Tensor x
 //   auto net = nn::Sequential(nn::Linear({.in = 784, .out = 256}), nn::ReLU(), nn::Linear({.in = 256, .out = 10}));
 //   Tensor logits = net(x);
 //   nn::StateDict saved = net.state_dict();

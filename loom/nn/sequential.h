@@ -1,6 +1,7 @@
 // Sequential: runs its children in order, each on the previous one's output.
 // Children are named "0", "1", ... so parameters are "0.weight", "3.bias", ...
 //
+//   // given: Tensor images
 //   auto net = nn::Sequential(nn::Conv2d({.in = 1, .out = 32, .kernel = 5, .padding = 2}), nn::ReLU(),
 //                             nn::MaxPool2d({.kernel = 2}), nn::Flatten(),
 //                             nn::Linear({.in = 32 * 14 * 14, .out = 10}));

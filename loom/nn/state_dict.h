@@ -1,6 +1,7 @@
 // StateDict: an ordered name -> Tensor map, the saved state of a Module
 // (parameters and buffers under dotted names, in registration order).
 //
+//   // given: nn::Module& model, std::function<void(const std::string&, const Tensor&)> save
 //   nn::StateDict sd = model.state_dict();          // "0.weight", "0.bias", "1.running_mean", ...
 //   const Tensor& w = sd.at("0.weight");            // throws ValueError naming a missing key
 //   for (const auto& [name, t] : sd) save(name, t);

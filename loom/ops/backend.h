@@ -4,6 +4,10 @@
 // other op is composed from them. A CUDA backend slots in by implementing
 // this interface; a kernel it lacks throws a clear TypeError.
 //
+//   // given: Tensor a, Tensor b
+//   Tensor out = Tensor::empty(a.shape(), a.dtype());                // a, b: the same shape
+//   ops::backend(a.device()).binary(ops::BinaryOp::Add, a, b, out);  // ops::add also broadcasts and records
+//
 // Conventions: outputs are allocated by the caller, contiguous, of the final
 // shape and dtype. Inputs may be strided views unless a kernel says otherwise.
 #pragma once

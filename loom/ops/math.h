@@ -1,6 +1,7 @@
 // Elementwise math with NumPy broadcasting, reductions and matmul. All are
 // differentiable where that makes sense; both operands must share a dtype.
 //
+//   // given: Tensor a, Tensor b, Tensor x
 //   auto y = ops::add(a, b);  auto z = a * b + 1.0;     // operators in loom::core
 //   auto s = ops::sum(x, {1}, /*keepdim=*/true);
 //   auto m = ops::matmul(a, b);                         // batched, broadcast

@@ -1,6 +1,7 @@
 // Neural-network ops: convolution, pooling, normalisation, softmax, dropout,
 // embedding, indexing and losses. All differentiable.
 //
+//   // given: Tensor x, Tensor w, Tensor b, Tensor logits, Tensor labels
 //   auto y = ops::conv2d(x, w, b, {.stride_h = 1, .stride_w = 1, .pad_h = 2, .pad_w = 2});
 //   auto p = ops::max_pool2d(y, {.kernel_h = 2, .kernel_w = 2, .stride_h = 2, .stride_w = 2});
 //   auto loss = ops::cross_entropy(logits, labels, {.label_smoothing = 0.1});

@@ -1,4 +1,7 @@
 // Everything in loom/ops: `#include "loom/ops/ops.h"` and call loom::ops::*.
+//
+//   // given: Tensor x, Tensor w
+//   Tensor y = ops::relu(ops::matmul(x, w));
 #pragma once
 
 #include "loom/ops/backend.h"

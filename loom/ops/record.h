@@ -1,10 +1,11 @@
 // Recording ops on the autograd tape. An op that is differentiable calls
 // record() after computing its output:
 //
-//   Tensor out = ...forward...;
-//   if (any_requires_grad({a, b}))
-//     record("MulBackward", {a, b}, out, [a, b](const Tensor& g, GradMask need) {
-//       return std::vector<Tensor>{need[0] ? mul(g, b) : Tensor(), need[1] ? mul(g, a) : Tensor()};
+//   // given: Tensor a, Tensor b, Tensor out
+//   // out: the forward's result, computed by a kernel (nothing recorded yet)
+//   if (ops::any_requires_grad(a, b))
+//     ops::record("MulBackward", {a, b}, out, [a, b](const Tensor& g, ops::GradMask need) {
+//       return std::vector<Tensor>{need[0] ? ops::mul(g, b) : Tensor(), need[1] ? ops::mul(g, a) : Tensor()};
 //     });
 //
 // The backward function gets the output's gradient and which inputs need a

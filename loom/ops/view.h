@@ -1,6 +1,7 @@
 // Views and layout: these share storage where they can, and are recorded by
 // autograd. Dims may be negative (counted from the end).
 //
+//   // given: Tensor x, Tensor b
 //   auto v = ops::reshape(x, {4, -1});     auto t = ops::transpose(x, 0, 1);
 //   auto s = ops::slice(x, 1, 0, 2);       // x[:, 0:2]
 //   auto e = ops::expand(b, {8, 3});       // broadcast without copying

@@ -1,6 +1,7 @@
 // Everything in loom/optim: `#include "loom/optim/optim.h"`.
 //
-//   auto opt = optim::adamw(model.named_parameters(), {.lr = 3e-4, .weight_decay = 0.1});
+//   // given: optim::NamedTensors params
+//   auto opt = optim::adamw(params, {.lr = 3e-4, .weight_decay = 0.1});   // params: model.named_parameters()
 //   optim::LRScheduler sched(opt, optim::cosine_annealing({.base_lr = 3e-4, .t_max = 10000}));
 #pragma once
 

@@ -1,13 +1,14 @@
 // Optimizer: one update rule (update_rule.h) applied to a list of parameters,
 // with the per-parameter state the rule needs, the step count and the lr.
 //
-//   auto opt = optim::sgd(model.parameters(), {.lr = 0.1, .momentum = 0.9});
+//   // given: std::vector<Tensor> params, std::function<Tensor(const Tensor&)> model, std::vector<std::pair<Tensor, Tensor>> batches
+//   auto opt = optim::sgd(params, {.lr = 0.1, .momentum = 0.9});   // params: model.parameters()
 //   for (auto& [x, y] : batches) {
 //     opt.zero_grad();                                   // keeps the .grad buffers
 //     autograd::backward(ops::cross_entropy(model(x), y));
 //     opt.step();                                        // params with a .grad, in place
 //   }
-//   NamedTensors saved = opt.state_dict();               // "0.momentum_buffer", "0.step", ..., "step", "lr"
+//   optim::NamedTensors saved = opt.state_dict();               // "0.momentum_buffer", "0.step", ..., "step", "lr"
 //   opt.load_state_dict(saved);
 //
 // Parameters are contiguous CPU leaf tensors of dtype f32 or f64. The state

@@ -1,12 +1,13 @@
 // Learning-rate schedules: pure functions of the step, plus a scheduler that
 // writes the value into an Optimizer. Formulas are torch.optim.lr_scheduler's.
 //
+//   // given: optim::Optimizer& opt
 //   auto cosine = optim::cosine_annealing({.base_lr = 0.1, .t_max = 1000});
 //   auto sched = optim::linear_warmup(cosine, {.warmup_steps = 100});   // ramps up, then cosine
 //   double lr = sched->lr_at(250);                                       // no state involved
 //
 //   optim::LRScheduler scheduler(opt, sched);   // sets opt's lr to lr_at(0)
-//   for (...) { ...; opt.step(); scheduler.step(); }   // lr_at(1), lr_at(2), ...
+//   for (int64_t step = 0; step < 1000; ++step) { ...; opt.step(); scheduler.step(); }   // lr_at(1), lr_at(2), ...
 #pragma once
 
 #include <cstdint>

@@ -5,9 +5,10 @@
 // servers receive it as is (encode_spec / decode_spec) and make the same rule
 // and schedule from it, so the update is the same code and bits everywhere.
 //
+//   // given: optim::NamedTensors params
 //   optim::OptimizerSpec spec{.rule = optim::Rule::Adam, .lr = 1e-3, .amsgrad = true,
 //                             .schedule = {.kind = optim::ScheduleKind::Cosine, .total_steps = 1000}};
-//   optim::Optimizer opt = optim::make_optimizer(model.named_parameters(), spec);
+//   optim::Optimizer opt = optim::make_optimizer(params, spec);   // params: model.named_parameters()
 //   optim::LRScheduler sched(opt, optim::make_schedule(spec));
 //   std::vector<std::byte> bytes = optim::encode_spec(spec);   // decode_spec(bytes) == spec
 //

@@ -4,6 +4,7 @@
 // local Optimizer, on a parameter-server shard and on a sharded (ZeRO-style)
 // optimizer state: updating [0, n) in one call or in pieces gives the same bits.
 //
+//   // given: float* w, const float* g, size_t n
 //   optim::Adam rule({.betas = {0.9, 0.999}});                // rule.state_names(): exp_avg, exp_avg_sq
 //   std::vector<float> m(n), v(n);                             // zeroed before the first step
 //   std::array<float*, 2> state{m.data(), v.data()};

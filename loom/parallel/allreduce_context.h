@@ -2,6 +2,7 @@
 // talk) and a DataParallel (bucketed gradient all-reduce) behind the
 // train::DistributedContext interface.
 //
+//   // given: const io::JobConfig& job, bool job_is_deterministic
 //   auto pg = parallel::ProcessGroup::join();
 //   parallel::AllreduceContext ctx(*pg, {.deterministic = job_is_deterministic});
 //   train::Trainer trainer(job, {.distributed = &ctx});

@@ -2,8 +2,9 @@
 // every worker holds a full replica, computes gradients on its share of the
 // batch, and the gradients are summed across workers before the optimizer step.
 //
+//   // given: nn::Module& model, optim::Optimizer& opt, Tensor loss_scaled, Tensor loss, comm::Communicator& comm
 //   parallel::DataParallel dp(model, comm, {.bucket_bytes = 25 << 20});   // broadcasts rank 0's weights
-//   for (...) {
+//   for (int64_t step = 0; step < 1000; ++step) {
 //     opt.zero_grad();
 //     autograd::backward(loss_scaled);   // buckets start all-reducing from the gradient hooks
 //     dp.finish_gradient_sync();         // waits; every rank now holds the same summed gradients

@@ -2,6 +2,7 @@
 // the coordinator, open the data transport, and turn a lost peer into
 // PeerLostError on every rank.
 //
+//   // given: Tensor t
 //   auto pg = parallel::ProcessGroup::join({.timeout = 60s});   // LOOM_*, torchrun, Open MPI, Slurm, MXNet
 //   comm::Communicator& comm = pg->comm();                       // rank, size, topology
 //   comm::allreduce(comm, t);

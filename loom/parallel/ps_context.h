@@ -3,6 +3,7 @@
 // gradients and pulls the servers' new weights in one round trip (pushpull),
 // the servers running the job's optimizer and schedule.
 //
+//   // given: const io::JobConfig& job
 //   auto kv = ps::KVStore::create(io::Mode::DistSync);
 //   parallel::PsContext ctx(*kv);
 //   train::Trainer trainer(job, {.distributed = &ctx});

@@ -1,5 +1,6 @@
 // The KVStore: MXNet's key-value store API over Loom's parameter servers.
 //
+//   // given: Tensor weights, Tensor grad, Tensor rows_out, Tensor row_ids
 //   auto kv = ps::KVStore::create(io::Mode::DistSync);   // joins the job the environment describes
 //   kv->init(3, weights);                                 // every worker; rank 0's value is kept
 //   kv->set_optimizer({.rule = optim::Rule::Sgd, .lr = 0.1});  // the servers run the update rule

@@ -1,8 +1,10 @@
 // Which server holds which part of which key.
 //
+//   // given: int64_t key
 //   ps::PlacementOptions o{.num_servers = 4, .replicas = 1};
-//   for (const ps::Slice& s : ps::place_key(key, {1000000, 16}, o)) ...   // rows [s.row_begin, +s.num_rows) on s.server
-//   std::vector<int> chain = ps::replica_chain(s.server, o);              // {primary, backup, ...}
+//   for (const ps::Slice& s : ps::place_key(key, {1000000, 16}, o)) {        // rows [s.row_begin, +s.num_rows) on s.server
+//     std::vector<int> chain = ps::replica_chain(s.server, o);              // {primary, backup, ...}
+//   }
 //
 // A key is an array whose first dimension counts rows (a scalar or 1-D array:
 // rows of one element). Every key is cut into contiguous row ranges

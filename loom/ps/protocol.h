@@ -1,8 +1,9 @@
 // The parameter-server wire protocol: what workers and servers (and servers
 // among themselves) send over ZeroMQ.
 //
-//   ps::Header h{.op = ps::Op::Push, .sender = rank, .request_id = id, .key = 3, .version = 12,
-//                .row_begin = 0, .num_rows = 10, .row_numel = 784, .dtype = core::DType::F32, .num_frames = 1};
+//   // given: int32_t rank, uint64_t id
+//   ps::Header h{.op = ps::Op::Push, .dtype = core::DType::F32, .sender = rank, .num_frames = 1, .request_id = id,
+//                .key = 3, .version = 12, .row_begin = 0, .num_rows = 10, .row_numel = 784, .total_rows = 10};
 //   ps::HeaderBytes bytes = ps::encode_header(h);            // 96 bytes, little-endian
 //   ps::Header back = ps::decode_header(bytes);              // throws CommError if bad
 //

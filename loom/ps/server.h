@@ -2,11 +2,12 @@
 // workers' pushes, runs the update rule, answers pulls, and keeps its backups
 // in step (replication).
 //
+//   // given: comm::SecurityOptions sec, std::vector<std::string> endpoints_of_all_servers
 //   ps::KVServer server({.rank = 0, .num_workers = 4, .sync = true,
 //                        .placement = {.num_servers = 2, .replicas = 1}, .security = sec});
 //   server.connect_servers(endpoints_of_all_servers);   // after every server has bound
 //   server.start();                                      // serves on its own thread
-//   ... client.on_peer_lost: server.server_lost(rank) for a lost server ...
+//   // the coordinator client's on_peer_lost calls server.server_lost(rank) for a lost server
 //   server.stop();
 //
 // One thread owns every socket: a ROUTER that workers (and other servers)

@@ -3,7 +3,7 @@
 // torchrun / Open MPI / Slurm), serves until the workers are done, exits.
 //
 //   comm::JobEnv env = comm::read_job_env();
-//   if (env.role == "server") return ps::run_server(env, {.replicas = 1});
+//   if (env.role == "server") { int status = ps::run_server(env, {.replicas = 1}); ... }   // main returns it
 //
 // Bootstrap through the coordinator's key-value store: server 0 publishes the
 // placement settings ("ps/config"), worker 0 the KVStore type ("ps/type", which

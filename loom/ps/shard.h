@@ -3,11 +3,12 @@
 // networking here: the server (server.h) and the in-process "local" KVStore
 // drive the same code, so they merge and update identically.
 //
+//   // given: std::span<const std::byte> value_bytes, optim::OptimizerSpec spec, int worker, int64_t version, std::span<const std::byte> bytes
 //   ps::Shard shard({.key = 3, .dtype = core::DType::F32, .key_shape = {10, 4}, .row_begin = 0,
 //                    .num_rows = 10, .num_workers = 2, .sync = true});
 //   shard.init(value_bytes);
 //   shard.set_optimizer(ps::make_server_optimizer(spec));
-//   if (shard.push(worker, version, ps::Payload::dense(bytes)) == ps::PushResult::Applied) ...
+//   if (shard.push(worker, version, {.data = ps::Payload::copy_of(bytes)}) == ps::PushResult::Applied) ...  // dense
 //
 // Merging (dist_sync): a round's pushes are kept until every worker's has
 // arrived, then summed in worker-rank order (dense pushes first, then the rows

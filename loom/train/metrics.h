@@ -1,6 +1,7 @@
 // Classification metrics accumulated over batches: mean loss, accuracy,
 // confusion matrix, macro precision / recall / F1 and (binary tasks) ROC-AUC.
 //
+//   // given: std::vector<std::pair<Tensor, Tensor>> loader, nn::Module& model
 //   train::ClassificationMetrics m(10);                 // 10 classes, outputs are logits
 //   for (auto& [x, y] : loader) {
 //     Tensor logits = model(x);                          // [N, 10], CPU

@@ -1,6 +1,7 @@
 // An append-only JSON Lines log of metrics: one JSON object per line, each
 // line flushed as it is written, so `tail -f` and a crash both see whole lines.
 //
+//   // given: int64_t epoch, double wall_s, const train::ClassificationResult& result
 //   train::MetricsLog log("runs/mnist/metrics.jsonl");          // appends
 //   log.write({{"epoch", 1}, {"train_loss", 0.25}, {"phase", "train"}});
 //

@@ -1,9 +1,10 @@
 // A progress display for one epoch: bar, samples/s and ETA.
 //
+//   // given: data::DataLoader& loader, double loss
 //   train::ProgressBar bar(std::cerr, {.total_steps = loader.num_batches(), .label = "epoch 3/10"});
-//   for (auto& batch : loader) {
+//   for (data::Batch& batch : loader.begin(/*epoch=*/2)) {
 //     ...
-//     bar.step(batch.size, format("loss {}", loss));   // one more step of batch.size samples
+//     bar.step(batch.size(), format("loss {}", loss));   // one more step of batch.size() samples
 //   }
 //   bar.finish();
 //

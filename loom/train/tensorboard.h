@@ -1,5 +1,6 @@
 // Writes scalars to a TensorBoard event file, without TensorFlow or protobuf.
 //
+//   // given: int64_t step, int64_t epoch, const train::ClassificationResult& result
 //   train::TensorBoardWriter tb("runs/mnist");           // creates the folder if needed
 //   tb.add_scalar("train/loss", 0.42, step);
 //   tb.add_scalars(result.as_map("test/"), epoch);       // several tags, one event

@@ -1,5 +1,6 @@
 // Models by name, or from a job file's [[model.layers]] list.
 //
+//   // given: const io::JobConfig& job, Tensor images
 //   auto model = train::build_model(job.model, {1, 28, 28}, 10);   // mlp | cnn | lenet | resnet18
 //   auto logits = (*model)(images);                                 // [N, 10]
 //

@@ -1,4 +1,5 @@
-// The CPU kernels: oneDNN for convolution and f32 matmul, our own OpenMP
+// Internal to loom/ops (ops::backend(Device::cpu()) returns it): the CPU
+// kernels: oneDNN for convolution and f32 matmul, our own OpenMP
 // loops for elementwise ops, reductions, softmax, norms, pooling and indexing.
 // f64 (used by gradient checks) runs reference loops everywhere.
 #pragma once

@@ -1,5 +1,6 @@
-// Strided loops for CPU kernels. The shape is coalesced (dims that are
-// contiguous in every operand merge, size-1 dims drop) and walked row by row;
+// Internal to the CPU backend: strided loops for its kernels. The shape is
+// coalesced (dims that are contiguous in every operand merge, size-1 dims
+// drop) and walked row by row;
 // `inner` gets each operand's offset of the row start, the row length and each
 // operand's inner stride, so the innermost loop is a plain, vectorisable one.
 #pragma once
