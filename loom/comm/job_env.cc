@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "loom/comm/coordinator.h"  // host_name
 #include "loom/core/error.h"
 
 extern char** environ;
@@ -294,6 +295,11 @@ JobEnv read_job_env(const std::map<std::string, std::string>& env) {
   if (multi && !out.has_coordinator()) {
     throw ConfigError(format("{} job with {} workers and {} servers has no coordinator address: set {}", out.source,
                              out.world_size, out.num_servers, coordinator_variables(out.source)));
+  }
+  if (auto host = r.take("LOOM_HOST"); host && !host->empty()) {
+    out.host = *host;
+  } else {
+    out.host = host_name();
   }
   if (auto secret = r.take("LOOM_JOB_SECRET")) {
     out.secret = *secret;

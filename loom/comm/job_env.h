@@ -84,6 +84,9 @@ struct JobEnv {
   int local_rank = -1;           // among the processes on this host; -1: not given
   std::string coordinator_host;  // empty: no coordinator (single process)
   int coordinator_port = 0;
+  // What the launcher calls this host (LOOM_HOST: network namespaces share one
+  // kernel host name), else comm::host_name(). Processes register under it.
+  std::string host;
   std::string secret;                  // LOOM_JOB_SECRET or LOOM_JOB_SECRET_FILE's contents; never logged
   bool insecure = false;               // LOOM_INSECURE=1
   std::vector<std::string> variables;  // the variables this was read from, in reading order

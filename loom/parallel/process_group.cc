@@ -42,11 +42,9 @@ std::unique_ptr<ProcessGroup> ProcessGroup::join(const comm::JobEnv& env, const 
   }
   pg->client_ = std::make_unique<comm::CoordinatorClient>(env.coordinator_endpoint(), security, options.timeout);
 
-  const std::string host_env = std::getenv("LOOM_HOST") ? std::getenv("LOOM_HOST") : "";
   const std::string ip = comm::local_address_towards(env.coordinator_host, env.coordinator_port);
   const std::string endpoint = comm::pick_free_tcp_endpoint(ip);
-  // Names hosts by what the launcher said (network namespaces share a kernel host name).
-  const std::string host = host_env.empty() ? comm::host_name() : host_env;
+  const std::string& host = env.host;  // what the launcher calls this host (LOOM_HOST), else its name
   pg->membership_ = pg->client_->register_process(
       {.role = env.role, .host = host, .rank = env.rank, .endpoint = endpoint}, options.timeout);
 

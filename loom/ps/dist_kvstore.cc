@@ -603,9 +603,8 @@ std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, io::Mode type, co
   LOOM_CHECK_T(ConfigError, env.role == "worker", "kvstore {}: this process is a {}, not a worker", type, env.role);
   comm::check_job_security(env);  // says how to pass a secret with the launcher that started us
   auto client = std::make_shared<comm::CoordinatorClient>(env.coordinator_endpoint(), env.security(), options.join_timeout);
-  const char* host_env = std::getenv("LOOM_HOST");  // what the launcher calls this host (network namespaces)
   const comm::Membership m = client->register_process(
-      {.role = "worker", .host = host_env && *host_env ? host_env : comm::host_name(), .rank = env.rank, .endpoint = ""},
+      {.role = "worker", .host = env.host, .rank = env.rank, .endpoint = ""},
       options.join_timeout);
   if (m.rank == 0) client->set("ps/type", std::string(io::name(type)), options.join_timeout);
   // The servers publish how they place keys; the workers must place them the same way.

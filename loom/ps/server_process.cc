@@ -24,10 +24,8 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
   const std::string ip = comm::local_address_towards(env.coordinator_host, env.coordinator_port);
   KVServer server({.rank = 0, .num_workers = env.world_size, .placement = placement, .bind = format("tcp://{}:*", ip),
                    .security = security});
-  const char* host_env = std::getenv("LOOM_HOST");
   const comm::Membership m = client.register_process(
-      {.role = "server", .host = host_env && *host_env ? host_env : comm::host_name(), .rank = env.rank,
-       .endpoint = server.endpoint()},
+      {.role = "server", .host = env.host, .rank = env.rank, .endpoint = server.endpoint()},
       options.join_timeout);
   if (m.rank == 0) {
     client.set("ps/config", format("replicas={} split_bound={}", options.replicas, options.split_bound),

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "loom/comm/coordinator.h"
 #include "loom/core/error.h"
 
 namespace loom::comm {
@@ -31,6 +32,15 @@ TEST(JobEnv, NothingSetIsOneLocalWorker) {
   EXPECT_FALSE(env.has_coordinator());
   EXPECT_EQ(env.coordinator_endpoint(), "");
   EXPECT_TRUE(env.variables.empty());
+}
+
+// LOOM_HOST names the host (network namespaces share one kernel host name);
+// JobEnv is the one place that reads it.
+TEST(JobEnv, HostFromLauncherElseHostName) {
+  JobEnv named = read_job_env(Env{{"LOOM_HOST", "ns1"}});
+  EXPECT_EQ(named.host, "ns1");
+  EXPECT_EQ(read_job_env(Env{}).host, comm::host_name());
+  EXPECT_EQ(read_job_env(Env{{"LOOM_HOST", ""}}).host, comm::host_name());  // empty counts as unset
 }
 
 TEST(JobEnv, LoomVariables) {
