@@ -24,7 +24,10 @@ own children's CPU time) is measured again. Prints one JSON line per
 table of the medians over --rounds.
 
     flock /tmp/loom-cpu.lock python3 bench/compare_scaling.py [--build build] [--workers 1,2,4,8]
-        [--loom-steps 5,30] [--torch-steps 5] [--rounds 3]
+        [--loom-steps 5,30] [--torch-steps 5] [--rounds 3] [--python PY]
+
+The PyTorch side runs with the current PyPI torch of the `bench` reference
+environment (scripts/reference-env bench) unless --python names another.
 """
 import argparse
 import json
@@ -91,7 +94,7 @@ def loom_epoch_s(loom, job, n, steps):
                "--set", "train.threads=1", "--set", f"data.batch_size={per_worker_batch * n}",
                "--set", f"train.max_steps={steps}", "--set", "optimizer.lr=0.01",
                "--set", "optimizer.weight_decay=0.0", "--set", "schedule.name=constant"]
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
         with open(metrics) as f:
             rec = json.loads(f.read().strip().splitlines()[-1])
     assert rec["step"] == steps, rec
@@ -102,9 +105,9 @@ def loom_step_ms(loom, job, n, short, long):
     return (loom_epoch_s(loom, job, n, long) - loom_epoch_s(loom, job, n, short)) / (long - short) * 1e3
 
 
-def torch_step_ms(reference, n, steps):
-    out = subprocess.run(["/usr/bin/python3", reference, str(n), "1", str(steps)], check=True,
-                         capture_output=True, text=True).stdout
+def torch_step_ms(python, reference, n, steps):
+    out = subprocess.run([python, reference, str(n), "1", str(steps)], check=True,
+                         capture_output=True, text=True, timeout=1800).stdout
     return json.loads(out.strip().splitlines()[-1])["step_ms"]
 
 
@@ -120,7 +123,15 @@ def main():
     ap.add_argument("--max-foreign-load", type=float, default=0.15,
                     help="re-measure a run during which other processes used more cores than this")
     ap.add_argument("--retries", type=int, default=5)
+    ap.add_argument("--python", default="", help="interpreter with torch for the reference; default: the current "
+                    "PyPI torch of `scripts/reference-env --path bench` (Debian's /usr/bin/python3 has torch 1.13, "
+                    "generic BLAS)")
     args = ap.parse_args()
+    python = args.python or os.path.join(subprocess.run(
+        [os.path.join(root, "scripts", "reference-env"), "--path", "bench"], check=True, capture_output=True,
+        text=True, timeout=30).stdout.strip(), "bin", "python")
+    torch_version = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], check=True,
+                                   capture_output=True, text=True, timeout=300).stdout.strip()
     loom = os.path.join(args.build, "bin", "loom")
     short, long = (int(s) for s in args.loom_steps.split(","))
     workers = [int(n) for n in args.workers.split(",")]
@@ -141,7 +152,7 @@ def main():
                 if fw == "loom":
                     fn = lambda: loom_step_ms(loom, args.job, n, short, long)
                 else:
-                    fn = lambda: torch_step_ms(args.reference, n, args.torch_steps)
+                    fn = lambda: torch_step_ms(python, args.reference, n, args.torch_steps)
                 ms, load = measured(fn, args.max_foreign_load, args.retries)
                 runs[(fw, n)].append(ms)
                 loads[(fw, n)].append(load)
@@ -159,7 +170,7 @@ def main():
 
     cores = os.cpu_count() or 1
     accepted = max(max(v) for v in loads.values())
-    print(f"\n{cores} cores; per-worker batch {per_worker_batch}, 1 thread per worker; Loom timed steps "
+    print(f"\nPyTorch {torch_version} ({python}); {cores} cores; per-worker batch {per_worker_batch}, 1 thread per worker; Loom timed steps "
           f"{long}-{short}, PyTorch timed steps {args.torch_steps} (after 3 warm-up); "
           f"median of {args.rounds} round(s); {time.time() - t0:.0f} s in all (with waits and re-runs); "
           f"other processes used at most {accepted:.2f} cores during a kept run\n")

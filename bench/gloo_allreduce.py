@@ -4,7 +4,7 @@ but as one process per rank started by any launcher: `loom launch` (LOOM_* varia
 network namespaces) or torchrun (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT). Rank 0 prints JSON lines.
 
     loom launch --workers 4 --hosts netns:lm0:1,netns:lm1:1,netns:lm2:1,netns:lm3:1 --insecure -- \
-        /usr/bin/python3 bench/gloo_allreduce.py
+        $(scripts/reference-env --path bench)/bin/python bench/gloo_allreduce.py
 """
 import json, os, sys, time
 import torch, torch.distributed as dist
@@ -15,9 +15,11 @@ if "LOOM_COORDINATOR" in os.environ:
     host, port = os.environ["LOOM_COORDINATOR"].rsplit(":", 1)
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = host, str(int(port) + 1)
 # In a netns-cluster host lmI, gloo must use that host's link (lmhI), not the loopback its host name resolves to.
+# netns-cluster names host PREFIX<i>'s link PREFIXh<i> (lm0 -> lmh0, lmx2 -> lmxh2).
 host = os.environ.get("LOOM_HOST", "")
-if host.startswith("lm") and host[2:].isdigit():
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lmh" + host[2:])
+_m = __import__("re").fullmatch(r"([a-z]+?)(\d+)", host)
+if _m and os.path.exists(f"/sys/class/net/{_m.group(1)}h{_m.group(2)}"):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", f"{_m.group(1)}h{_m.group(2)}")
 torch.set_num_threads(1)
 dist.init_process_group("gloo", rank=rank, world_size=n)
 sizes = [int(s) for s in sys.argv[1].split(",")] if len(sys.argv) > 1 else [1 << 20, 4 << 20, 16 << 20, 64 << 20]
