@@ -58,6 +58,13 @@ std::span<const std::byte> Frame::bytes() const {
   return {static_cast<const std::byte*>(zmq_msg_data(m)), zmq_msg_size(m)};
 }
 
+// ---- OutFrame ---------------------------------------------------------------
+
+OutFrame OutFrame::copy(std::span<const std::byte> b) {
+  auto buf = std::make_shared<std::vector<std::byte>>(b.begin(), b.end());
+  return {std::span<const std::byte>(*buf), std::move(buf)};
+}
+
 // ---- ZmqContext -------------------------------------------------------------
 
 ZmqContext::ZmqContext(const SecurityOptions& security, bool serves) : security_(security) {
@@ -233,7 +240,7 @@ void ServerEndpoint::poll(std::chrono::milliseconds wait, const OnRequest& on_re
 size_t ServerEndpoint::reply(const Route& to, std::span<const OutFrame> frames) {
   std::vector<OutFrame> all;
   all.reserve(frames.size() + 1);
-  all.push_back(OutFrame::copy(to->bytes()));
+  all.push_back(OutFrame::borrow(to->bytes()));
   all.insert(all.end(), frames.begin(), frames.end());
   router_.send(all);
   size_t payload = 0;  // after the header
@@ -296,7 +303,7 @@ void RequestClient::send(Call& c, size_t index, std::vector<std::pair<uint64_t, 
   c.sent_to = target;
   std::vector<OutFrame> frames;
   frames.reserve(c.payload.size() + 1);
-  frames.push_back(OutFrame::copy(std::span<const std::byte>(c.header)));
+  frames.push_back(OutFrame::borrow(c.header));
   frames.insert(frames.end(), c.payload.begin(), c.payload.end());
   stats_.bytes_sent += dealers_[static_cast<size_t>(target)].send(frames) - c.header.size();
   ++stats_.requests;
@@ -343,7 +350,7 @@ void RequestClient::call(std::span<Call> calls, const CallOptions& o) {
       while (dealers_[s].recv(frames)) {
         uint64_t id = 0;
         try {
-          id = o_.ids.read(frames.at(0)->bytes());
+          id = o_.ids.read(frames);
         } catch (const Error& e) {
           throw CommError(format("{}: bad reply from {}: {}", o_.name, o_.peers[s], e.what()));
         }

@@ -72,8 +72,12 @@ struct OutFrame {
   std::span<const std::byte> bytes;
   std::shared_ptr<const void> owner;  // with one, big frames are not copied
 
-  static OutFrame copy(std::span<const std::byte> b) { return {b, nullptr}; }
-  static OutFrame copy(std::string_view s) { return {{reinterpret_cast<const std::byte*>(s.data()), s.size()}, nullptr}; }
+  // Copied now into a buffer the frame owns: the caller's bytes may go at once.
+  static OutFrame copy(std::span<const std::byte> b);
+  static OutFrame copy(std::string_view s) { return copy({reinterpret_cast<const std::byte*>(s.data()), s.size()}); }
+  // Copied when sent: the bytes must stay valid until the send returns.
+  static OutFrame borrow(std::span<const std::byte> b) { return {b, nullptr}; }
+  // Not copied when big: `owner` keeps the bytes alive until ZeroMQ is done.
   static OutFrame lend(std::span<const std::byte> b, std::shared_ptr<const void> owner) { return {b, std::move(owner)}; }
 };
 
@@ -195,9 +199,9 @@ class ServerEndpoint {
 // every request and reply).
 struct RequestIds {
   std::function<void(std::vector<std::byte>& header, uint64_t id)> stamp;
-  // The id a reply answers; throws CommError for a malformed reply (or one the
-  // peer sent because it could not read a request).
-  std::function<uint64_t(std::span<const std::byte> header)> read;
+  // The id a reply (header frame first) answers; throws CommError for a
+  // malformed reply (or one the peer sent because it could not read a request).
+  std::function<uint64_t(std::span<const FramePtr> reply)> read;
 };
 
 // One request of a call.

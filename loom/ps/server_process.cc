@@ -7,6 +7,7 @@
 #include "loom/comm/coordinator.h"
 #include "loom/core/error.h"
 #include "loom/io/mode.h"
+#include "loom/ps/messages.h"
 #include "loom/ps/server.h"
 
 namespace loom::ps {
@@ -28,7 +29,7 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
       {.role = "server", .host = env.host, .rank = env.rank, .endpoint = server.endpoint()},
       options.join_timeout);
   if (m.rank == 0) {
-    client.set("ps/config", format("replicas={} split_bound={}", options.replicas, options.split_bound),
+    client.set("ps/config", encode_config({.replicas = options.replicas, .split_bound = options.split_bound}),
                options.join_timeout);
   }
   const std::string type_name = client.get("ps/type", options.join_timeout);

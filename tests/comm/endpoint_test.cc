@@ -24,7 +24,8 @@ RequestIds toy_ids() {
             h.resize(8);
             std::memcpy(h.data(), &id, 8);
           },
-          .read = [](std::span<const std::byte> h) {
+          .read = [](std::span<const FramePtr> reply) {
+            const auto h = reply[0]->bytes();
             LOOM_CHECK_T(CommError, h.size() == 8, "toy header of {} bytes", h.size());
             uint64_t id = 0;
             std::memcpy(&id, h.data(), 8);
