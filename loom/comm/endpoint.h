@@ -164,6 +164,7 @@ class ServerEndpoint {
   ~ServerEndpoint();
   std::string endpoint() const { return bound_; }
   ZmqContext& context() { return *ctx_; }
+  const Socket& router() const { return router_; }  // to send a reply with frames of one's own making
 
   // Also watch `socket` (messages go to `on_message`; it must outlive the
   // watch), or a file descriptor.

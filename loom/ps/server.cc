@@ -1,7 +1,5 @@
 #include "loom/ps/server.h"
 
-#include <zmq.h>
-
 #include <algorithm>
 #include <cstring>
 #include <deque>
@@ -13,11 +11,12 @@
 
 #include "loom/core/error.h"
 #include "loom/ps/shard.h"
-#include "loom/ps/zmq_frames.h"
+#include "loom/comm/endpoint.h"
 
 namespace loom::ps {
 
-using detail::MsgPtr;
+using MsgPtr = comm::FramePtr;
+using comm::OutFrame;
 
 namespace {
 
@@ -57,8 +56,35 @@ struct Job {  // an update sent to backups, not yet acknowledged by all
   bool marks_value = false;  // an init: value_acked once done
 };
 
+// A frame as i64 values (copied: frames need not be aligned).
+std::vector<int64_t> read_i64(std::span<const std::byte> bytes, const char* what) {
+  LOOM_CHECK_T(CommError, bytes.size() % 8 == 0, "ps protocol: {} frame of {} bytes is not a list of i64", what,
+               bytes.size());
+  std::vector<int64_t> out(bytes.size() / 8);
+  if (!out.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+  return out;
+}
+
+// Sends [prefix...] [header] [frames...] (frames copied into ZeroMQ); returns the payload bytes.
+size_t send_message(const comm::Socket& socket, std::span<const MsgPtr> prefix, Header h,
+                    std::span<const std::span<const std::byte>> frames) {
+  h.num_frames = static_cast<uint32_t>(frames.size());
+  const HeaderBytes hb = encode_header(h);
+  std::vector<OutFrame> out;
+  out.reserve(prefix.size() + 1 + frames.size());
+  for (const auto& p : prefix) out.push_back(OutFrame::borrow(p->bytes()));
+  out.push_back(OutFrame::borrow(hb));
+  size_t payload = 0;
+  for (const auto& f : frames) {
+    out.push_back(OutFrame::borrow(f));
+    payload += f.size();
+  }
+  socket.send(out);
+  return payload;
+}
+
 std::vector<int64_t> check_dims(std::span<const std::byte> frame, const Header& h) {
-  std::vector<int64_t> dims = detail::read_i64(frame, "dims");
+  std::vector<int64_t> dims = read_i64(frame, "dims");
   LOOM_CHECK_T(CommError, dims.size() <= 8, "ps protocol: {} dims", dims.size());
   for (int64_t d : dims) LOOM_CHECK_T(CommError, d >= 0 && d <= (int64_t{1} << 40), "ps protocol: dim {}", d);
   const core::Shape shape(dims.begin(), dims.end());
@@ -71,12 +97,8 @@ std::vector<int64_t> check_dims(std::span<const std::byte> frame, const Header& 
 
 struct KVServer::Impl {
   ServerOptions o;
-  void* context = nullptr;
-  std::unique_ptr<comm::CurveKeys> keys;
-  std::unique_ptr<comm::ZapHandler> zap;
-  void* router = nullptr;
-  std::string bound;
-  std::vector<void*> peers;  // DEALER per server (nullptr for self)
+  std::unique_ptr<comm::ServerEndpoint> ep;  // the ROUTER workers and other servers send requests to
+  std::vector<comm::Socket> peers;  // DEALER per server (none for self), watched by ep; never resized
   std::vector<bool> lost;
   std::map<SliceId, Entry> entries;
   std::map<uint64_t, Job> jobs;
@@ -92,10 +114,8 @@ struct KVServer::Impl {
 
   ~Impl() {
     stop();
-    for (void* p : peers) detail::close_socket(p);
-    detail::close_socket(router);
-    zap.reset();
-    if (context) zmq_ctx_term(context);
+    peers.clear();
+    ep.reset();
   }
 
   void stop() {
@@ -117,7 +137,7 @@ struct KVServer::Impl {
     h.op = Op::Reply;
     h.status = status;
     h.flags = 0;
-    n_out += detail::send_message(router, route, h, frames);
+    n_out += send_message(ep->router(), route, h, frames);
   }
   void reply_error(const std::vector<MsgPtr>& route, const Header& req, const std::string& message) {
     ++n_errors;
@@ -148,8 +168,8 @@ struct KVServer::Impl {
     h.sender = server_sender(o.rank);
     h.request_id = job_id;
     for (auto it = me + 1; it != e.chain.end(); ++it) {
-      if (!alive(*it) || peers[static_cast<size_t>(*it)] == nullptr) continue;
-      n_out += detail::send_message(peers[static_cast<size_t>(*it)], {}, h, frames);
+      if (!alive(*it) || !peers[static_cast<size_t>(*it)]) continue;
+      n_out += send_message(peers[static_cast<size_t>(*it)], {}, h, frames);
       job.waiting.insert(*it);
     }
     if (job.waiting.empty()) {
@@ -375,8 +395,8 @@ struct KVServer::Impl {
     const uint32_t want = h.op == Op::Push ? 3 : 2;
     LOOM_CHECK_T(CommError, h.num_frames == want, "ps protocol: a sparse {} needs {} frames, got {}", op_name(h.op),
                  want, h.num_frames);
-    const auto firsts = detail::read_i64(frames[2]->bytes(), "slice list");
-    const auto ids = detail::read_i64(frames[3]->bytes(), "row ids");
+    const auto firsts = read_i64(frames[2]->bytes(), "slice list");
+    const auto ids = read_i64(frames[3]->bytes(), "row ids");
     const size_t row_bytes = static_cast<size_t>(h.row_numel) * core::itemsize(h.dtype);
     Payload rows;
     if (h.op == Op::Push) {
@@ -472,12 +492,12 @@ struct KVServer::Impl {
       LOOM_CHECK_T(CommError, h.op == Op::Replicate && h.num_frames >= 2, "ps protocol: a server sent {}",
                    op_name(h.op));
       Entry& e = entry(id, "replicate");
-      const auto meta = detail::read_i64(frames[2]->bytes(), "replication counters");
+      const auto meta = read_i64(frames[2]->bytes(), "replication counters");
       LOOM_CHECK_T(CommError, meta.size() == 2, "ps protocol: replication counters of {} values", meta.size());
       MergedUpdate u{.worker = static_cast<int>(meta[0]), .version = meta[1]};
       if (h.sparse()) {
         LOOM_CHECK_T(CommError, h.num_frames == 3, "ps protocol: a sparse replicate needs 3 frames");
-        u.rows = detail::read_i64(frames[3]->bytes(), "row ids");
+        u.rows = read_i64(frames[3]->bytes(), "row ids");
       }
       u.data = frames.back()->bytes();
       const Payload p = aligned(frames.back(), h.dtype);
@@ -556,7 +576,6 @@ struct KVServer::Impl {
   // ---- the loop ----
 
   void loop() {
-    std::vector<MsgPtr> frames;
     while (!stopping) {
       {
         std::vector<int> q;
@@ -566,36 +585,19 @@ struct KVServer::Impl {
         }
         for (int s : q) on_server_lost(s);
       }
-      std::vector<zmq_pollitem_t> items;
-      items.push_back({router, 0, ZMQ_POLLIN, 0});
-      if (zap) items.push_back({zap->socket(), 0, ZMQ_POLLIN, 0});
-      std::vector<int> owners;
-      for (size_t s = 0; s < peers.size(); ++s) {
-        if (peers[s] != nullptr) {
-          items.push_back({peers[s], 0, ZMQ_POLLIN, 0});
-          owners.push_back(static_cast<int>(s));
-        }
-      }
-      if (zmq_poll(items.data(), static_cast<int>(items.size()), 20) < 0) {
-        if (zmq_errno() == EINTR) continue;
-        std::fprintf(stderr, "server %d: poll failed: %s\n", o.rank, zmq_strerror(zmq_errno()));
-        return;
-      }
-      size_t i = 0;
-      if (items[i++].revents & ZMQ_POLLIN) {
-        for (int n = 0; n < 256 && detail::recv_all(router, frames); ++n) {
+      try {
+        ep->poll(std::chrono::milliseconds(20), [this](const comm::Route& from, std::vector<MsgPtr>& frames) {
+          frames.insert(frames.begin(), from);  // handlers see [route] [header] [payload...]
           try {
             on_request(frames);
           } catch (const std::exception& e) {
             ++n_errors;
             std::fprintf(stderr, "server %d: dropped a message: %s\n", o.rank, e.what());
           }
-        }
-      }
-      if (zap && (items[i++].revents & ZMQ_POLLIN)) zap->handle();
-      for (size_t k = 0; k < owners.size(); ++k, ++i) {
-        if (!(items[i].revents & ZMQ_POLLIN)) continue;
-        while (detail::recv_all(peers[static_cast<size_t>(owners[k])], frames)) on_peer_reply(owners[k], frames);
+        });
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "server %d: %s\n", o.rank, e.what());
+        return;
       }
     }
   }
@@ -609,18 +611,19 @@ KVServer::KVServer(const ServerOptions& options) : impl_(std::make_unique<Impl>(
                "server rank {} of {} servers", options.rank, options.placement.num_servers);
   LOOM_CHECK_T(ConfigError, options.num_workers >= 1, "parameter server: needs at least one worker");
   comm::check_security(options.security);
-  if (!options.security.insecure) m.keys = std::make_unique<comm::CurveKeys>(comm::derive_curve_keys(options.security.secret));
-  m.context = zmq_ctx_new();
-  LOOM_CHECK_T(CommError, m.context != nullptr, "zmq: cannot create a context");
-  if (m.keys) m.zap = std::make_unique<comm::ZapHandler>(m.context, *m.keys);
-  m.router = detail::make_router(m.context, options.bind, options.security, m.keys.get(), &m.bound);
+  try {
+    m.ep = std::make_unique<comm::ServerEndpoint>(comm::ServerEndpointOptions{.bind = options.bind,
+                                                                               .security = options.security});
+  } catch (const CommError& e) {
+    throw CommError(format("parameter server: {}", e.what()));
+  }
   m.lost.assign(static_cast<size_t>(options.placement.num_servers), false);
-  m.peers.assign(static_cast<size_t>(options.placement.num_servers), nullptr);
+  m.peers.resize(static_cast<size_t>(options.placement.num_servers));
 }
 
 KVServer::~KVServer() = default;
 
-std::string KVServer::endpoint() const { return impl_->bound; }
+std::string KVServer::endpoint() const { return impl_->ep->endpoint(); }
 
 void KVServer::set_role(int rank, bool sync) {
   LOOM_CHECK(!impl_->thread.joinable(), "parameter server: set_role() after start()");
@@ -638,7 +641,9 @@ void KVServer::connect_servers(const std::vector<std::string>& endpoints) {
   if (m.o.placement.replicas == 0) return;  // servers only talk to each other to replicate
   for (size_t s = 0; s < endpoints.size(); ++s) {
     if (static_cast<int>(s) == m.o.rank) continue;
-    m.peers[s] = detail::make_dealer(m.context, endpoints[s], m.o.security, m.keys.get());
+    m.peers[s] = comm::Socket::dealer(m.ep->context(), endpoints[s]);
+    const int server = static_cast<int>(s);
+    m.ep->watch(m.peers[s], [&m, server](std::vector<MsgPtr>& frames) { m.on_peer_reply(server, frames); });
   }
 }
 

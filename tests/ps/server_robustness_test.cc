@@ -2,39 +2,32 @@
 // frame counts and sizes, impossible shapes, unknown ops) answers each with an
 // error and keeps serving a well-behaved worker.
 #include <gtest/gtest.h>
-#include <zmq.h>
 
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "loom/ps/protocol.h"
 #include "loom/ps/server.h"
-#include "loom/ps/zmq_frames.h"
+#include "loom/comm/endpoint.h"
 
 namespace loom::ps {
 namespace {
 
-using detail::MsgPtr;
+using MsgPtr = comm::FramePtr;
 
 class RawClient {
  public:
-  explicit RawClient(const std::string& endpoint) {
-    ctx_ = zmq_ctx_new();
-    sock_ = detail::make_dealer(ctx_, endpoint, {.insecure = true}, nullptr);
-  }
-  ~RawClient() {
-    detail::close_socket(sock_);
-    zmq_ctx_term(ctx_);
-  }
+  explicit RawClient(const std::string& endpoint)
+      : ctx_({.insecure = true}, false), sock_(comm::Socket::dealer(ctx_, endpoint)) {}
   // Sends raw frames; returns the reply frames (header first), or empty after 5 s.
   std::vector<MsgPtr> ask(const std::vector<std::string>& frames) {
-    for (size_t i = 0; i < frames.size(); ++i) {
-      zmq_send(sock_, frames[i].data(), frames[i].size(), i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
-    }
-    zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
+    std::vector<comm::OutFrame> out;
+    for (const auto& f : frames) out.push_back(comm::OutFrame::copy(f));
+    sock_.send(out);
     std::vector<MsgPtr> reply;
-    if (zmq_poll(&item, 1, 5000) > 0) detail::recv_all(sock_, reply);
+    for (int i = 0; i < 5000 && !sock_.recv(reply); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return reply;
   }
   std::vector<MsgPtr> ask(const Header& h, const std::vector<std::string>& payload) {
@@ -47,8 +40,8 @@ class RawClient {
   }
 
  private:
-  void* ctx_;
-  void* sock_;
+  comm::ZmqContext ctx_;
+  comm::Socket sock_;
 };
 
 std::string bytes_of(const std::vector<int64_t>& v) { return {reinterpret_cast<const char*>(v.data()), v.size() * 8}; }
