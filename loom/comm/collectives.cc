@@ -164,7 +164,7 @@ void allreduce(Communicator& c, Tensor& t, const AllreduceOptions& o) {
   const Buffer buf = buffer_of(t);
   const size_t seg = detail::segment_elements(o.chunk_bytes, t.dtype());
   const detail::Group world = detail::world_group(c);
-  if (o.deterministic.value_or(c.deterministic)) {
+  if (o.deterministic) {
     // Tree's shape (rank 0 folds all) suits small messages; the others fold
     // one chunk per rank. Both give the same bits.
     detail::deterministic_allreduce(call, world, buf, o.op, algo == Algorithm::Tree, seg, kPhaseMain);
@@ -232,7 +232,7 @@ void reduce_scatter(Communicator& c, const Tensor& in, Tensor& out, const Reduce
   const Buffer src = buffer_of(in);
   auto* dst = static_cast<std::byte*>(out.data_ptr());
   const detail::Group world = detail::world_group(c);
-  if (o.deterministic.value_or(c.deterministic)) {
+  if (o.deterministic) {
     detail::deterministic_reduce_scatter(call, world, src, dst, o.op,
                                          detail::segment_elements(o.chunk_bytes, in.dtype()), kPhaseMain);
     return;

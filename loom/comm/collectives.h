@@ -27,7 +27,7 @@
 // once per reduction step (each pairwise combination of two partial results),
 // see reduce_kernels.h. Avg sums, then divides by the world size once.
 //
-// Deterministic mode (c.deterministic, or options.deterministic): allreduce
+// Deterministic mode (options.deterministic): allreduce
 // and reduce_scatter compute every element as the left fold
 //   x_0 op x_1 op ... op x_{size-1}   (rank order, in f32 for 16-bit floats,
 //                                      rounded once; Avg then divides once)
@@ -76,7 +76,9 @@ struct AllreduceOptions {
   Algorithm algorithm = Algorithm::Auto;
   std::optional<std::chrono::milliseconds> timeout = std::nullopt;  // default: the communicator's
   size_t chunk_bytes = kDefaultChunkBytes;  // pipeline segment, see kDefaultChunkBytes
-  std::optional<bool> deterministic = std::nullopt;  // default: the communicator's
+  // Rank-ordered fold: the same bits for any algorithm and topology (see above).
+  // Chosen by the caller that owns the behaviour (e.g. DataParallel's options).
+  bool deterministic = false;
 };
 
 struct BroadcastOptions {
@@ -93,7 +95,7 @@ struct ReduceScatterOptions {
   ReduceOp op = ReduceOp::Sum;
   std::optional<std::chrono::milliseconds> timeout = std::nullopt;
   size_t chunk_bytes = kDefaultChunkBytes;
-  std::optional<bool> deterministic = std::nullopt;
+  bool deterministic = false;  // rank-ordered fold, as for allreduce
 };
 
 struct BarrierOptions {

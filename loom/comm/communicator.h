@@ -45,9 +45,6 @@ struct Communicator {
   std::vector<int> host_of_rank;
   // Default time limit of one collective call (options may override it).
   std::chrono::milliseconds timeout{30000};
-  // Allreduce/reduce-scatter results bitwise independent of algorithm and
-  // topology (rank-ordered fold, see collectives.h).
-  bool deterministic = false;
   // Tags of this communicator: see the layout above (0..255).
   uint8_t channel = 0;
   // Sequence number of the next collective; all ranks advance it together.

@@ -61,7 +61,7 @@ DataParallel::DataParallel(nn::Module& model, comm::Communicator& comm, DataPara
       });
     }
   }
-  if (comm_.deterministic) {
+  if (options_.deterministic) {
     sync_ = false;  // gradients reach the wire through accumulate_fixed_point(), not the hooks
     for (auto& bucket : buckets_) bucket.fixed = ops::zeros({bucket.flat.numel()}, core::DType::I64);
   }
@@ -114,9 +114,9 @@ void DataParallel::comm_loop() {
     try {
       if (!error_) {
         Bucket& bucket = buckets_[b];
-        if (comm_.deterministic) {
+        if (options_.deterministic) {
           comm::allreduce(comm_, bucket.fixed, {.op = comm::ReduceOp::Sum, .algorithm = options_.algorithm,
-                                                .timeout = options_.timeout});
+                                                .timeout = options_.timeout, .deterministic = true});
         } else if (comm_.size > 1) {
           comm::allreduce(comm_, bucket.flat, {.op = comm::ReduceOp::Sum, .algorithm = options_.algorithm,
                                                .timeout = options_.timeout});
@@ -168,7 +168,7 @@ void DataParallel::finish_gradient_sync() {
     reset_pass();
   }
   if (err) std::rethrow_exception(err);
-  if (comm_.deterministic) {
+  if (options_.deterministic) {
     const double inv = std::ldexp(1.0, -kFixedPointBits);
     for (auto& bucket : buckets_) {
       if (!bucket.fixed.defined()) continue;

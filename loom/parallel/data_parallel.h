@@ -21,7 +21,7 @@
 // index order (the same order on every rank) while backward continues.
 //
 // The reduction is a sum: scale the loss by (local batch / global batch) to get
-// the global-batch mean (Trainer does). With `deterministic`, gradients are
+// the global-batch mean (Trainer does). With `.deterministic`, gradients are
 // summed in 64-bit fixed point, which is associative: the result is bitwise the
 // same for any number of workers and any all-reduce algorithm (see
 // docs/ARCHITECTURE.md).
@@ -48,6 +48,10 @@ struct DataParallelOptions {
   bool broadcast_parameters = true;  // make every replica start from rank 0's weights and buffers
   comm::Algorithm algorithm = comm::Algorithm::Auto;
   std::chrono::milliseconds timeout{60000};
+  // Sums per-sample gradients in 64-bit fixed point (accumulate_fixed_point)
+  // and all-reduces them in rank order: bitwise the same for any world size.
+  // The strategy that owns determinism sets it (parallel::DataParallelStrategy).
+  bool deterministic = false;
 };
 
 class DataParallel {

@@ -75,17 +75,6 @@ int64_t count_classes(const data::Dataset& ds) {
   return ops::max(td->targets()).item<int64_t>() + 1;
 }
 
-// The job's optimizer with the run's length filled in: schedules in epochs
-// count steps_per_epoch steps each, cosine anneals to the last step.
-optim::OptimizerSpec run_optimizer_spec(const io::JobConfig& job, int64_t steps_per_epoch) {
-  optim::OptimizerSpec spec = job.optimizer;
-  int64_t total = job.train.epochs * steps_per_epoch;
-  if (job.train.max_steps > 0) total = std::min(total, job.train.max_steps);
-  spec.schedule.steps_per_epoch = std::max<int64_t>(1, steps_per_epoch);
-  spec.schedule.total_steps = std::max<int64_t>(1, total);
-  return spec;
-}
-
 int64_t metadata_int(const io::Metadata& m, const std::string& key, const std::string& file) {
   auto it = m.find(key);
   LOOM_CHECK_T(IoError, it != m.end(), "{}: checkpoint metadata has no '{}' (not a Loom training checkpoint?)", file, key);
@@ -98,47 +87,69 @@ int64_t metadata_int(const io::Metadata& m, const std::string& key, const std::s
   throw IoError(format("{}: checkpoint metadata '{}' = '{}' is not a non-negative integer", file, key, it->second));
 }
 
-}  // namespace
+// The job file's parts: data, loaders, model, loss, optimizer.
+TrainerParts parts_from_job(const io::JobConfig& job, std::shared_ptr<Strategy> strategy) {
+  if (job.train.threads > 0) core::set_num_threads(static_cast<int>(job.train.threads));
+  auto [train_set, test_set] = load_data(job.data, job.path);
+  const int64_t num_classes = count_classes(*train_set);
 
-Trainer::Trainer(io::JobConfig job, TrainerOptions options) : job_(std::move(job)), options_(std::move(options)) {
-  if (job_.train.threads > 0) core::set_num_threads(static_cast<int>(job_.train.threads));
-  auto [train_set, test_set] = load_data(job_.data, job_.path);
-  train_set_ = train_set;
-  test_set_ = test_set;
-  num_classes_ = count_classes(*train_set_);
-
-  data::LoaderOptions lo{.batch_size = job_.data.batch_size, .shuffle = job_.data.shuffle, .seed = job_.train.seed,
-                         .drop_last = job_.data.drop_last, .num_workers = static_cast<int>(job_.data.num_workers)};
-  if (job_.data.augment) {
-    const core::Shape s = train_set_->get(0).input.shape();
-    LOOM_CHECK_T(ConfigError, s.size() == 3, "{}: [data] augment needs image inputs [C, H, W], got {}", job_.path,
+  data::LoaderOptions lo{.batch_size = job.data.batch_size, .shuffle = job.data.shuffle, .seed = job.train.seed,
+                         .drop_last = job.data.drop_last, .num_workers = static_cast<int>(job.data.num_workers)};
+  if (job.data.augment) {
+    const core::Shape s = train_set->get(0).input.shape();
+    LOOM_CHECK_T(ConfigError, s.size() == 3, "{}: [data] augment needs image inputs [C, H, W], got {}", job.path,
                  core::to_string(s));
     lo.transforms.push_back(std::make_shared<data::RandomCrop>(s[1], 2));
     lo.transforms.push_back(std::make_shared<data::RandomHorizontalFlip>(0.5));
   }
-  data::LoaderOptions eval_lo{.batch_size = job_.data.test_batch_size, .num_workers = static_cast<int>(job_.data.num_workers)};
-  if (!job_.data.mean.empty()) {
-    auto norm = std::make_shared<data::Normalize>(job_.data.mean, job_.data.std);
+  data::LoaderOptions eval_lo{.batch_size = job.data.test_batch_size, .num_workers = static_cast<int>(job.data.num_workers)};
+  if (!job.data.mean.empty()) {
+    auto norm = std::make_shared<data::Normalize>(job.data.mean, job.data.std);
     lo.transforms.push_back(norm);
     eval_lo.transforms.push_back(norm);
   }
-  train_loader_ = std::make_unique<data::DataLoader>(train_set_, lo);
-  test_loader_ = std::make_unique<data::DataLoader>(test_set_, eval_lo);
+  const ops::CrossEntropyOptions ce{.label_smoothing = job.train.label_smoothing};
+  return {.model = build_model(job.model, train_set->get(0).input.shape(), num_classes),
+          .train_loader = std::make_shared<data::DataLoader>(train_set, lo),
+          .test_loader = std::make_shared<data::DataLoader>(test_set, eval_lo),
+          .loss = [ce](const Tensor& out, const Tensor& y) { return ops::cross_entropy(out, y, ce); },
+          .optimizer = job.optimizer,
+          .strategy = std::move(strategy),
+          .num_classes = num_classes,
+          .source = job.path};
+}
 
-  model_ = build_model(job_.model, train_set_->get(0).input.shape(), num_classes_);
-  const optim::OptimizerSpec spec = run_optimizer_spec(job_, train_loader_->num_batches());
-  if (options_.distributed) {
-    if (options_.distributed->rank() != 0) options_.log = nullptr;  // rank 0 reports for the job
-    options_.distributed->set_optimizer(spec);
-    options_.distributed->attach(*model_);
-  }
-  optimizer_ = std::make_unique<optim::Optimizer>(optim::make_optimizer(model_->named_parameters(), spec));
+}  // namespace
+
+Trainer::Trainer(const io::JobConfig& job, TrainerOptions options, std::shared_ptr<Strategy> strategy)
+    : Trainer(parts_from_job(job, std::move(strategy)), job.train, std::move(options)) {}
+
+Trainer::Trainer(TrainerParts parts, io::TrainConfig loop, TrainerOptions options)
+    : parts_(std::move(parts)), loop_(std::move(loop)), options_(std::move(options)) {
+  LOOM_CHECK(parts_.model && parts_.train_loader && parts_.loss, "Trainer: the parts need a model, a train loader and a loss");
+  if (!parts_.strategy) parts_.strategy = std::make_shared<LocalStrategy>();
+  if (!is_main()) options_.log = nullptr;  // rank 0 reports for the job
+  const optim::OptimizerSpec spec = run_optimizer_spec();
+  parts_.strategy->attach(*parts_.model, spec);
+  optimizer_ = std::make_unique<optim::Optimizer>(optim::make_optimizer(parts_.model->named_parameters(), spec));
   scheduler_ = std::make_unique<optim::LRScheduler>(*optimizer_, optim::make_schedule(spec), 0);
 
-  std::string dir = options_.checkpoint_dir.empty() ? job_.train.checkpoint_dir : options_.checkpoint_dir;
+  std::string dir = options_.checkpoint_dir.empty() ? loop_.checkpoint_dir : options_.checkpoint_dir;
   if (!dir.empty()) {
-    checkpoints_ = std::make_unique<io::CheckpointManager>(dir, io::CheckpointOptions{.keep_last = static_cast<int>(job_.train.checkpoint_keep)});
+    checkpoints_ = std::make_unique<io::CheckpointManager>(dir, io::CheckpointOptions{.keep_last = static_cast<int>(loop_.checkpoint_keep)});
   }
+}
+
+// The optimizer with the run's length filled in: schedules in epochs count
+// steps_per_epoch steps each, cosine anneals to the last step.
+optim::OptimizerSpec Trainer::run_optimizer_spec() const {
+  const int64_t steps_per_epoch = parts_.train_loader->num_batches();
+  optim::OptimizerSpec spec = parts_.optimizer;
+  int64_t total = loop_.epochs * steps_per_epoch;
+  if (loop_.max_steps > 0) total = std::min(total, loop_.max_steps);
+  spec.schedule.steps_per_epoch = std::max<int64_t>(1, steps_per_epoch);
+  spec.schedule.total_steps = std::max<int64_t>(1, total);
+  return spec;
 }
 
 Trainer::~Trainer() = default;
@@ -151,26 +162,27 @@ void Trainer::log(const std::string& line) const {
 }
 
 double Trainer::train_one_epoch(int64_t epoch) {
-  if (train_loader_->position().epoch != epoch) train_loader_->set_epoch(epoch);
-  const int64_t first = train_loader_->position().next_batch;
-  const int64_t total = train_loader_->num_batches();
-  model_->train();
+  if (parts_.train_loader->position().epoch != epoch) parts_.train_loader->set_epoch(epoch);
+  const int64_t first = parts_.train_loader->position().next_batch;
+  const int64_t total = parts_.train_loader->num_batches();
+  parts_.model->train();
   std::optional<ProgressBar> bar;
   if (options_.log) {
-    bar.emplace(options_.log, ProgressOptions{.total_steps = total, .label = format("epoch {}/{}", epoch + 1, job_.train.epochs),
+    bar.emplace(options_.log, ProgressOptions{.total_steps = total, .label = format("epoch {}/{}", epoch + 1, loop_.epochs),
                                               .interactive = options_.interactive});
     if (first > 0) bar->update(first, 0);
   }
   double loss_sum = 0.0;
   int64_t batches = 0;
-  while (job_.train.max_steps == 0 || step_ < job_.train.max_steps) {
-    std::optional<data::Batch> batch = train_loader_->next();
+  while (loop_.max_steps == 0 || step_ < loop_.max_steps) {
+    std::optional<data::Batch> batch = parts_.train_loader->next();
     if (!batch) break;
     const double l = train_step(*batch);
     ++step_;
     LOOM_CHECK(std::isfinite(l), "training diverged: loss is {} at step {} (lower [optimizer] lr?)", l, step_);
     loss_sum += l;
     ++batches;
+    if (options_.on_step_end) options_.on_step_end({.step = step_, .loss = l});
     if (bar) {
       char status[32];
       std::snprintf(status, sizeof status, "loss %.4f", l);
@@ -188,89 +200,62 @@ double Trainer::train_one_epoch(int64_t epoch) {
 // One optimizer step on `batch` (this rank's rows of it when distributed);
 // returns the loss of the rows this process trained on.
 double Trainer::train_step(const data::Batch& batch) {
-  const ops::CrossEntropyOptions ce{.label_smoothing = job_.train.label_smoothing};
-  optimizer_->zero_grad();
-  DistributedContext* dist = options_.distributed;
-  double loss_value = 0.0;
-  if (!dist) {
-    Tensor loss = ops::cross_entropy((*model_)(batch.inputs), batch.targets, ce);
-    autograd::backward(loss);
-    loss_value = loss.item<double>();
-  } else {
-    const int64_t global = batch.inputs.size(0);
-    const int64_t r = dist->rank(), n = dist->world_size();
-    const int64_t begin = global * r / n, end = global * (r + 1) / n;
-    if (end > begin) {
-      Tensor x = ops::slice(batch.inputs, 0, begin, end), y = ops::slice(batch.targets, 0, begin, end);
-      if (dist->deterministic()) {
-        // One sample at a time, each scaled to its share of the global mean.
-        const ops::CrossEntropyOptions ce_sum{.reduction = ops::Reduction::Sum, .label_smoothing = ce.label_smoothing};
-        for (int64_t i = 0; i < end - begin; ++i) {
-          Tensor loss = ops::cross_entropy((*model_)(ops::slice(x, 0, i, i + 1)), ops::slice(y, 0, i, i + 1), ce_sum);
-          autograd::backward(ops::mul(loss, 1.0 / static_cast<double>(global)));
-          dist->accumulate_micro_batch();
-          loss_value += loss.item<double>() / static_cast<double>(end - begin);
-        }
-      } else {
-        Tensor loss = ops::cross_entropy((*model_)(x), y, ce);
-        autograd::backward(ops::mul(loss, static_cast<double>(end - begin) / static_cast<double>(global)));
-        loss_value = loss.item<double>();
-      }
-    }
-    dist->finish_gradients();
-  }
-  if (dist && dist->applies_update()) {
-    dist->apply_update();
-  } else {
-    optimizer_->step();
-  }
+  Strategy& strategy = *parts_.strategy;
+  const StepBatch mine = parts_.per_rank_batches
+                             ? StepBatch{batch.inputs, batch.targets, batch.size() * strategy.world_size()}
+                             : share_of_batch(batch, strategy.rank(), strategy.world_size());
+  StepParts step_parts{.model = *parts_.model, .loss = parts_.loss, .optimizer = *optimizer_};
+  const double loss = strategy.step(mine, step_parts);
   scheduler_->step();  // also when the servers update: the reported lr stays true
-  return loss_value;
+  return loss;
 }
 
 ClassificationResult Trainer::evaluate() {
+  LOOM_CHECK(can_evaluate(), "Trainer::evaluate: the parts have no test loader or no num_classes");
   autograd::NoGradGuard no_grad;
-  model_->eval();
-  ClassificationMetrics metrics(num_classes_);
-  test_loader_->set_epoch(0);
-  while (auto batch = test_loader_->next()) {
-    Tensor logits = (*model_)(batch->inputs);
+  nn::Module& model = *parts_.model;
+  model.eval();
+  ClassificationMetrics metrics(parts_.num_classes);
+  parts_.test_loader->set_epoch(0);
+  while (auto batch = parts_.test_loader->next()) {
+    Tensor logits = model(batch->inputs);
     Tensor loss_sum = ops::cross_entropy(logits, batch->targets, {.reduction = ops::Reduction::Sum});
     metrics.update(logits, batch->targets, loss_sum.item<double>());
   }
-  model_->train();
+  model.train();
   return metrics.result();
 }
 
 EpochReport Trainer::fit() {
   const auto t0 = Clock::now();
   std::unique_ptr<MetricsLog> jsonl;
-  std::string metrics_path = options_.metrics_out.empty() ? job_.train.metrics_out : options_.metrics_out;
+  std::string metrics_path = options_.metrics_out.empty() ? loop_.metrics_out : options_.metrics_out;
   if (!metrics_path.empty() && is_main()) jsonl = std::make_unique<MetricsLog>(metrics_path, OpenMode::Append);
   std::unique_ptr<TensorBoardWriter> tb;
-  if (!job_.train.tensorboard_dir.empty() && is_main()) tb = std::make_unique<TensorBoardWriter>(job_.train.tensorboard_dir);
+  if (!loop_.tensorboard_dir.empty() && is_main()) tb = std::make_unique<TensorBoardWriter>(loop_.tensorboard_dir);
 
   EpochReport report;
-  const int64_t epochs = job_.train.epochs;
-  for (int64_t epoch = train_loader_->position().epoch; epoch < epochs; ++epoch) {
+  const int64_t epochs = loop_.epochs;
+  for (int64_t epoch = parts_.train_loader->position().epoch; epoch < epochs; ++epoch) {
     const auto te = Clock::now();
     const int64_t step_before = step_;
-    const int64_t first_batch = train_loader_->position().epoch == epoch ? train_loader_->position().next_batch : 0;
+    const int64_t first_batch = parts_.train_loader->position().epoch == epoch ? parts_.train_loader->position().next_batch : 0;
     report = EpochReport{};
     report.train_loss = last_train_loss_ = train_one_epoch(epoch);
-    const bool stopped = job_.train.max_steps > 0 && step_ >= job_.train.max_steps;
-    const bool finished_epoch = train_loader_->position().epoch > epoch;
+    const bool stopped = loop_.max_steps > 0 && step_ >= loop_.max_steps;
+    const bool finished_epoch = parts_.train_loader->position().epoch > epoch;
     report.epoch = epoch + 1;
     report.step = step_;
     report.lr = optimizer_->lr();
     report.epoch_s = seconds_since(te);
     report.wall_s = seconds_since(t0);
     const int64_t batches = step_ - step_before;
-    const int64_t bs = job_.data.batch_size;
-    const int64_t samples = std::min<int64_t>(batches * bs, std::max<int64_t>(0, train_set_->size() - first_batch * bs));
+    const int64_t bs = parts_.train_loader->options().batch_size;
+    const int64_t samples =
+        std::min<int64_t>(batches * bs, std::max<int64_t>(0, parts_.train_loader->dataset().size() - first_batch * bs));
     report.samples_per_s = report.epoch_s > 0 ? static_cast<double>(samples) / report.epoch_s : 0.0;
     const bool last = stopped || epoch + 1 == epochs;
-    if (is_main() && (last || (job_.train.eval_interval > 0 && (epoch + 1) % job_.train.eval_interval == 0))) {
+    if (is_main() && can_evaluate() && (last || (loop_.eval_interval > 0 && (epoch + 1) % loop_.eval_interval == 0))) {
       report.test = evaluate();
       report.wall_s = seconds_since(t0);
     }
@@ -293,19 +278,19 @@ EpochReport Trainer::fit() {
       }
       tb->flush();
     }
-    if (checkpoints_ && is_main() && (last || (epoch + 1) % job_.train.checkpoint_every == 0 || !finished_epoch)) {
+    if (checkpoints_ && is_main() && (last || (epoch + 1) % loop_.checkpoint_every == 0 || !finished_epoch)) {
       log(format("checkpoint: {}", save_checkpoint().string()));
     }
     if (options_.on_epoch_end) options_.on_epoch_end(report);
     if (stopped) break;
   }
-  if (options_.distributed) options_.distributed->barrier();
+  parts_.strategy->barrier();
   return report;
 }
 
 io::NamedTensors Trainer::checkpoint_tensors() const {
   io::NamedTensors out;
-  for (const auto& [name, t] : model_->state_dict()) out.emplace_back("model." + name, t);
+  for (const auto& [name, t] : parts_.model->state_dict()) out.emplace_back("model." + name, t);
   for (const auto& [name, t] : optimizer_->state_dict()) out.emplace_back("optim." + name, t);
   return out;
 }
@@ -314,10 +299,10 @@ io::Metadata Trainer::checkpoint_metadata() const {
   io::Metadata m{{"format", "pt"},  // what PyTorch's safetensors loader expects
                  {"loom.version", "1"},
                  {"loom.step", std::to_string(step_)},
-                 {"loom.loader_epoch", std::to_string(train_loader_->position().epoch)},
-                 {"loom.loader_batch", std::to_string(train_loader_->position().next_batch)},
-                 {"loom.job", job_.path}};
-  for (auto& [name, mod] : model_->named_modules()) {
+                 {"loom.loader_epoch", std::to_string(parts_.train_loader->position().epoch)},
+                 {"loom.loader_batch", std::to_string(parts_.train_loader->position().next_batch)},
+                 {"loom.job", parts_.source}};
+  for (auto& [name, mod] : parts_.model->named_modules()) {
     if (auto* d = dynamic_cast<nn::Dropout*>(mod)) {
       m["loom.rng." + name] = format("{},{}", d->generator().seed(), d->generator().offset());
     }
@@ -329,26 +314,8 @@ std::filesystem::path Trainer::save_checkpoint() {
   LOOM_CHECK(checkpoints_ != nullptr, "save_checkpoint: no checkpoint directory (set [train] checkpoint_dir or --checkpoint-dir)");
   io::NamedTensors tensors = checkpoint_tensors();
   io::Metadata meta = checkpoint_metadata();
-  if (options_.distributed) options_.distributed->add_checkpoint_state(tensors, meta);
+  parts_.strategy->add_checkpoint_state(tensors, meta);
   return checkpoints_->save(step_, tensors, meta);
-}
-
-namespace {
-
-// Resuming without parameter servers from a checkpoint of a run with them
-// would drop the servers' optimizer state (momentum, Adam moments): refused.
-void refuse_server_state(const io::SafetensorsFile& file, const std::string& source) {
-  for (const auto& [name, t] : file.tensors) {
-    LOOM_CHECK_T(IoError, name.rfind(kServerStatePrefix, 0) != 0,
-                 "{}: the checkpoint holds parameter-server state ('{}'): resume it with the [distributed] mode it was "
-                 "written in (dist_sync, dist_async or dist_ssp)", source, name);
-  }
-}
-
-}  // namespace
-
-void DistributedContext::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {
-  refuse_server_state(file, source);
 }
 
 bool Trainer::resume_from_latest() {
@@ -374,13 +341,13 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
   const data::LoaderPosition pos{metadata_int(f.metadata, "loom.loader_epoch", file),
                                  metadata_int(f.metadata, "loom.loader_batch", file)};
   try {
-    model_->load_state_dict(model_state);
+    parts_.model->load_state_dict(model_state);
     optimizer_->load_state_dict(optim_state);
-    train_loader_->set_position(pos);
+    parts_.train_loader->set_position(pos);
   } catch (const ValueError& e) {
     throw IoError(format("{}: the checkpoint does not fit this job's model: {}", file, e.what()));
   }
-  for (auto& [name, mod] : model_->named_modules()) {
+  for (auto& [name, mod] : parts_.model->named_modules()) {
     auto* d = dynamic_cast<nn::Dropout*>(mod);
     if (!d) continue;
     auto it = f.metadata.find("loom.rng." + name);
@@ -391,19 +358,14 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
     d->generator().set_state(seed, offset);
   }
   step_ = step;
-  scheduler_ = std::make_unique<optim::LRScheduler>(
-      *optimizer_, optim::make_schedule(run_optimizer_spec(job_, train_loader_->num_batches())), step_);
-  if (options_.distributed) {
-    options_.distributed->restore_checkpoint_state(f, file);
-  } else {
-    refuse_server_state(f, file);
-  }
+  scheduler_ = std::make_unique<optim::LRScheduler>(*optimizer_, optim::make_schedule(run_optimizer_spec()), step_);
+  parts_.strategy->restore_checkpoint_state(f, file);
 }
 
 void Trainer::save_model(const std::filesystem::path& path) const {
   io::NamedTensors tensors;
-  for (const auto& [name, t] : model_->state_dict()) tensors.emplace_back(name, t);
-  io::write_safetensors(path, tensors, {{"format", "pt"}, {"loom.job", job_.path}});
+  for (const auto& [name, t] : parts_.model->state_dict()) tensors.emplace_back(name, t);
+  io::write_safetensors(path, tensors, {{"format", "pt"}, {"loom.job", parts_.source}});
 }
 
 void Trainer::load_model(const std::filesystem::path& path) {
@@ -415,7 +377,7 @@ void Trainer::load_model(const std::filesystem::path& path) {
     else if (name.rfind("model.", 0) == 0) state.insert(name.substr(6), t);
   }
   try {
-    model_->load_state_dict(state);
+    parts_.model->load_state_dict(state);
   } catch (const ValueError& e) {
     throw IoError(format("{}: the weights do not fit this job's model: {}", path.string(), e.what()));
   }

@@ -1,16 +1,25 @@
-// The training loop behind `loom train`: builds data, model, optimizer and
-// schedule from a job file, trains epoch by epoch, evaluates, logs (progress,
-// JSONL, TensorBoard) and checkpoints; resumes exactly from a checkpoint.
+// The training loop: feeds batches to a strategy, steps the LR schedule,
+// evaluates, logs (progress, JSONL, TensorBoard) and checkpoints; resumes
+// exactly from a checkpoint. Built from parts, or from a job file (which
+// builds the parts: data, model, loss, optimizer; the strategy comes from
+// parallel::make_strategy, or is local).
 //
-//   io::JobConfig job = io::load_job_file("examples/fashion_mnist/mlp.toml");
-//   train::Trainer trainer(job, {.metrics_out = "metrics.jsonl"});
-//   trainer.fit();                                    // or trainer.resume_from_latest(), then fit()
-//   train::ClassificationResult r = trainer.evaluate();
+//   // given: std::shared_ptr<nn::Module> model, std::shared_ptr<data::DataLoader> train, std::shared_ptr<data::DataLoader> test
+//   train::Trainer trainer({.model = model, .train_loader = train, .test_loader = test,
+//                           .loss = [](const Tensor& out, const Tensor& y) { return ops::cross_entropy(out, y); },
+//                           .optimizer = {.rule = optim::Rule::Adam, .lr = 1e-3}, .num_classes = 10},
+//                          io::TrainConfig{.epochs = 2});
+//   trainer.fit();
+//
+//   train::Trainer from_job(io::load_job_file("examples/fashion_mnist/mlp.toml"), {.metrics_out = "metrics.jsonl"});
+//   from_job.fit();                                   // or from_job.resume_from_latest(), then fit()
+//   train::ClassificationResult r = from_job.evaluate();
 //
 // Checkpoints are safetensors files: tensors "model.<name>" (the state dict)
 // and "optim.<key>" (optimizer state), and metadata "loom.step",
 // "loom.loader_epoch", "loom.loader_batch", "loom.rng.<module>" (dropout
-// generators) — everything an exact resume needs.
+// generators) — everything an exact resume needs — plus what the strategy
+// keeps elsewhere ("servers.*").
 #pragma once
 
 #include <cstdio>
@@ -26,50 +35,9 @@
 #include "loom/nn/module.h"
 #include "loom/optim/optim.h"
 #include "loom/train/metrics.h"
+#include "loom/train/strategy.h"
 
 namespace loom::train {
-
-// How a Trainer takes part in data-parallel training, implemented above this
-// layer (parallel::AllreduceContext). Every rank runs the same Trainer on the
-// same global batches; rank r trains on rows [B*r/N, B*(r+1)/N) of each batch,
-// scales its loss by its share of the batch, and after backward the context
-// sums the gradients across ranks, so each step equals one step of a single
-// process on the whole batch. Rank 0 evaluates, logs and checkpoints.
-class DistributedContext {
- public:
-  virtual ~DistributedContext() = default;
-  virtual int rank() const = 0;
-  virtual int world_size() const = 0;
-  // Called once with the model before training (broadcast weights, buckets).
-  virtual void attach(nn::Module& model) = 0;
-  // After the backward pass(es) of one step: the gradients are summed across ranks.
-  virtual void finish_gradients() = 0;
-  // Deterministic mode: each rank back-propagates one sample at a time and
-  // calls accumulate_micro_batch() after each; sums are exact (fixed point), so
-  // results are bitwise the same for any number of ranks.
-  virtual bool deterministic() const { return false; }
-  virtual void accumulate_micro_batch() {}
-  // Waits for every rank (end of training).
-  virtual void barrier() = 0;
-  // Told before attach(): the job's optimizer with the run's steps filled in
-  // (a context that applies the update, on parameter servers, runs this spec).
-  virtual void set_optimizer(const optim::OptimizerSpec& spec) {}
-  // Parameter servers run the update rule themselves: after finish_gradients()
-  // the trainer calls apply_update() (which leaves the new weights in the
-  // model) instead of stepping its own optimizer.
-  virtual bool applies_update() const { return false; }
-  virtual void apply_update() {}
-  // Checkpoints hold what the context keeps outside the model and the local
-  // optimizer (the parameter servers' weights and optimizer state, as tensors
-  // named "servers.*"): the main rank adds it to each checkpoint it writes,
-  // and on resume every rank hands the checkpoint back after loading the model
-  // (collective). A context without such state refuses a checkpoint with it.
-  virtual void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) {}
-  virtual void restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source);
-};
-
-// The prefix of the tensors and metadata a DistributedContext adds to checkpoints.
-inline constexpr const char* kServerStatePrefix = "servers.";
 
 // What one epoch produced; callbacks and logs receive it.
 struct EpochReport {
@@ -83,6 +51,12 @@ struct EpochReport {
   std::optional<ClassificationResult> test;  // when evaluated this epoch
 };
 
+// After each optimizer step.
+struct StepReport {
+  int64_t step = 0;   // optimizer steps so far
+  double loss = 0.0;  // this rank's rows
+};
+
 struct TrainerOptions {
   std::string checkpoint_dir;  // overrides [train] checkpoint_dir when set
   std::string metrics_out;     // overrides [train] metrics_out when set
@@ -90,18 +64,43 @@ struct TrainerOptions {
   std::optional<bool> interactive;  // progress bar style; unset: detect a terminal
   // Called after every epoch (after evaluation and checkpointing).
   std::function<void(const EpochReport&)> on_epoch_end;
-  // Data-parallel training (nullptr: one process).
-  DistributedContext* distributed = nullptr;
+  // Called after every optimizer step.
+  std::function<void(const StepReport&)> on_step_end;
+};
+
+// What a Trainer is made of. The Trainer builds the local optimizer and the
+// LR schedule from `optimizer` (with the run's steps filled in) and hands the
+// same spec to the strategy, which may run it elsewhere (parameter servers).
+struct TrainerParts {
+  std::shared_ptr<nn::Module> model;
+  // Global batches: every rank gets the same batch and the strategy's rank
+  // takes its rows (share_of_batch), so results do not depend on the world
+  // size. With per_rank_batches, the loader already yields this rank's rows,
+  // 1/world_size of each step's global batch.
+  std::shared_ptr<data::DataLoader> train_loader;
+  std::shared_ptr<data::DataLoader> test_loader;  // optional; evaluate() needs it and num_classes
+  LossFn loss;                                    // a mean over the rows
+  optim::OptimizerSpec optimizer;
+  std::shared_ptr<Strategy> strategy;             // null: LocalStrategy
+  int64_t num_classes = 0;                        // evaluate(): classification metrics over test_loader
+  bool per_rank_batches = false;
+  std::string source;                             // recorded in checkpoints as "loom.job"
 };
 
 class Trainer {
  public:
-  Trainer(io::JobConfig job, TrainerOptions options = {});
+  // `loop`: epochs, max_steps, eval_interval, checkpoint_dir/every/keep,
+  // metrics_out, tensorboard_dir (the job file's [train]).
+  Trainer(TrainerParts parts, io::TrainConfig loop, TrainerOptions options = {});
+  // The job file's parts: data, loaders, model (zoo or layers), cross-entropy
+  // with the job's label smoothing, [optimizer] and [schedule]; `strategy`
+  // from parallel::make_strategy (null: local).
+  explicit Trainer(const io::JobConfig& job, TrainerOptions options = {}, std::shared_ptr<Strategy> strategy = nullptr);
   ~Trainer();
 
   // Trains until [train] epochs or max_steps; returns the last epoch's report.
   EpochReport fit();
-  // Test-set metrics of the current model.
+  // Test-set metrics of the current model (needs test_loader and num_classes).
   ClassificationResult evaluate();
 
   // Loads the newest checkpoint in the checkpoint dir; false if there is none.
@@ -113,24 +112,23 @@ class Trainer {
   // Loads weights saved by save_model or a full checkpoint.
   void load_model(const std::filesystem::path& path);
 
-  nn::Module& model() { return *model_; }
+  nn::Module& model() { return *parts_.model; }
+  Strategy& strategy() { return *parts_.strategy; }
   int64_t step() const { return step_; }
-  const io::JobConfig& job() const { return job_; }
 
  private:
   void log(const std::string& line) const;
   double train_one_epoch(int64_t epoch);
   double train_step(const data::Batch& batch);
-  bool is_main() const { return !options_.distributed || options_.distributed->rank() == 0; }
+  bool is_main() const { return parts_.strategy->is_main(); }
+  bool can_evaluate() const { return parts_.test_loader && parts_.num_classes > 0; }
+  optim::OptimizerSpec run_optimizer_spec() const;
   io::NamedTensors checkpoint_tensors() const;
   io::Metadata checkpoint_metadata() const;
 
-  io::JobConfig job_;
+  TrainerParts parts_;
+  io::TrainConfig loop_;
   TrainerOptions options_;
-  std::shared_ptr<data::Dataset> train_set_, test_set_;
-  std::unique_ptr<data::DataLoader> train_loader_, test_loader_;
-  int64_t num_classes_ = 0;
-  std::shared_ptr<nn::Module> model_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<optim::LRScheduler> scheduler_;
   std::unique_ptr<io::CheckpointManager> checkpoints_;

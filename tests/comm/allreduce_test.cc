@@ -70,14 +70,15 @@ using testing::expected_of;
 
 
 // One rank's part of an exact check: fill, allreduce, compare every element.
-void exact_case(Communicator& c, const Setting& s, DType dtype, int64_t count, ReduceOp op, size_t chunk_bytes) {
+void exact_case(Communicator& c, const Setting& s, DType dtype, int64_t count, ReduceOp op, size_t chunk_bytes,
+                bool deterministic = false) {
   core::visit_dtype(dtype, [&]<class T>() {
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, BFloat16> ||
                   std::is_same_v<T, int64_t> || std::is_same_v<T, int32_t> || std::is_same_v<T, core::Half>) {
       Tensor t = Tensor::empty({count}, dtype);
       T* p = t.data<T>();
       for (int64_t i = 0; i < count; ++i) p[i] = core::cast_value<T>(exact_value(c.rank, i));
-      allreduce(c, t, {.op = op, .algorithm = s.algorithm, .chunk_bytes = chunk_bytes});
+      allreduce(c, t, {.op = op, .algorithm = s.algorithm, .chunk_bytes = chunk_bytes, .deterministic = deterministic});
       std::vector<T> table(251);
       for (int64_t k = 0; k < std::min<int64_t>(count, 251); ++k) table[static_cast<size_t>(k)] = expected_of<T>(op, c.size, k);
       int64_t bad = 0, first_bad = -1;
@@ -193,9 +194,8 @@ TEST_P(AllreduceMatrix, DeterministicIsBitwiseLeftFold) {
               fold[static_cast<size_t>(i)] = static_cast<T>(acc);
             }
             run_ranks(n, hosts_for(s, n), [&](Communicator& c) {
-              c.deterministic = true;
               Tensor t = Tensor::from_vector<T>(inputs[static_cast<size_t>(c.rank)], {count});
-              allreduce(c, t, {.op = op, .algorithm = s.algorithm});
+              allreduce(c, t, {.op = op, .algorithm = s.algorithm, .deterministic = true});
               EXPECT_EQ(std::memcmp(t.data_ptr(), fold.data(), t.nbytes()), 0)
                   << setting_name(s) << " size " << n << " rank " << c.rank << " " << dtype << " count " << count
                   << " op " << name(op);
@@ -378,12 +378,11 @@ TEST(AllreduceFlowControl, LargeBuffersThroughASmallWindow) {
             try {
               Communicator c = make_communicator(world.transport(r), hosts_for(s, n));
               c.timeout = 20s;
-              c.deterministic = deterministic;
-              exact_case(c, s, DType::F32, kCount, ReduceOp::Sum, size_t{16} << 10);
+              exact_case(c, s, DType::F32, kCount, ReduceOp::Sum, size_t{16} << 10, deterministic);
               Tensor in = Tensor::empty({kCount});
               for (int64_t i = 0; i < kCount; ++i) in.data<float>()[i] = 1.0f;
               Tensor out;
-              reduce_scatter(c, in, out, {.chunk_bytes = size_t{16} << 10});
+              reduce_scatter(c, in, out, {.chunk_bytes = size_t{16} << 10, .deterministic = deterministic});
               for (int64_t i = 0; i < out.numel(); ++i) ASSERT_EQ(out.data<float>()[i], static_cast<float>(n));
               Tensor gathered;
               all_gather(c, out, gathered, {.chunk_bytes = size_t{16} << 10});

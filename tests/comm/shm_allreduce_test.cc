@@ -74,14 +74,15 @@ using testing::exact_value;
 using testing::expected_of;
 
 // Fills, all-reduces (Ring: the transport's all-reduce on one host), checks every element.
-void exact_case(Communicator& c, DType dtype, int64_t count, ReduceOp op, Algorithm algo = Algorithm::Ring) {
+void exact_case(Communicator& c, DType dtype, int64_t count, ReduceOp op, Algorithm algo = Algorithm::Ring,
+                bool deterministic = false) {
   core::visit_dtype(dtype, [&]<class T>() {
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, BFloat16> ||
                   std::is_same_v<T, Half> || std::is_same_v<T, int32_t> || std::is_same_v<T, int64_t>) {
       Tensor t = Tensor::empty({count}, dtype);
       T* p = t.data<T>();
       for (int64_t i = 0; i < count; ++i) p[i] = core::cast_value<T>(exact_value(c.rank, i));
-      allreduce(c, t, {.op = op, .algorithm = algo});
+      allreduce(c, t, {.op = op, .algorithm = algo, .deterministic = deterministic});
       int64_t bad = 0, first_bad = -1;
       for (int64_t i = 0; i < count; ++i) {
         if (core::cast_value<double>(p[i]) != core::cast_value<double>(expected_of<T>(op, c.size, i % 251))) {
@@ -200,9 +201,7 @@ TEST(ShmAllreduce, MessagePathsStillRightBesideIt) {
     Communicator two_hosts = c;
     two_hosts.host_of_rank = {0, 0, 1, 1};
     exact_case(two_hosts, DType::I64, 70000, ReduceOp::Min, Algorithm::Hierarchical);
-    Communicator det = c;
-    det.deterministic = true;
-    exact_case(det, DType::F64, 70000, ReduceOp::Sum);
+    exact_case(c, DType::F64, 70000, ReduceOp::Sum, Algorithm::Ring, /*deterministic=*/true);
     exact_case(c, DType::F32, 100000, ReduceOp::Sum);  // and the lane again
   });
 }

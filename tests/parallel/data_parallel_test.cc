@@ -48,10 +48,10 @@ std::vector<std::vector<float>> run(int world, bool deterministic, size_t bucket
           model->reset_parameters(g);
         }
         comm::Communicator c = comm::make_communicator(hub.transport(r));
-        c.deterministic = deterministic;
         c.timeout = std::chrono::milliseconds(10000);
         parallel::DataParallel dp(*model, c, {.bucket_bytes = bucket_bytes, .first_bucket_bytes = 512,
-                                              .timeout = std::chrono::milliseconds(10000)});
+                                              .timeout = std::chrono::milliseconds(10000),
+                                              .deterministic = deterministic});
         const int64_t b = data.x.size(0), begin = b * r / world, end = b * (r + 1) / world;
         Tensor x = ops::slice(data.x, 0, begin, end), y = ops::slice(data.y, 0, begin, end);
         if (deterministic) {

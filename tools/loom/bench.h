@@ -28,7 +28,7 @@ struct BenchAllreduceArgs {
 int run_bench_allreduce(const BenchAllreduceArgs& args);
 
 // Each worker pushes and pulls `bytes` of f32 per iteration with one
-// KVStore::pushpull call (what PsContext does every step), split into `keys`
+// KVStore::pushpull call (what ParameterServerStrategy does every step), split into `keys`
 // keys of equal size. Keys above `split_bound` elements are cut over all
 // servers (placement.h); smaller ones live whole on server key mod S.
 struct BenchPsArgs {

@@ -12,8 +12,7 @@
 #include "loom/comm/coordinator.h"
 #include "loom/comm/job_env.h"
 #include "loom/io/safetensors.h"
-#include "loom/parallel/allreduce_context.h"
-#include "loom/parallel/ps_context.h"
+#include "loom/parallel/strategy_factory.h"
 #include "loom/ps/kvstore.h"
 #include "loom/ps/server_process.h"
 #include "tools/loom/launch.h"
@@ -24,10 +23,9 @@ namespace loom::cli {
 
 namespace {
 
-int train_here(const TrainArgs& args, const io::JobConfig& job, train::DistributedContext* dist) {
-  train::Trainer trainer(job, {.checkpoint_dir = args.checkpoint_dir, .metrics_out = args.metrics_out,
-                               .distributed = dist});
-  const bool main = !dist || dist->rank() == 0;
+int train_here(const TrainArgs& args, const io::JobConfig& job, std::shared_ptr<train::Strategy> strategy) {
+  train::Trainer trainer(job, {.checkpoint_dir = args.checkpoint_dir, .metrics_out = args.metrics_out}, strategy);
+  const bool main = strategy->is_main();
   if (args.resume) {
     if (trainer.resume_from_latest()) {
       if (main) std::fprintf(stderr, "resuming at step %lld\n", static_cast<long long>(trainer.step()));
@@ -41,43 +39,20 @@ int train_here(const TrainArgs& args, const io::JobConfig& job, train::Distribut
     std::fprintf(stderr, "saved final weights to %s\n", args.save_final.c_str());
   }
   if (main && last.test) std::printf("%s\n", last.test->to_json().c_str());
+  strategy->finish();
   return 0;
 }
 
-}  // namespace
-
-namespace {
-
-std::chrono::milliseconds seconds(double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); }
-
-// Parameter-server modes: this process is a worker, a server or (MXNet's
-// scheduler) the coordinator of a job; or, outside a job, it starts one.
-int run_train_ps(const TrainArgs& args, const io::JobConfig& job, const comm::JobEnv& env, int workers) {
+// Starts the job's processes: this same command as every worker, beside a
+// coordinator (and the parameter servers).
+int launch_job(const TrainArgs& args, const io::JobConfig& job, const parallel::ProcessRole& role) {
+  std::vector<std::string> command = {self_executable()};
+  for (const auto& a : args.argv) command.push_back(a);
+  if (!io::uses_servers(role.mode)) return launch({.workers = role.workers, .insecure = false}, command);
   const auto& d = job.distributed;
-  if (!env.has_coordinator()) {
-    LOOM_CHECK_T(ConfigError, d.servers >= 1,
-                 "{}: [distributed] mode = \"{}\" needs servers >= 1 to start a job (or run it under a launcher that "
-                 "sets LOOM_NUM_SERVERS or DMLC_NUM_SERVER)", args.job, d.mode);
-    std::vector<std::string> command = {self_executable()};
-    for (const auto& a : args.argv) command.push_back(a);
-    return launch({.workers = workers, .servers = static_cast<int>(d.servers), .replicas = static_cast<int>(d.replicas),
-                   .split_bound = d.split_bound, .heartbeat_timeout_s = d.heartbeat_timeout_s},
-                  command);
-  }
-  if (env.role == "server") {
-    return ps::run_server(env, {.replicas = static_cast<int>(d.replicas), .split_bound = d.split_bound});
-  }
-  if (env.role == "coordinator") {
-    comm::check_job_security(env);  // MXNet's scheduler: says how to pass a secret
-    return run_coordinator({.bind = format("tcp://*:{}", env.coordinator_port), .workers = env.world_size,
-                            .servers = env.num_servers, .insecure = env.insecure,
-                            .heartbeat_timeout_s = d.heartbeat_timeout_s, .tolerate_server_loss = d.replicas > 0});
-  }
-  auto kv = ps::join_kvstore(env, d.mode, {.staleness = static_cast<int>(d.staleness), .timeout = seconds(d.timeout_s)});
-  parallel::PsContext ctx(*kv);
-  const int rc = train_here(args, job, &ctx);
-  kv->close();
-  return rc;
+  return launch({.workers = role.workers, .servers = role.servers, .replicas = static_cast<int>(d.replicas),
+                 .split_bound = d.split_bound, .heartbeat_timeout_s = d.heartbeat_timeout_s},
+                command);
 }
 
 }  // namespace
@@ -92,37 +67,21 @@ int run_server(const ServerArgs& args) {
 
 int run_train(const TrainArgs& args) {
   io::JobConfig job = io::load_job_file(args.job, args.overrides);
-  const int workers = args.workers > 0 ? args.workers : static_cast<int>(job.distributed.workers);
-  comm::JobEnv env = comm::read_job_env();
-  if (io::uses_servers(job.distributed.mode)) return run_train_ps(args, job, env, workers);
-  // Deterministic mode runs even one process through the data-parallel path
-  // (per-sample, fixed-point gradients), so its results match any worker count bit for bit.
-  const bool deterministic = job.distributed.deterministic;
-  if (env.has_coordinator() && (env.world_size > 1 || deterministic)) {
-    // A worker of a distributed job (started by `loom launch`, torchrun, mpirun, srun, ...).
-    const auto& d = job.distributed;
-    auto ms = [](double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); };
-    auto pg = parallel::ProcessGroup::join(env, {.collective_timeout = ms(d.timeout_s),
-                                                 .heartbeat_timeout = ms(d.heartbeat_timeout_s),
-                                                 .transport = d.transport});
-    parallel::AllreduceContext ctx(
-        *pg, {.data_parallel = {.bucket_bytes = static_cast<size_t>(d.bucket_mb * (1 << 20)),
-                                .first_bucket_bytes = static_cast<size_t>(d.first_bucket_mb * (1 << 20)),
-                                .algorithm = comm::algorithm_from_name(d.algorithm),
-                                .timeout = ms(d.timeout_s)},
-              .deterministic = d.deterministic});
-    const int rc = train_here(args, job, &ctx);
-    pg->finish();
-    return rc;
+  const comm::JobEnv env = comm::read_job_env();
+  const parallel::ProcessRole role = parallel::choose_role(job, env, {.workers = args.workers});
+  const auto& d = job.distributed;
+  switch (role.role) {
+    case parallel::Role::Launch: return launch_job(args, job, role);
+    case parallel::Role::Server:
+      return ps::run_server(env, {.replicas = static_cast<int>(d.replicas), .split_bound = d.split_bound});
+    case parallel::Role::Coordinator:
+      comm::check_job_security(env);  // MXNet's scheduler: says how to pass a secret
+      return run_coordinator({.bind = format("tcp://*:{}", env.coordinator_port), .workers = env.world_size,
+                              .servers = env.num_servers, .insecure = env.insecure,
+                              .heartbeat_timeout_s = d.heartbeat_timeout_s, .tolerate_server_loss = d.replicas > 0});
+    case parallel::Role::Train: return train_here(args, job, parallel::make_strategy(role, job, env));
   }
-  if (workers > 1 || deterministic) {
-    LOOM_CHECK_T(ConfigError, job.distributed.mode != io::Mode::Local || args.workers > 0,
-                 "{}: [distributed] workers = {} needs mode = \"allreduce\"", args.job, workers);
-    std::vector<std::string> command = {self_executable()};
-    for (const auto& a : args.argv) command.push_back(a);
-    return launch({.workers = workers, .insecure = false}, command);
-  }
-  return train_here(args, job, nullptr);
+  return 1;
 }
 
 int run_eval(const EvalArgs& args) {

@@ -1,12 +1,12 @@
-// The Trainer over parameter servers (PsContext) in one process: the job
-// file's optimizer, every option of it, is what the servers run.
+// The Trainer over parameter servers (ParameterServerStrategy) in one
+// process: the job file's optimizer, every option of it, is what the servers run.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <mutex>
 
 #include "loom/io/config.h"
-#include "loom/parallel/ps_context.h"
+#include "loom/parallel/parameter_server_strategy.h"
 #include "loom/train/trainer.h"
 #include "tests/ps/ps_cluster.h"
 #include "tests/train/two_class_idx.h"
@@ -16,8 +16,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-TEST(PsContext, AmsgradFromTheJobFileReachesTheServers) {
-  const fs::path dir = fs::temp_directory_path() / ("loom_ps_context_test_" + std::to_string(::getpid()));
+TEST(ParameterServerStrategy, AmsgradFromTheJobFileReachesTheServers) {
+  const fs::path dir = fs::temp_directory_path() / ("loom_ps_strategy_test_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   testing::write_two_class_idx(dir);
@@ -31,8 +31,7 @@ TEST(PsContext, AmsgradFromTheJobFileReachesTheServers) {
   io::Metadata server_meta;
   ps::testing::Cluster cluster({.workers = 2, .servers = 1, .type = job.distributed.mode});
   cluster.run([&](int rank, ps::KVStore& kv) {
-    parallel::PsContext ctx(kv);
-    train::Trainer trainer(job, {.log = nullptr, .distributed = &ctx});
+    train::Trainer trainer(job, {.log = nullptr}, std::make_shared<parallel::ParameterServerStrategy>(kv));
     const train::EpochReport r = trainer.fit();
     io::NamedTensors tensors;
     io::Metadata meta;

@@ -1,0 +1,67 @@
+// Training on parameter servers as a strategy, over a KVStore. Every dense
+// parameter is one key; each step pushes this worker's gradients and pulls
+// the servers' new weights in one round trip (pushpull), the servers running
+// the job's optimizer and schedule. A ServerEmbedding in the model is a
+// further key whose touched rows travel row-sparse.
+//
+//   // given: const io::JobConfig& job
+//   auto kv = ps::KVStore::create(io::Mode::Local);   // or ps::join_kvstore(env, io::Mode::DistSync)
+//   auto strategy = std::make_shared<parallel::ParameterServerStrategy>(std::move(kv));
+//   train::Trainer trainer(job, {}, strategy);
+//   trainer.fit();
+//   strategy->finish();                                // kv->close(): the servers may stop
+//
+// dist_sync: the servers merge all workers' gradients of a step before
+// updating, so training equals the all-reduce (and the one-process) run up to
+// float summation order. dist_async: each worker's gradient is applied when
+// it arrives. dist_ssp: as async, with advance_clock() after each step.
+//
+// Checkpoints (rank 0's) hold the servers' weights and optimizer state
+// beside the model, so `loom train --resume` goes on with the servers'
+// momentum and Adam moments where they were.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "loom/parallel/server_embedding.h"
+#include "loom/ps/kvstore.h"
+#include "loom/train/strategy.h"
+
+namespace loom::parallel {
+
+class ParameterServerStrategy final : public train::Strategy {
+ public:
+  explicit ParameterServerStrategy(std::unique_ptr<ps::KVStore> kv);
+  explicit ParameterServerStrategy(ps::KVStore& kv);  // not owned (tests: a cluster of threads)
+
+  std::string_view name() const override;
+  int rank() const override { return kv_->rank(); }
+  int world_size() const override { return kv_->num_workers(); }
+  // Keys 0..n-1: the dense parameters in registration order (rank 0's
+  // initial values are kept); then one key per ServerEmbedding. Sends the
+  // optimizer spec (what the servers run; their schedule counts updates,
+  // = steps in dist_sync), then every worker pulls.
+  void attach(nn::Module& model, const optim::OptimizerSpec& spec) override;
+  // Backward, push the server embeddings' rows, pushpull the dense keys.
+  // The local optimizer is left alone: the servers update.
+  double step(const train::StepBatch& batch, train::StepParts& parts) override;
+  void barrier() override { kv_->barrier(); }
+  // The servers' weights and optimizer state go into rank 0's checkpoints;
+  // on resume rank 0 puts them back on the servers and every worker pulls.
+  void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) override;
+  void restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) override;
+  // Closes the store: worker 0 tells the servers the job is done.
+  void finish() override { kv_->close(); }
+
+  ps::KVStore& kv() { return *kv_; }
+
+ private:
+  std::unique_ptr<ps::KVStore> owned_;
+  ps::KVStore* kv_;
+  std::vector<int64_t> keys_;
+  std::vector<core::Tensor> params_, grads_;
+  std::vector<ServerEmbedding*> embeddings_;
+};
+
+}  // namespace loom::parallel

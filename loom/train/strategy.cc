@@ -1,0 +1,48 @@
+#include "loom/train/strategy.h"
+
+#include "loom/autograd/engine.h"
+#include "loom/core/error.h"
+#include "loom/ops/ops.h"
+
+namespace loom::train {
+
+using core::Tensor;
+
+StepBatch share_of_batch(const data::Batch& global, int rank, int world_size) {
+  LOOM_ASSERT(world_size >= 1 && rank >= 0 && rank < world_size);
+  const int64_t b = global.inputs.size(0);
+  if (world_size == 1) return {global.inputs, global.targets, b};
+  const int64_t begin = b * rank / world_size, end = b * (rank + 1) / world_size;
+  return {ops::slice(global.inputs, 0, begin, end), ops::slice(global.targets, 0, begin, end), b};
+}
+
+double forward_backward(const StepBatch& batch, StepParts& parts) {
+  const int64_t rows = batch.rows();
+  if (rows == 0) return 0.0;
+  Tensor loss = parts.loss(parts.model(batch.inputs), batch.targets);
+  if (rows == batch.global_rows) {
+    autograd::backward(loss);
+  } else {
+    autograd::backward(ops::mul(loss, static_cast<double>(rows) / static_cast<double>(batch.global_rows)));
+  }
+  return loss.item<double>();
+}
+
+void Strategy::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {
+  // Resuming without parameter servers from a checkpoint of a run with them
+  // would drop the servers' optimizer state (momentum, Adam moments): refused.
+  for (const auto& [name, t] : file.tensors) {
+    LOOM_CHECK_T(IoError, name.rfind(kServerStatePrefix, 0) != 0,
+                 "{}: the checkpoint holds parameter-server state ('{}'): resume it with the [distributed] mode it was "
+                 "written in (dist_sync, dist_async or dist_ssp)", source, name);
+  }
+}
+
+double LocalStrategy::step(const StepBatch& batch, StepParts& parts) {
+  parts.optimizer.zero_grad();
+  const double loss = forward_backward(batch, parts);
+  parts.optimizer.step();
+  return loss;
+}
+
+}  // namespace loom::train

@@ -1,0 +1,111 @@
+// How one training step is computed and where its parts run: the seam between
+// the Trainer's loop (the same for every strategy) and the strategies
+// (local here; all-reduce data parallel and parameter servers in
+// loom/parallel, made from a job by parallel::make_strategy).
+//
+//   // given: nn::Module& model, optim::Optimizer& optimizer, data::Batch batch
+//   train::LocalStrategy strategy;
+//   train::LossFn loss = [](const Tensor& out, const Tensor& y) { return ops::cross_entropy(out, y); };
+//   train::StepParts parts{.model = model, .loss = loss, .optimizer = optimizer};
+//   strategy.attach(model, optim::OptimizerSpec{});
+//   train::StepBatch mine = train::share_of_batch(batch, strategy.rank(), strategy.world_size());
+//   double l = strategy.step(mine, parts);   // zero grads, forward, backward, (sync), update
+//
+// A strategy owns everything between "here is this rank's share of the
+// batch" and "the weights are updated": forward and backward (a pipeline
+// schedule overrides them), the gradient path (all-reduce, compression,
+// push/pull), the optimizer step (local, on servers, sharded) and what
+// checkpoints must hold beyond the model and the local optimizer. The
+// Trainer only feeds batches, steps the LR schedule, evaluates, logs and
+// checkpoints. docs/ARCHITECTURE.md ("Strategies") shows a step of each.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "loom/data/dataset.h"
+#include "loom/io/checkpoint.h"
+#include "loom/nn/module.h"
+#include "loom/optim/optim.h"
+
+namespace loom::train {
+
+// The loss of a batch: (model outputs, targets) -> a scalar, the mean over
+// the rows (strategies scale it by the rows' share of the global batch).
+using LossFn = std::function<core::Tensor(const core::Tensor& outputs, const core::Tensor& targets)>;
+
+// What one step works on; the Trainer owns them and lends them per step.
+struct StepParts {
+  nn::Module& model;
+  const LossFn& loss;
+  optim::Optimizer& optimizer;  // a strategy that updates elsewhere (servers) leaves it alone
+};
+
+// This process's rows of one step's global batch.
+struct StepBatch {
+  core::Tensor inputs;   // [rows, ...] (rows may be 0 when the batch is smaller than the world)
+  core::Tensor targets;  // [rows, ...]
+  int64_t global_rows = 0;  // rows of the whole step across all ranks
+  int64_t rows() const { return inputs.defined() ? inputs.size(0) : 0; }
+};
+
+// Rank r of n takes rows [B r / n, B (r + 1) / n) of a global batch of B rows.
+StepBatch share_of_batch(const data::Batch& global, int rank, int world_size);
+
+// Forward and backward of `batch`'s rows with the loss scaled by their share
+// of the global batch (rows / global_rows), so that gradients summed over
+// the ranks are the global batch's mean gradient; returns the unscaled mean
+// loss of these rows (0 for no rows).
+double forward_backward(const StepBatch& batch, StepParts& parts);
+
+// The prefix of the tensors and metadata a strategy adds to checkpoints.
+inline constexpr const char* kServerStatePrefix = "servers.";
+
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+
+  // "local", "allreduce", "dist_sync", ... (logs and tests).
+  virtual std::string_view name() const = 0;
+  // This process among the training processes. Read every step, so a
+  // strategy whose membership changes (elastic) can change them between steps.
+  virtual int rank() const { return 0; }
+  virtual int world_size() const { return 1; }
+  bool is_main() const { return rank() == 0; }
+
+  // Once, before training, with the model and the job's optimizer (the run's
+  // steps filled in). All-reduce: broadcast rank 0's weights, build buckets;
+  // parameter servers: init the keys, send the spec, pull.
+  virtual void attach(nn::Module& model, const optim::OptimizerSpec& spec) {}
+
+  // One optimizer step on this rank's share of the global batch: zero the
+  // gradients, forward and backward, the gradient path, the update. Returns
+  // the mean loss of this rank's rows.
+  virtual double step(const StepBatch& batch, StepParts& parts) = 0;
+
+  // Waits for every rank (the end of training).
+  virtual void barrier() {}
+
+  // Checkpoints hold what the strategy keeps outside the model and the local
+  // optimizer (the parameter servers' weights and optimizer state, as
+  // tensors named "servers.*"): the main rank adds it to each checkpoint it
+  // writes; on resume every rank hands the checkpoint back after loading the
+  // model (collective). The default refuses a checkpoint with such state.
+  virtual void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) {}
+  virtual void restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source);
+
+  // Leaves the job cleanly after a successful run (a final barrier, telling
+  // the coordinator or the servers); not called on an error.
+  virtual void finish() {}
+};
+
+// One process: forward, backward, the local optimizer's step.
+class LocalStrategy final : public Strategy {
+ public:
+  std::string_view name() const override { return "local"; }
+  double step(const StepBatch& batch, StepParts& parts) override;
+};
+
+}  // namespace loom::train
