@@ -7,13 +7,16 @@
 //   loom_ctr --type local --steps 2000                                   # one process
 //   loom launch --workers 2 --servers 2 -- loom_ctr --type dist_async    # 2 workers, 2 servers
 //
-// Each step, per worker:
+// It is a train::Trainer built from parts: the model (a ServerEmbedding for
+// the table + the MLP), a loader over this worker's shard of the click
+// stream, binary cross-entropy, the optimizer spec the servers run, and a
+// ParameterServerStrategy over the KVStore. Each step, per worker:
 //   ids    = unique(batch rows), ascending          [U]
-//   table  = row_sparse_pull(0, ids)                [U, dim]   requires_grad
+//   table  = row_sparse_pull(table, ids)            [U, dim]   (ServerEmbedding::forward)
 //   logits = MLP(concat_f table[index[:, f]])       [B]        index: batch rows -> positions in ids
-//   loss   = BCE-with-logits(logits, clicks); backward
-//   row_sparse_push(0, ids, table.grad)             only the U touched rows travel
-//   pushpull(1..4, MLP grads -> MLP params)
+//   loss   = BCE-with-logits(logits, clicks) / W; backward
+//   row_sparse_push(table, ids, table.grad)         only the U touched rows travel
+//   pushpull(MLP grads -> MLP params)               (ParameterServerStrategy::step)
 // Worker 0 reports test logloss and AUC, and the bytes per step (KVStore::stats).
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -34,7 +37,10 @@
 #include "loom/ops/creation.h"
 #include "loom/ops/nn_ops.h"
 #include "loom/ops/view.h"
+#include "loom/parallel/parameter_server_strategy.h"
+#include "loom/parallel/server_embedding.h"
 #include "loom/ps/kvstore.h"
+#include "loom/train/trainer.h"
 
 namespace {
 
@@ -44,9 +50,10 @@ namespace nn = loom::nn;
 namespace ps = loom::ps;
 namespace io = loom::io;
 namespace optim = loom::optim;
+namespace parallel = loom::parallel;
+namespace train = loom::train;
+namespace data = loom::data;
 using Clock = std::chrono::steady_clock;
-
-constexpr int64_t kTableKey = 0;
 
 struct Args {
   std::string type = "local";
@@ -93,50 +100,61 @@ Batch make_batch(const ctr::ClickData& data, ctr::Stream stream, uint64_t first,
   return b;
 }
 
-// The rows a batch touches, ascending and unique (what row_sparse_push wants),
-// and for every batch entry its position among them.
-struct CompactRows {
-  std::vector<int64_t> ids;    // [U]
-  std::vector<int64_t> index;  // [B * F], into ids
+// This worker's shard of the training stream as a Dataset: its k-th sample
+// is stream sample (k / B) B W + r + (k % B) W, so batch s of worker r holds
+// samples s B W + r, s B W + r + W, ... (the workers of one step share a
+// contiguous block of B W samples). Inputs: i64 [F] table rows; target: the click.
+class ClickShard final : public data::Dataset {
+ public:
+  ClickShard(const ctr::ClickData& data, int64_t samples, int64_t batch, int rank, int workers)
+      : data_(data), samples_(samples), batch_(batch), rank_(rank), workers_(workers) {}
+  int64_t size() const override { return samples_; }
+  data::Sample get(int64_t index) const override {
+    data::Batch b = get_batch({index});
+    return {ops::reshape(b.inputs, {data_.fields()}), ops::reshape(b.targets, {})};
+  }
+  data::Batch get_batch(const std::vector<int64_t>& indices) const override {
+    const auto n = static_cast<int64_t>(indices.size());
+    std::vector<int64_t> rows(static_cast<size_t>(n * data_.fields()));
+    std::vector<float> clicks(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t k = indices[static_cast<size_t>(i)];
+      LOOM_CHECK_T(IndexError, k >= 0 && k < samples_, "click shard: index {} out of range [0, {})", k, samples_);
+      const auto index = static_cast<uint64_t>((k / batch_) * batch_ * workers_ + rank_ + (k % batch_) * workers_);
+      clicks[static_cast<size_t>(i)] =
+          data_.sample(ctr::Stream::Train, index, &rows[static_cast<size_t>(i * data_.fields())]);
+    }
+    return {Tensor::from_vector<int64_t>(rows, {n, data_.fields()}), Tensor::from_vector<float>(clicks, {n})};
+  }
+
+ private:
+  const ctr::ClickData& data_;
+  int64_t samples_, batch_;
+  int rank_, workers_;
 };
 
-CompactRows compact_rows(const std::vector<int64_t>& rows) {
-  CompactRows c;
-  c.ids = rows;
-  std::sort(c.ids.begin(), c.ids.end());
-  c.ids.erase(std::unique(c.ids.begin(), c.ids.end()), c.ids.end());
-  c.index.reserve(rows.size());
-  for (int64_t r : rows) c.index.push_back(std::lower_bound(c.ids.begin(), c.ids.end(), r) - c.ids.begin());
-  return c;
-}
-
-Tensor i64_tensor(const std::vector<int64_t>& v, const loom::core::Shape& shape) {
-  return Tensor::from_vector<int64_t>(v, shape);
-}
-
-// The worker's copy of the dense part; the embedding rows come in per step.
-class CtrModel {
+// The table on the servers (row-sparse) and the worker's MLP: i64 [B, F]
+// table rows -> logits [B].
+class CtrModel final : public nn::Module {
  public:
   CtrModel(const Args& a, uint64_t seed)
       : fields_(a.fields), dim_(a.dim),
-        mlp_(nn::Linear({.in = a.fields * a.dim, .out = a.hidden, .seed = seed}), nn::ReLU(),
-             nn::Linear({.in = a.hidden, .out = 1, .seed = seed + 1})) {
-    for (auto& [name, p] : mlp_.named_parameters()) params_.push_back(p);
-  }
+        table_(register_module("table", parallel::ServerEmbedding({.rows = a.rows, .dim = a.dim,
+                                                                   .init_std = a.init_std, .seed = a.seed + 2000}))),
+        mlp_(register_module("mlp", nn::Sequential(nn::Linear({.in = a.fields * a.dim, .out = a.hidden, .seed = seed}),
+                                                   nn::ReLU(), nn::Linear({.in = a.hidden, .out = 1, .seed = seed + 1})))) {}
 
-  // table [U, dim] (the pulled rows), index i64 [B, F] into it -> logits [B].
-  Tensor logits(const Tensor& table, const Tensor& index) {
-    const int64_t b = index.size(0);
-    Tensor x = ops::reshape(ops::embedding(table, index), {b, fields_ * dim_});
-    return ops::reshape(mlp_(x), {b});
-  }
+  const parallel::ServerEmbedding& table() const { return *table_; }
 
-  std::vector<Tensor>& params() { return params_; }  // keys 1, 2, ... in this order
+  Tensor forward(const Tensor& rows) override {
+    const int64_t b = rows.size(0);
+    return ops::reshape((*mlp_)(ops::reshape((*table_)(rows), {b, fields_ * dim_})), {b});
+  }
 
  private:
   int64_t fields_, dim_;
-  nn::Sequential mlp_;
-  std::vector<Tensor> params_;
+  std::shared_ptr<parallel::ServerEmbedding> table_;
+  std::shared_ptr<nn::Sequential> mlp_;
 };
 
 // Exact ROC AUC (the Mann-Whitney statistic; tied scores share their mean rank).
@@ -175,19 +193,16 @@ Metrics metrics_of(const std::vector<double>& probs, const std::vector<float>& l
 }
 
 // Test logloss and AUC with the servers' current table and the local MLP.
-Metrics evaluate(ps::KVStore& kv, CtrModel& model, const Batch& test, const CompactRows& rows, int64_t fields,
-                 int64_t dim) {
+Metrics evaluate(nn::Module& model, const Batch& test, int64_t fields) {
   loom::autograd::NoGradGuard no_grad;
-  Tensor table = ops::zeros({static_cast<int64_t>(rows.ids.size()), dim});
-  kv.row_sparse_pull(kTableKey, table, i64_tensor(rows.ids, {static_cast<int64_t>(rows.ids.size())}));
   std::vector<double> probs;
   probs.reserve(static_cast<size_t>(test.size));
   constexpr int64_t kChunk = 4096;
   for (int64_t begin = 0; begin < test.size; begin += kChunk) {
     const int64_t n = std::min(kChunk, test.size - begin);
-    const auto first = rows.index.begin() + begin * fields;
-    Tensor index = i64_tensor(std::vector<int64_t>(first, first + n * fields), {n, fields});
-    for (float z : model.logits(table, index).to_vector<float>()) probs.push_back(1.0 / (1.0 + std::exp(-double{z})));
+    const auto first = test.rows.begin() + begin * fields;
+    Tensor rows = Tensor::from_vector<int64_t>(std::vector<int64_t>(first, first + n * fields), {n, fields});
+    for (float z : model(rows).to_vector<float>()) probs.push_back(1.0 / (1.0 + std::exp(-double{z})));
   }
   return metrics_of(probs, test.clicks);
 }
@@ -210,6 +225,23 @@ std::string human_bytes(double n) {
   return buf;
 }
 
+size_t distinct(std::vector<int64_t> v) {
+  std::sort(v.begin(), v.end());
+  return static_cast<size_t>(std::unique(v.begin(), v.end()) - v.begin());
+}
+
+// Step timing, traffic and the periodic test report, from the Trainer's
+// per-step callback. A step's time runs from the end of the previous
+// callback (so it includes building the batch, but not evaluation); step 1
+// is timed apart: the servers allocate the optimizer state (O(table)) on the first push.
+struct Report {
+  double first_step_seconds = 0, seconds = 0, sent = 0, received = 0, touched = 0, loss_sum = 0;
+  double window_seconds = 0, window_sent = 0, window_received = 0, window_touched = 0;
+  int64_t window_steps = 0, window_timed = 0;
+  Clock::time_point last = Clock::now();
+  ps::KVStoreStats before;
+};
+
 int run(const Args& a) {
   // The model's kernels are tiny; several workers and servers sharing a few
   // cores lose far more to spinning OpenMP threads than they gain.
@@ -217,32 +249,24 @@ int run(const Args& a) {
   ps::KVStoreOptions kv_options;
   kv_options.staleness = a.staleness;
   const io::Mode type = io::parse_mode(a.type).value();  // CLI11 checked the name
-  auto kv = ps::KVStore::create(type, kv_options);
-  const int rank = kv->rank(), workers = kv->num_workers();
+  auto strategy = std::make_shared<parallel::ParameterServerStrategy>(ps::KVStore::create(type, kv_options));
+  ps::KVStore& kv = strategy->kv();
+  const int rank = kv.rank(), workers = kv.num_workers();
   const bool lead = rank == 0;
 
   const ctr::ClickData data({.fields = a.fields, .rows = a.rows, .zipf = a.zipf, .seed = a.seed});
-  CtrModel model(a, a.seed + 1000);
-
-  // The table: rank 0's initial value is the one kept (the others only give the shape).
-  {
-    loom::core::Generator gen(a.seed + 2000);
-    kv->init(kTableKey, lead ? ops::randn({a.rows, a.dim}, gen, loom::core::DType::F32, 0.0, a.init_std)
-                             : ops::zeros({a.rows, a.dim}));
-  }
-  std::vector<int64_t> mlp_keys(model.params().size());
-  std::iota(mlp_keys.begin(), mlp_keys.end(), kTableKey + 1);
-  kv->broadcast(mlp_keys, model.params(), model.params());
-  // dist_sync sums the workers' pushes: rescale to their mean.
-  kv->set_optimizer({.rule = optim::parse_rule(a.optimizer).value(), .lr = a.lr,
-                     .rescale_grad = type == io::Mode::DistSync ? 1.0 / workers : 1.0});
+  auto model = std::make_shared<CtrModel>(a, a.seed + 1000);
+  // Each worker's shard: whole steps of the stream, as many as it holds (then it repeats).
+  const int64_t steps_in_stream = a.train_size / (a.batch * workers);
+  LOOM_CHECK(steps_in_stream >= 1, "--train-size {} is smaller than one step of {} workers x {} samples", a.train_size,
+             workers, a.batch);
+  const int64_t steps_per_epoch = std::min(a.steps, steps_in_stream);
+  auto shard = std::make_shared<ClickShard>(data, steps_per_epoch * a.batch, a.batch, rank, workers);
 
   const double table_bytes = static_cast<double>(a.rows * a.dim) * 4;
   Batch test;
-  CompactRows test_rows;
   if (lead) {
     test = make_batch(data, ctr::Stream::Test, 0, a.test_size, 1, static_cast<uint64_t>(a.test_size));
-    test_rows = compact_rows(test.rows);
     const double ctr_rate = std::accumulate(test.clicks.begin(), test.clicks.end(), 0.0) / static_cast<double>(test.size);
     const Metrics oracle = metrics_of(test.probs, test.clicks);
     std::printf("loom_ctr: %s, %d worker(s); table %lld x %lld f32 (%s) on the %s; %lld fields x %lld ids, zipf %.2f; "
@@ -253,90 +277,83 @@ int run(const Args& a) {
                 static_cast<long long>(a.fields * a.dim), static_cast<long long>(a.hidden), a.optimizer.c_str(), a.lr,
                 static_cast<long long>(a.batch));
     std::printf("test set: %lld samples, CTR %.3f, %zu distinct rows; the hidden model itself scores logloss %.4f AUC %.4f\n",
-                static_cast<long long>(test.size), ctr_rate, test_rows.ids.size(), oracle.logloss, oracle.auc);
+                static_cast<long long>(test.size), ctr_rate, distinct(test.rows), oracle.logloss, oracle.auc);
     std::fflush(stdout);
   }
 
-  // Traffic and time of training steps only (evaluation is left out). Step 1
-  // is timed apart: the servers allocate the optimizer state (O(table)) on the first push.
-  double first_step_seconds = 0, seconds = 0, sent = 0, received = 0, touched = 0, loss_sum = 0;
-  double window_seconds = 0, window_sent = 0, window_received = 0, window_touched = 0;
-  int64_t window_steps = 0, window_timed = 0;
-  for (int64_t step = 1; step <= a.steps; ++step) {
-    const auto t0 = Clock::now();
-    const ps::KVStoreStats before = kv->stats();
-    // This worker's shard of the stream: samples rank, rank + W, rank + 2W, ...
-    const Batch batch = make_batch(data, ctr::Stream::Train, static_cast<uint64_t>((step - 1) * a.batch * workers + rank),
-                                   a.batch, static_cast<uint64_t>(workers), static_cast<uint64_t>(a.train_size));
-    const CompactRows rows = compact_rows(batch.rows);
-    const auto u = static_cast<int64_t>(rows.ids.size());
-    const Tensor ids = i64_tensor(rows.ids, {u});
-
-    Tensor table = ops::zeros({u, a.dim});
-    kv->row_sparse_pull(kTableKey, table, ids);
-    table.set_requires_grad(true);
-    Tensor loss = ops::binary_cross_entropy_with_logits(
-        model.logits(table, i64_tensor(rows.index, {a.batch, a.fields})),
-        Tensor::from_vector<float>(batch.clicks, {a.batch}));
-    loom::autograd::backward(loss);
-
-    kv->row_sparse_push(kTableKey, ids, ops::contiguous(table.grad()));
-    std::vector<Tensor> grads;
-    for (Tensor& p : model.params()) grads.push_back(ops::contiguous(p.grad()));
-    kv->pushpull(mlp_keys, grads, model.params());
-    for (Tensor& p : model.params()) loom::autograd::zero_grad(p, /*set_to_none=*/true);
-    kv->advance_clock();
-
-    const ps::KVStoreStats after = kv->stats();
-    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    const auto ds = static_cast<double>(after.bytes_sent - before.bytes_sent);
-    const auto dr = static_cast<double>(after.bytes_received - before.bytes_received);
-    if (step == 1) {
-      first_step_seconds = dt;
+  Report rep;
+  auto on_step_end = [&](const train::StepReport& r) {
+    const double dt = std::chrono::duration<double>(Clock::now() - rep.last).count();
+    const ps::KVStoreStats after = kv.stats();
+    const auto ds = static_cast<double>(after.bytes_sent - rep.before.bytes_sent);
+    const auto dr = static_cast<double>(after.bytes_received - rep.before.bytes_received);
+    rep.before = after;
+    if (r.step == 1) {
+      rep.first_step_seconds = dt;
     } else {
-      seconds += dt, window_seconds += dt;
-      ++window_timed;
+      rep.seconds += dt, rep.window_seconds += dt;
+      ++rep.window_timed;
     }
-    sent += ds, received += dr, touched += static_cast<double>(u);
-    window_sent += ds, window_received += dr, window_touched += static_cast<double>(u);
-    loss_sum += loss.item<double>();
-    ++window_steps;
-
-    if (lead && step % a.eval_every == 0 && step != a.steps) {
-      const Metrics m = evaluate(*kv, model, test, test_rows, a.fields, a.dim);
-      const double n = static_cast<double>(window_steps);
+    const auto u = static_cast<double>(model->table().rows_pulled());
+    rep.sent += ds, rep.received += dr, rep.touched += u;
+    rep.window_sent += ds, rep.window_received += dr, rep.window_touched += u;
+    rep.loss_sum += r.loss;
+    ++rep.window_steps;
+    if (lead && r.step % a.eval_every == 0 && r.step != a.steps) {
+      const Metrics m = evaluate(*model, test, a.fields);
+      const double n = static_cast<double>(rep.window_steps);
       std::printf("step %6lld  train loss %.4f  test logloss %.4f  AUC %.4f  | %.0f rows/step, sent %s/step, "
                   "received %s/step (table %s) | %.1f steps/s\n",
-                  static_cast<long long>(step), loss_sum / n, m.logloss, m.auc, window_touched / n,
-                  human_bytes(window_sent / n).c_str(), human_bytes(window_received / n).c_str(),
+                  static_cast<long long>(r.step), rep.loss_sum / n, m.logloss, m.auc, rep.window_touched / n,
+                  human_bytes(rep.window_sent / n).c_str(), human_bytes(rep.window_received / n).c_str(),
                   human_bytes(table_bytes).c_str(),
-                  window_timed > 0 ? static_cast<double>(window_timed) / window_seconds : 0.0);
+                  rep.window_timed > 0 ? static_cast<double>(rep.window_timed) / rep.window_seconds : 0.0);
       std::fflush(stdout);
     }
-    if (step % a.eval_every == 0) {
-      loss_sum = window_seconds = window_sent = window_received = window_touched = 0;
-      window_steps = window_timed = 0;
+    if (r.step % a.eval_every == 0) {
+      rep.loss_sum = rep.window_seconds = rep.window_sent = rep.window_received = rep.window_touched = 0;
+      rep.window_steps = rep.window_timed = 0;
     }
-  }
+    rep.before = kv.stats();  // evaluation's pulls are not a step's traffic
+    rep.last = Clock::now();
+  };
+
+  // The servers run the optimizer; each worker's loss counts 1/W of the
+  // step's global batch, so dist_sync's sum is the mean over all workers.
+  train::Trainer trainer(
+      {.model = model,
+       .train_loader = std::make_shared<data::DataLoader>(shard, data::LoaderOptions{.batch_size = a.batch}),
+       .loss = [](const Tensor& logits, const Tensor& clicks) {
+         return ops::binary_cross_entropy_with_logits(logits, clicks);
+       },
+       .optimizer = {.rule = optim::parse_rule(a.optimizer).value(), .lr = a.lr},
+       .strategy = strategy,
+       .per_rank_batches = true,
+       .source = "loom_ctr"},
+      io::TrainConfig{.epochs = (a.steps + steps_per_epoch - 1) / steps_per_epoch, .max_steps = a.steps,
+                      .eval_interval = 0},
+      {.log = nullptr, .on_step_end = on_step_end});
+  rep.before = kv.stats();
+  rep.last = Clock::now();
+  trainer.fit();  // ends at a barrier: every worker's updates are in before the final evaluation
 
   const double n = static_cast<double>(a.steps);
-  const double steps_per_s = a.steps > 1 ? (n - 1) / seconds : 1 / first_step_seconds;
+  const double steps_per_s = a.steps > 1 ? (n - 1) / rep.seconds : 1 / rep.first_step_seconds;
   std::printf("worker %d: %lld steps, %.1f steps/s after the first (%.3f s), %.0f rows/step, sent %s/step, "
-              "received %s/step\n", rank, static_cast<long long>(a.steps), steps_per_s, first_step_seconds, touched / n,
-              human_bytes(sent / n).c_str(), human_bytes(received / n).c_str());
+              "received %s/step\n", rank, static_cast<long long>(a.steps), steps_per_s, rep.first_step_seconds,
+              rep.touched / n, human_bytes(rep.sent / n).c_str(), human_bytes(rep.received / n).c_str());
   std::fflush(stdout);
-  kv->barrier();  // every worker's updates are in before the final evaluation
   if (lead) {
-    const Metrics m = evaluate(*kv, model, test, test_rows, a.fields, a.dim);
+    const Metrics m = evaluate(*model, test, a.fields);
     std::printf("final: test logloss %.4f  AUC %.4f\n", m.logloss, m.auc);
     if (!a.scores_out.empty()) write_scores(a.scores_out, m.probs, test.clicks);
     std::printf("result: type=%s workers=%d steps=%lld auc=%.4f logloss=%.4f steps_per_s=%.2f first_step_s=%.3f "
                 "rows_per_step=%.0f sent_per_step=%.0f received_per_step=%.0f table_bytes=%.0f\n",
                 a.type.c_str(), workers, static_cast<long long>(a.steps), m.auc, m.logloss, steps_per_s,
-                first_step_seconds, touched / n, sent / n, received / n, table_bytes);
+                rep.first_step_seconds, rep.touched / n, rep.sent / n, rep.received / n, table_bytes);
     std::fflush(stdout);
   }
-  kv->close();  // waits for every worker, so the servers stay up until worker 0 has evaluated
+  strategy->finish();  // closes the store: waits for every worker, so the servers stay up until worker 0 has evaluated
   return 0;
 }
 
