@@ -3,7 +3,6 @@
 // lock, and on each tick times out waits and declares silent processes lost.
 // The messages it speaks are in coordinator_protocol.h.
 #include <unistd.h>
-#include <zmq.h>
 
 #include <algorithm>
 #include <atomic>
@@ -17,6 +16,7 @@
 
 #include "loom/comm/coordinator.h"
 #include "loom/comm/coordinator_protocol.h"
+#include "loom/comm/endpoint.h"
 #include "loom/comm/transport.h"  // Clock
 #include "loom/core/error.h"
 
@@ -28,13 +28,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr auto kTick = 20ms;  // how often the coordinator checks deadlines and heartbeats
+std::span<const std::byte> as_bytes(const std::string& s) { return {reinterpret_cast<const std::byte*>(s.data()), s.size()}; }
 
-// "tcp://host:0" -> "tcp://host:*" (ZeroMQ's spelling of "any free port").
-std::string zmq_bind_address(const std::string& bind) {
-  if (bind.size() > 2 && bind.ends_with(":0")) return bind.substr(0, bind.size() - 1) + "*";
-  return bind;
-}
+constexpr auto kTick = 20ms;  // how often the coordinator checks deadlines and heartbeats
 
 }  // namespace
 
@@ -62,10 +58,7 @@ struct Coordinator::Impl {
   };
 
   CoordinatorOptions opt;
-  void* ctx = nullptr;
-  void* router = nullptr;
-  std::unique_ptr<CurveKeys> keys;
-  std::unique_ptr<ZapHandler> zap;
+  std::unique_ptr<ServerEndpoint> ep;  // the ROUTER (and ZAP), polled with wake_fd
   int wake_fd = -1;
   std::string bound;
   std::thread thread;
@@ -92,37 +85,21 @@ struct Coordinator::Impl {
     LOOM_CHECK(opt.heartbeat_interval.count() > 0 && opt.heartbeat_timeout > opt.heartbeat_interval,
                "coordinator: heartbeat_timeout ({} ms) must exceed heartbeat_interval ({} ms)",
                opt.heartbeat_timeout.count(), opt.heartbeat_interval.count());
-    check_security(opt.security);
-    if (!opt.security.insecure) keys = std::make_unique<CurveKeys>(derive_curve_keys(opt.security.secret));
     wake_fd = make_eventfd();
-    ctx = zmq_ctx_new();
-    if (ctx == nullptr) throw CommError(format("coordinator: zmq_ctx_new failed: {}", zmq_error()));
-    if (keys) zap = std::make_unique<ZapHandler>(ctx, *keys);  // before bind: no client slips in unasked
-    router = zmq_socket(ctx, ZMQ_ROUTER);
-    if (router == nullptr) throw CommError(format("coordinator: cannot create the ROUTER: {}", zmq_error()));
-    set_int(router, ZMQ_LINGER, 0, "ZMQ_LINGER");
-    set_int(router, ZMQ_ROUTER_HANDOVER, 1, "ZMQ_ROUTER_HANDOVER");  // a client that reconnects keeps its identity
-    set_int64(router, ZMQ_MAXMSGSIZE, static_cast<int64_t>(kMaxBodyBytes + 64), "ZMQ_MAXMSGSIZE");
-    if (keys) make_curve_server(router, *keys);
-    const std::string address = zmq_bind_address(opt.bind);
-    if (zmq_bind(router, address.c_str()) != 0) {
-      throw CommError(format("coordinator: cannot bind {}: {}", opt.bind, zmq_error()));
+    try {
+      // A client that reconnects keeps its identity (ZMQ_ROUTER_HANDOVER, set by the endpoint).
+      ep = std::make_unique<ServerEndpoint>(ServerEndpointOptions{
+          .bind = opt.bind, .security = opt.security,
+          .socket = {.max_message_bytes = static_cast<int64_t>(kMaxBodyBytes + 64)}});
+    } catch (const CommError& e) {
+      throw CommError(format("coordinator: cannot bind {}: {}", opt.bind, e.what()));
     }
-    char last[256] = {};
-    size_t len = sizeof last;
-    zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, last, &len);
-    bound = last;
+    ep->watch_fd(wake_fd, [this] { drain_eventfd(wake_fd); });
+    bound = ep->endpoint();
   }
 
   void close() {
-    if (router != nullptr) zmq_close(router);
-    router = nullptr;
-    zap.reset();
-    if (ctx != nullptr) {
-      while (zmq_ctx_term(ctx) != 0 && zmq_errno() == EINTR) {
-      }
-    }
-    ctx = nullptr;
+    ep.reset();
     if (wake_fd >= 0) ::close(wake_fd);
     wake_fd = -1;
   }
@@ -140,20 +117,15 @@ struct Coordinator::Impl {
   // ---- the loop -----------------------------------------------------------
 
   void run() {
-    zmq_pollitem_t items[3] = {{router, 0, ZMQ_POLLIN, 0},
-                               {nullptr, wake_fd, ZMQ_POLLIN, 0},
-                               {zap ? zap->socket() : nullptr, 0, ZMQ_POLLIN, 0}};
-    const int count = zap ? 3 : 2;
-    std::vector<std::string> frames;
     while (!stopping.load()) {
-      if (zmq_poll(items, count, static_cast<long>(kTick.count())) < 0) {
-        if (zmq_errno() == EINTR) continue;
+      try {
+        ep->poll(kTick, [this](const Route& from, std::vector<FramePtr>& frames) {
+          if (frames.size() == 2) {  // else malformed: dropped
+            handle(std::string(from->view()), std::string(frames[0]->view()), std::string(frames[1]->view()));
+          }
+        });
+      } catch (const CommError&) {
         break;
-      }
-      if (items[1].revents & ZMQ_POLLIN) drain_eventfd(wake_fd);
-      if (count == 3 && (items[2].revents & ZMQ_POLLIN)) zap->handle();
-      for (int i = 0; i < 256 && recv_frames(router, frames, 3); ++i) {
-        if (frames.size() == 3) handle(frames[0], frames[1], frames[2]);  // else malformed: dropped
       }
       std::lock_guard lock(mu);
       tick(Clock::now());
@@ -161,7 +133,13 @@ struct Coordinator::Impl {
   }
 
   void reply(const std::string& id, Type type, uint64_t request, const std::string& body) {
-    send_frames(router, {id, encode_header(type, request), body});  // a client that is gone is not our problem
+    const std::string header = encode_header(type, request);
+    try {
+      ep->router().send({OutFrame::borrow(as_bytes(id)), OutFrame::borrow(as_bytes(header)),
+                         OutFrame::borrow(as_bytes(body))},
+                        /*dontwait=*/true);
+    } catch (const CommError&) {  // a client that is gone is not our problem
+    }
   }
   void reply_error(const std::string& id, uint64_t request, ErrorCode code, const std::string& message) {
     reply(id, Type::Error, request, BodyWriter().i64(code).str(message.substr(0, kMaxNameBytes)).take());
