@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const loom::CommError&) {
     return 0;
   }
-  if (c.replicas < 0 || c.split_bound < 1) throw loom::InternalError("ps_config_fuzz: config outside the limits");
+  if (c.replicas < 0 || c.split_bound < 1 || c.slice_elements < 1) throw loom::InternalError("ps_config_fuzz: config outside the limits");
   if (loom::ps::encode_config(c) != bytes) {
     throw loom::InternalError("ps_config_fuzz: a decoded config does not encode back to its bytes");
   }

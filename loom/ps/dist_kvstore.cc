@@ -57,7 +57,7 @@ class DistKVStore final : public KVStore {
                  "dist_async, dist_ssp)", o_.type);
     LOOM_CHECK_T(ConfigError, !o_.server_endpoints.empty(), "kvstore {}: the job has no parameter servers", o_.type);
     placement_ = {.num_servers = static_cast<int>(o_.server_endpoints.size()), .replicas = o_.options.replicas,
-                  .split_bound = o_.options.split_bound};
+                  .split_bound = o_.options.split_bound, .slice_elements = o_.options.slice_elements};
     check_placement(placement_);
     links_->client = std::make_unique<comm::RequestClient>(comm::RequestClientOptions{
         .peers = o_.server_endpoints, .security = o_.security, .ids = request_ids(), .name = "kvstore"});
@@ -442,6 +442,7 @@ std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, io::Mode type, co
     const ServerConfig c = decode_config(config);
     o.replicas = c.replicas;
     o.split_bound = c.split_bound;
+    o.slice_elements = c.slice_elements;
   } catch (const CommError& e) {
     throw CommError(format("kvstore: the servers published a bad configuration: {}", e.what()));
   }

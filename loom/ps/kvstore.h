@@ -65,6 +65,7 @@ struct KVStoreOptions {
   std::chrono::milliseconds join_timeout{120000};
   int64_t split_bound = kDefaultSplitBound;   // elements; must match the servers'
   int replicas = 0;                           // must match the servers'
+  int64_t slice_elements = kRemoteSliceElements;  // must match the servers' (join_kvstore takes theirs)
 };
 
 struct KVStoreStats {

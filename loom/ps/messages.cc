@@ -13,8 +13,8 @@ namespace {
 using core::get_le;
 using core::put_le;
 
-constexpr size_t kConfigBytes = 20;
-constexpr uint16_t kConfigVersion = 1;
+constexpr size_t kConfigBytes = 28;
+constexpr uint16_t kConfigVersion = 2;
 
 }  // namespace
 
@@ -26,6 +26,7 @@ std::string encode_config(const ServerConfig& c) {
   put_le<uint16_t>(p + 6, 0);
   put_le<uint32_t>(p + 8, static_cast<uint32_t>(c.replicas));
   put_le<uint64_t>(p + 12, static_cast<uint64_t>(c.split_bound));
+  put_le<uint64_t>(p + 20, static_cast<uint64_t>(c.slice_elements));
   return out;
 }
 
@@ -38,10 +39,13 @@ ServerConfig decode_config(std::string_view bytes) {
                kConfigVersion);
   LOOM_CHECK_T(CommError, get_le<uint16_t>(p + 6) == 0, "ps config: reserved bytes are not zero");
   const ServerConfig c{.replicas = static_cast<int32_t>(get_le<uint32_t>(p + 8)),
-                       .split_bound = static_cast<int64_t>(get_le<uint64_t>(p + 12))};
+                       .split_bound = static_cast<int64_t>(get_le<uint64_t>(p + 12)),
+                       .slice_elements = static_cast<int64_t>(get_le<uint64_t>(p + 20))};
   LOOM_CHECK_T(CommError, c.replicas >= 0 && c.replicas < (1 << 16), "ps config: {} replicas", c.replicas);
   LOOM_CHECK_T(CommError, c.split_bound >= 1 && c.split_bound <= (int64_t{1} << 40), "ps config: split_bound {}",
                c.split_bound);
+  LOOM_CHECK_T(CommError, c.slice_elements >= 1 && c.slice_elements <= (int64_t{1} << 40),
+               "ps config: slice_elements {}", c.slice_elements);
   return c;
 }
 

@@ -1,13 +1,14 @@
 // Parameter-server message bodies that are not slices of a key, and how the
 // request ids of protocol.h's header meet comm::RequestClient.
 //
-//   std::string bytes = ps::encode_config({.replicas = 1, .split_bound = 1 << 20});  // published as "ps/config"
+//   std::string bytes = ps::encode_config({.replicas = 1, .split_bound = 1 << 20, .slice_elements = 1 << 16});
 //   ps::ServerConfig config = ps::decode_config(bytes);      // CommError naming what is wrong
 //   comm::RequestIds ids = ps::request_ids();                 // for comm::RequestClient
 //
-// Config layout (little-endian): magic "LMPC", u16 version (1), u16 reserved
-// (0), i32 replicas, i64 split_bound; 20 bytes, checked by check_placement's
-// limits as the servers' own options are.
+// Config layout (little-endian): magic "LMPC", u16 version (2), u16 reserved
+// (0), i32 replicas, i64 split_bound, i64 slice_elements; 28 bytes, checked by
+// check_placement's limits as the servers' own options are. Server 0
+// publishes it as "ps/config"; the workers place keys by it.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,7 @@ namespace loom::ps {
 struct ServerConfig {
   int replicas = 0;
   int64_t split_bound = 0;
+  int64_t slice_elements = 0;
 };
 std::string encode_config(const ServerConfig& config);
 ServerConfig decode_config(std::string_view bytes);

@@ -20,7 +20,11 @@ void check_placement(const PlacementOptions& o) {
                "parameter servers: replicas = {} needs more than {} servers (each backup is another server)",
                o.replicas, o.replicas);
   LOOM_CHECK_T(ConfigError, o.split_bound >= 1, "parameter servers: split bound must be >= 1, got {}", o.split_bound);
+  LOOM_CHECK_T(ConfigError, o.slice_elements >= 1, "parameter servers: slices must hold >= 1 element, got {}",
+               o.slice_elements);
 }
+
+int64_t slice_elements_for(int num_hosts) { return num_hosts <= 1 ? kLocalSliceElements : kRemoteSliceElements; }
 
 std::vector<Slice> place_key(int64_t key, const core::Shape& shape, const PlacementOptions& o) {
   return place_key_rows(key, key_rows(shape), key_row_numel(shape), o);
@@ -41,7 +45,7 @@ Cut cut_of(int64_t key, int64_t rows, int64_t row_numel, const PlacementOptions&
   const int64_t numel = rows * row_numel;
   const int64_t s = o.num_servers;
   const bool spread = numel > o.split_bound;  // over every server; else all on server key mod S
-  const int64_t pieces = (numel + kMaxSliceElements - 1) / kMaxSliceElements;
+  const int64_t pieces = numel / o.slice_elements + (numel % o.slice_elements != 0);
   return {.parts = std::max<int64_t>(1, std::min(rows, spread ? std::max(s, pieces) : pieces)), .spread = spread};
 }
 

@@ -8,7 +8,7 @@
 //
 // A key is an array whose first dimension counts rows (a scalar or 1-D array:
 // rows of one element). Every key is cut into contiguous row ranges
-// (slices) of near-equal size and at most kMaxSliceElements (fewer only when
+// (slices) of near-equal size and at most `slice_elements` (fewer only when
 // its rows are too few: slices never split a row, which is what lets
 // row-sparse pushes and pulls go to the servers holding the touched rows).
 // Keys of at most `split_bound` elements keep all their slices on server
@@ -31,18 +31,26 @@
 namespace loom::ps {
 
 inline constexpr int64_t kDefaultSplitBound = int64_t{1} << 20;  // elements
-// Slices have at most this many elements (256 KiB of f32), so that a big key
-// travels as many requests whose uploads and downloads overlap (pipelining)
-// instead of one message that must be wholly sent, merged and sent back.
-// Smaller slices shorten the pipeline's fill and drain: on 1 Gbit/s links a
-// 64 MiB push+pull went from 85% of the link bound with 1 MiB slices to 90%
-// with 256 KiB (docs/BENCHMARKS.md).
-inline constexpr int64_t kMaxSliceElements = int64_t{1} << 16;
+// How many elements a slice holds at most depends on where the processes
+// are. Across hosts, 256 KiB of f32: a big key travels as many requests
+// whose uploads and downloads overlap (pipelining) instead of one message
+// that must be wholly sent, merged and sent back, and smaller slices shorten
+// the pipeline's fill and drain (on 1 Gbit/s links a 64 MiB push+pull went
+// from 85% of the link bound with 1 MiB slices to 90% with 256 KiB). On one
+// host there is no link to keep busy: the cores are the limit, and each
+// message costs them wake-ups and system calls, so slices are 1 MiB (a
+// quarter of the messages; docs/BENCHMARKS.md has the loopback numbers).
+inline constexpr int64_t kRemoteSliceElements = int64_t{1} << 16;
+inline constexpr int64_t kLocalSliceElements = int64_t{1} << 18;
+// The slice size of a job whose workers and servers sit on `num_hosts` hosts
+// (comm::Membership::num_hosts, the same for every process of the job).
+int64_t slice_elements_for(int num_hosts);
 
 struct PlacementOptions {
   int num_servers = 1;
   int replicas = 0;
   int64_t split_bound = kDefaultSplitBound;
+  int64_t slice_elements = kRemoteSliceElements;  // at most this many per slice (slice_elements_for)
 };
 
 struct Slice {

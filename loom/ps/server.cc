@@ -633,6 +633,14 @@ void KVServer::set_role(int rank, bool sync) {
   impl_->o.sync = sync;
 }
 
+void KVServer::set_slice_elements(int64_t slice_elements) {
+  LOOM_CHECK(!impl_->thread.joinable(), "parameter server: set_slice_elements() after start()");
+  PlacementOptions placement = impl_->o.placement;
+  placement.slice_elements = slice_elements;
+  check_placement(placement);
+  impl_->o.placement = placement;
+}
+
 void KVServer::connect_servers(const std::vector<std::string>& endpoints) {
   Impl& m = *impl_;
   LOOM_CHECK_T(ConfigError, static_cast<int>(endpoints.size()) == m.o.placement.num_servers,

@@ -65,6 +65,9 @@ class KVServer {
   // Rank and mode, when they are only known after binding (the rendezvous
   // assigns the rank; the workers say which mode). Before start().
   void set_role(int rank, bool sync);
+  // How big slices are (slice_elements_for the job's hosts), known after the
+  // rendezvous too. Before start().
+  void set_slice_elements(int64_t slice_elements);
   // The endpoints of every server, by rank (this one's included).
   void connect_servers(const std::vector<std::string>& endpoints);
   void start();

@@ -28,8 +28,14 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
   const comm::Membership m = client.register_process(
       {.role = "server", .host = env.host, .rank = env.rank, .endpoint = server.endpoint()},
       options.join_timeout);
+  // Every server derives the slice size from the same membership; server 0
+  // tells the workers.
+  const int64_t slice_elements = slice_elements_for(m.num_hosts);
+  server.set_slice_elements(slice_elements);
   if (m.rank == 0) {
-    client.set("ps/config", encode_config({.replicas = options.replicas, .split_bound = options.split_bound}),
+    client.set("ps/config",
+               encode_config({.replicas = options.replicas, .split_bound = options.split_bound,
+                              .slice_elements = slice_elements}),
                options.join_timeout);
   }
   const std::string type_name = client.get("ps/type", options.join_timeout);

@@ -159,13 +159,14 @@ TEST(DistKVStore, SparseTrafficGrowsWithRowsTouchedNotTableSize) {
     };
     const double b64 = step_bytes(64, 0), b640 = step_bytes(640, 1);
     // Per row: 8 B id + 32 B gradient out, 8 B id + 32 B row back. A pull
-    // names the slices it reads, 8 B each (its first row; the table is 128
-    // slices of 2^16 elements): 64 for 64 spread rows, all for 640. A
-    // dist_sync push names every slice of a server (every slice's round needs
-    // every worker) in 8 B, one request per server.
-    const int64_t slices = static_cast<int64_t>(place_key(0, {rows, dim}, {.num_servers = 2}).size());
-    ASSERT_EQ(slices, 128);
-    EXPECT_EQ(b64, 64 * 80.0 + 8.0 * 2 + 8.0 * 64);
+    // names the slices it reads, 8 B each (its first row; the servers are on
+    // this host, so the table is 32 slices of 2^18 elements): every slice for
+    // 64 or 640 spread rows. A dist_sync push names every slice of a server
+    // (every slice's round needs every worker) in 8 B, one request per server.
+    const int64_t slices = static_cast<int64_t>(
+        place_key(0, {rows, dim}, {.num_servers = 2, .slice_elements = slice_elements_for(1)}).size());
+    ASSERT_EQ(slices, 32);
+    EXPECT_EQ(b64, 64 * 80.0 + 8.0 * 2 + 8.0 * slices);
     EXPECT_EQ(b640, 640 * 80.0 + 8.0 * 2 + 8.0 * slices);
     EXPECT_LT(b640, rows * dim * 4 / 500.0);  // far from the table's 32 MiB
   });

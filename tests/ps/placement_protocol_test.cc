@@ -46,7 +46,7 @@ TEST(Placement, BigKeysTravelInSlicesOf256KiB) {
   int64_t next = 0;
   for (size_t i = 0; i < slices.size(); ++i) {
     EXPECT_EQ(slices[i].row_begin, next);
-    EXPECT_LE(slices[i].num_rows, kMaxSliceElements);
+    EXPECT_LE(slices[i].num_rows, kRemoteSliceElements);
     EXPECT_EQ(slices[i].server, static_cast<int>((1 + i) % 2));
     next += slices[i].num_rows;
   }
@@ -64,6 +64,26 @@ TEST(Placement, BigKeysTravelInSlicesOf256KiB) {
   for (const auto& s : one) EXPECT_EQ(s.server, 0);
   EXPECT_EQ(place_key(5, {1 << 16}, {.num_servers = 3}).size(), 1u);
   EXPECT_EQ(place_key(5, {0, 4}, {.num_servers = 3}).size(), 1u);  // an empty key: one empty slice
+}
+
+// Every process of a job on one host: 1 MiB slices (the cores are the limit,
+// not a link); on several hosts 256 KiB ones (pipelining over the links).
+TEST(Placement, SliceSizeFollowsTheHosts) {
+  EXPECT_EQ(slice_elements_for(1), kLocalSliceElements);
+  EXPECT_EQ(slice_elements_for(2), kRemoteSliceElements);
+  EXPECT_EQ(slice_elements_for(6), kRemoteSliceElements);
+  const PlacementOptions local{.num_servers = 2, .slice_elements = slice_elements_for(1)};
+  auto slices = place_key(1, {16 << 20}, local);
+  ASSERT_EQ(slices.size(), 64u);
+  for (const Slice& s : slices) EXPECT_EQ(s.num_rows, kLocalSliceElements);
+  // slice_starting_at agrees with the listing at the local size too.
+  for (const Slice& s : slices) {
+    const auto found = slice_starting_at(1, 16 << 20, 1, s.row_begin, local);
+    ASSERT_TRUE(found.has_value());
+    EXPECT_EQ(found->num_rows, s.num_rows);
+    EXPECT_EQ(found->server, s.server);
+  }
+  EXPECT_THROW(check_placement({.num_servers = 1, .slice_elements = 0}), ConfigError);
 }
 
 TEST(Placement, SliceStartingAtAgreesWithTheListAndNeedsNone) {

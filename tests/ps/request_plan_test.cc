@@ -96,11 +96,12 @@ TEST(RequestPlan, EveryServerGetsOneRequest) {
 }
 
 TEST(Messages, ConfigRoundTripsAndBadBytesAreRefused) {
-  const ServerConfig c{.replicas = 2, .split_bound = 12345};
+  const ServerConfig c{.replicas = 2, .split_bound = 12345, .slice_elements = 1 << 18};
   const std::string b = encode_config(c);
   const ServerConfig back = decode_config(b);
   EXPECT_EQ(back.replicas, 2);
   EXPECT_EQ(back.split_bound, 12345);
+  EXPECT_EQ(back.slice_elements, 1 << 18);
   EXPECT_THROW(decode_config("replicas=1 split_bound=5"), CommError);  // the old text form
   EXPECT_THROW(decode_config(b.substr(0, 19)), CommError);
   std::string bad = b;
@@ -110,7 +111,8 @@ TEST(Messages, ConfigRoundTripsAndBadBytesAreRefused) {
   bad = b;
   bad[4] = 9;  // version
   EXPECT_THROW(decode_config(bad), CommError);
-  EXPECT_THROW(decode_config(encode_config({.replicas = 0, .split_bound = 0})), CommError);
+  EXPECT_THROW(decode_config(encode_config({.replicas = 0, .split_bound = 0, .slice_elements = 1})), CommError);
+  EXPECT_THROW(decode_config(encode_config({.replicas = 0, .split_bound = 1, .slice_elements = 0})), CommError);
 }
 
 TEST(Messages, RequestIdsAreStampedIntoTheHeader) {

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "loom/core/error.h"
@@ -112,9 +113,16 @@ void describe_keys(const LaunchOptions& o, const std::vector<std::string>& comma
   for (const auto& a : command) {
     if (a.size() > 5 && a.substr(a.size() - 5) == ".toml") job_path = a;
   }
-  const ps::PlacementOptions po{.num_servers = o.servers, .replicas = o.replicas, .split_bound = o.split_bound};
-  std::printf("keys: arrays of more than %lld elements are split over all %d servers; replicas %d\n",
-              static_cast<long long>(o.split_bound), o.servers, o.replicas);
+  // The job's hosts: each --hosts entry without its slot count (none: this one).
+  std::set<std::string> hosts;
+  for (const std::string& h : o.hosts) hosts.insert(h.substr(0, h.rfind(':')));
+  const int num_hosts = std::max<int>(1, static_cast<int>(hosts.size()));
+  const ps::PlacementOptions po{.num_servers = o.servers, .replicas = o.replicas, .split_bound = o.split_bound,
+                                .slice_elements = ps::slice_elements_for(num_hosts)};
+  std::printf("keys: arrays of more than %lld elements are split over all %d servers; replicas %d; slices of at "
+              "most %lld elements (%d host%s)\n",
+              static_cast<long long>(o.split_bound), o.servers, o.replicas, static_cast<long long>(po.slice_elements),
+              num_hosts, num_hosts == 1 ? "" : "s");
   if (job_path.empty()) return;
   train::Trainer trainer(io::load_job_file(job_path), {.log = nullptr});
   int64_t key = 0;

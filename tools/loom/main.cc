@@ -9,6 +9,8 @@
 // Errors become one line on stderr ("loom: ...") and exit status 1; usage
 // errors exit with 2.
 #include <CLI/CLI.hpp>
+#include <malloc.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -19,6 +21,15 @@
 #include "tools/loom/launch.h"
 
 int main(int argc, char** argv) {
+  // ZeroMQ allocates a buffer for every message it receives (parameter-server
+  // slices, ring chunks, checkpoints' state: 256 KiB to a few MiB, freed soon
+  // after). Above 128 KiB glibc gives each its own mmap, which the kernel
+  // zeroes page by page on first touch and unmaps on free. A loom process
+  // keeps them in its heap instead (up to 32 MiB, glibc's ceiling) and does
+  // not hand the heap's top back on every free: about a quarter less CPU per
+  // parameter-server push+pull on one host (docs/BENCHMARKS.md).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   CLI::App app{"Loom: train, evaluate and inspect models (C++20 deep-learning training framework)", "loom"};
   app.set_version_flag("--version", std::string("loom ") + LOOM_VERSION);
   app.require_subcommand(1);
