@@ -75,7 +75,7 @@ class DistKVStore final : public KVStore {
     try {
       close();
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "kvstore: closing: %s\n", e.what());
+      core::log(o_.options.log, core::LogLevel::Error, format("kvstore: closing: {}", e.what()));
     }
   }
 

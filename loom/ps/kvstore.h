@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "loom/comm/security.h"
+#include "loom/core/log.h"
 #include "loom/core/tensor.h"
 #include "loom/io/mode.h"
 #include "loom/io/safetensors.h"
@@ -66,6 +67,7 @@ struct KVStoreOptions {
   int64_t split_bound = kDefaultSplitBound;   // elements; must match the servers'
   int replicas = 0;                           // must match the servers'
   int64_t slice_elements = kRemoteSliceElements;  // must match the servers' (join_kvstore takes theirs)
+  core::LogSink log = core::log_to_stderr;        // what the store has to say on its own (closing while unwinding)
 };
 
 struct KVStoreStats {

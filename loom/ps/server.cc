@@ -515,15 +515,16 @@ struct KVServer::Impl {
     try {
       h = decode_header(frames[0]->bytes());
     } catch (const Error& e) {
-      std::fprintf(stderr, "server %d: bad message from server %d: %s\n", o.rank, server, e.what());
+      core::log(o.log, core::LogLevel::Warning, format("server {}: bad message from server {}: {}", o.rank, server, e.what()));
       return;
     }
     auto it = jobs.find(h.request_id);
     if (it == jobs.end()) return;
     if (h.status == Status::Error) {
       const auto b = frames.size() > 1 ? frames[1]->bytes() : std::span<const std::byte>();
-      std::fprintf(stderr, "server %d: backup %d refused an update: %.*s\n", o.rank, server, static_cast<int>(b.size()),
-                   reinterpret_cast<const char*>(b.data()));
+      core::log(o.log, core::LogLevel::Error,
+                format("server {}: backup {} refused an update: {}", o.rank, server,
+                       std::string_view(reinterpret_cast<const char*>(b.data()), b.size())));
     }
     it->second.waiting.erase(server);
     if (it->second.waiting.empty()) {
@@ -536,7 +537,8 @@ struct KVServer::Impl {
   void on_server_lost(int s) {
     if (s < 0 || s >= o.placement.num_servers || lost[static_cast<size_t>(s)] || s == o.rank) return;
     lost[static_cast<size_t>(s)] = true;
-    std::fprintf(stderr, "server %d: server %d lost; taking over its slices where this server is next\n", o.rank, s);
+    core::log(o.log, core::LogLevel::Warning,
+              format("server {}: server {} lost; taking over its slices where this server is next", o.rank, s));
     // Jobs waiting for it finish without it.
     for (auto it = jobs.begin(); it != jobs.end();) {
       it->second.waiting.erase(s);
@@ -592,11 +594,11 @@ struct KVServer::Impl {
             on_request(frames);
           } catch (const std::exception& e) {
             ++n_errors;
-            std::fprintf(stderr, "server %d: dropped a message: %s\n", o.rank, e.what());
+            core::log(o.log, core::LogLevel::Warning, format("server {}: dropped a message: {}", o.rank, e.what()));
           }
         });
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "server %d: %s\n", o.rank, e.what());
+        core::log(o.log, core::LogLevel::Error, format("server {}: {}", o.rank, e.what()));
         return;
       }
     }

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "loom/comm/security.h"
+#include "loom/core/log.h"
 #include "loom/ps/placement.h"
 
 namespace loom::ps {
@@ -44,6 +45,7 @@ struct ServerOptions {
   PlacementOptions placement;
   std::string bind = "tcp://127.0.0.1:0";
   comm::SecurityOptions security;
+  core::LogSink log = core::log_to_stderr;  // a lost peer, a dropped message (from the server's thread)
 };
 
 struct ServerStats {

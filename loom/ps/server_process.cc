@@ -24,7 +24,7 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
   comm::CoordinatorClient client(env.coordinator_endpoint(), security, options.join_timeout);
   const std::string ip = comm::local_address_towards(env.coordinator_host, env.coordinator_port);
   KVServer server({.rank = 0, .num_workers = env.world_size, .placement = placement, .bind = format("tcp://{}:*", ip),
-                   .security = security});
+                   .security = security, .log = options.log});
   const comm::Membership m = client.register_process(
       {.role = "server", .host = env.host, .rank = env.rank, .endpoint = server.endpoint()},
       options.join_timeout);
@@ -59,8 +59,8 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
     }
   });
   server.start();
-  std::fprintf(stderr, "server %d of %d (%s) serving on %s\n", m.rank, m.num_servers, type_name.c_str(),
-               server.endpoint().c_str());
+  core::log(options.log, core::LogLevel::Info,
+            format("server {} of {} ({}) serving on {}", m.rank, m.num_servers, type_name, server.endpoint()));
   int status = 0;
   for (;;) {
     try {
@@ -68,22 +68,25 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
       break;
     } catch (const TimeoutError&) {
     } catch (const PeerLostError& e) {
-      std::fprintf(stderr, "server %d: %s\n", m.rank, e.what());
+      core::log(options.log, core::LogLevel::Error, format("server {}: {}", m.rank, e.what()));
       status = 1;
       break;
     }
     if (worker_lost) {
       std::lock_guard lock(why_mu);
-      std::fprintf(stderr, "server %d: %s; dist_sync cannot go on without it\n", m.rank, why.c_str());
+      core::log(options.log, core::LogLevel::Error,
+                format("server {}: {}; dist_sync cannot go on without it", m.rank, why));
       status = 1;
       break;
     }
   }
   server.stop();
   const ServerStats s = server.stats();
-  std::fprintf(stderr, "server %d: %llu requests (%llu refused), %llu updates, %.1f MB in, %.1f MB out\n", m.rank,
-               static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(s.errors),
-               static_cast<unsigned long long>(s.updates), s.bytes_in / 1e6, s.bytes_out / 1e6);
+  char line[200];
+  std::snprintf(line, sizeof line, "server %d: %llu requests (%llu refused), %llu updates, %.1f MB in, %.1f MB out",
+                m.rank, static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(s.errors),
+                static_cast<unsigned long long>(s.updates), s.bytes_in / 1e6, s.bytes_out / 1e6);
+  core::log(options.log, core::LogLevel::Info, line);
   if (status == 0) client.leave();
   return status;
 }

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "loom/comm/job_env.h"
+#include "loom/core/log.h"
 #include "loom/ps/placement.h"
 
 namespace loom::ps {
@@ -23,6 +24,7 @@ struct ServerProcessOptions {
   int replicas = 0;
   int64_t split_bound = kDefaultSplitBound;
   std::chrono::milliseconds join_timeout{120000};
+  core::LogSink log = core::log_to_stderr;  // the server's own lines and its KVServer's
 };
 
 // Returns the process exit status (0 when the workers finished).

@@ -3,7 +3,9 @@
 // error and keeps serving a well-behaved worker.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -127,6 +129,32 @@ TEST(KVServer, MalformedRequestsGetErrorsAndTheServerGoesOn) {
   std::memcpy(got.data(), r[1]->bytes().data(), 16);
   EXPECT_EQ(got, (std::vector<float>{5, 6, 7, 8}));  // no optimizer: the value is the push
   EXPECT_GE(server.stats().errors, 17u);
+  server.stop();
+}
+
+// What the server's own thread has to say goes to the sink in its options,
+// not to stderr: here, taking over from a lost server.
+TEST(KVServer, ItsThreadLogsToTheSinkItWasGiven) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> lines;
+  core::LogSink sink = [&](core::LogLevel level, std::string_view m) {
+    std::lock_guard lock(mu);
+    lines.emplace_back(m);
+    EXPECT_EQ(level, core::LogLevel::Warning);
+    cv.notify_all();
+  };
+  ServerOptions options{.rank = 0, .num_workers = 1, .sync = false, .placement = {.num_servers = 2}};
+  options.security.insecure = true;
+  options.log = sink;
+  KVServer server(options);
+  server.start();
+  server.server_lost(1);
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return !lines.empty(); }))
+      << "the server's thread logged nothing within 10 s";
+  EXPECT_EQ(lines[0], "server 0: server 1 lost; taking over its slices where this server is next");
+  lock.unlock();
   server.stop();
 }
 
