@@ -3,6 +3,7 @@
 // re-sent to the next replica when the failover policy says a server is lost).
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <map>
 
@@ -72,6 +73,17 @@ class DistKVStore final : public KVStore {
   }
 
   ~DistKVStore() override {
+    // An error unwinding through the owner is not the end of training: leaving
+    // would retire this worker from every round (the others would train on
+    // without it) and wait at the close barrier for them. Dropping the
+    // coordinator client without leave() reports this worker lost instead,
+    // so every peer's call fails at once, naming it (ProcessGroup does the same).
+    if (std::uncaught_exceptions() > 0) {
+      core::log(o_.options.log, core::LogLevel::Error,
+                format("kvstore: worker {} stopped on an error; not leaving the job, its peers learn it is lost",
+                       o_.rank));
+      return;
+    }
     try {
       close();
     } catch (const std::exception& e) {

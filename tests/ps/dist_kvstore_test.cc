@@ -220,6 +220,41 @@ TEST(DistKVStore, SyncWorkersWithUnequalStepCountsDoNotHang) {
   });
 }
 
+// A worker whose store is destroyed while an error unwinds has not finished
+// training: it must not retire like a worker out of batches (the others
+// would train on without it, and it would wait at the close barrier for
+// them). Its peers learn it is lost, at once.
+TEST(DistKVStore, AWorkerUnwindingAnErrorIsLostToItsPeersAtOnce) {
+  Cluster cluster({.workers = 2, .servers = 1, .heartbeat_timeout = std::chrono::milliseconds(3000),
+                   .timeout = std::chrono::milliseconds(20000)});
+  std::atomic<bool> initialized{false};
+  std::thread failing([&] {
+    try {
+      auto kv = join_kvstore(cluster.worker_env(0), io::Mode::DistSync, {.timeout = std::chrono::milliseconds(20000)});
+      kv->init(0, ops::zeros({8}));
+      kv->push(0, ops::ones({8}));
+      while (!initialized) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      throw ValueError("worker 0: a bad batch");  // ~DistKVStore runs while this unwinds
+    } catch (const ValueError&) {
+    }
+  });
+  const auto start = std::chrono::steady_clock::now();
+  std::string error;
+  try {
+    auto kv = join_kvstore(cluster.worker_env(1), io::Mode::DistSync, {.timeout = std::chrono::milliseconds(20000)});
+    kv->init(0, ops::zeros({8}));
+    initialized = true;
+    for (int i = 0; i < 50; ++i) kv->push(0, ops::ones({8}));  // round 1 needs worker 0's push, which it made
+    ADD_FAILURE() << "worker 1 trained 50 dist_sync rounds without worker 0";
+  } catch (const PeerLostError& e) {
+    error = e.what();
+  }
+  failing.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(error.find("worker 0"), std::string::npos) << error;
+  EXPECT_LT(seconds, 10.0) << "worker 1 learned of worker 0 only after " << seconds << " s: " << error;
+}
+
 TEST(DistKVStore, ServerOptimizerStateSavesAndLoadsAcrossJobs) {
   const auto path = std::filesystem::temp_directory_path() / "loom_dist_kv_state_test.safetensors";
   auto rounds = [](int rank, KVStore& kv, int from, int to) {
