@@ -16,7 +16,6 @@ Open MPI: apt-get install -y --no-install-recommends openmpi-bin libopenmpi-dev.
 All TCP traffic stays on loopback (Open MPI is told btl_tcp_if_include lo).
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -24,24 +23,9 @@ import sys
 
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
+
+from reference import env_python, json_rows  # bench/reference.py: shared by the compare_* drivers
 SIZES = [1 << 20, 4 << 20, 16 << 20, 64 << 20]
-
-
-def env_python(name):
-    out = subprocess.run([os.path.join(root, "scripts", "reference-env"), "--path", name],
-                         check=True, capture_output=True, text=True, timeout=30).stdout.strip()
-    return os.path.join(out, "bin", "python")
-
-
-def json_lines(cmd, timeout=600):
-    print("# " + " ".join(cmd), flush=True)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    rows = [json.loads(l[l.index("{"):]) for l in p.stdout.splitlines() if "{" in l and "busbw" in l]
-    if p.returncode != 0 or not rows:
-        print(f"# failed ({p.returncode}): {p.stderr[-1500:]}", flush=True)
-    for r in rows:
-        print("#   " + json.dumps(r), flush=True)
-    return rows
 
 
 def main():
@@ -73,7 +57,7 @@ def main():
     names = list(cfgs)
     for rnd in range(args.rounds):
         for c in names[rnd % len(names):] + names[:rnd % len(names)]:
-            for r in json_lines(cfgs[c]):
+            for r in json_rows(cfgs[c], 600, keep="busbw"):
                 res.setdefault((c, int(r["bytes"])), []).append(r["busbw_GBs"])
 
     def m(c, s):

@@ -16,7 +16,6 @@ ps-lite sends plaintext, so Loom / MXNet is taken against Loom's plaintext
 workers first, and removes them at the end (needs root).
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -24,27 +23,9 @@ import sys
 
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
+
+from reference import env_python, json_rows  # bench/reference.py: shared by the compare_* drivers
 netns_cluster = os.path.join(root, "..", "shared", "tools", "netns-cluster")
-
-
-def env_python(name):
-    out = subprocess.run([os.path.join(root, "scripts", "reference-env"), "--path", name],
-                         check=True, capture_output=True, text=True, timeout=30).stdout.strip()
-    return os.path.join(out, "bin", "python")
-
-
-def json_lines(cmd, timeout):
-    print("# " + " ".join(cmd), flush=True)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    rows = []
-    for l in p.stdout.splitlines():
-        if "{" in l:
-            rows.append(json.loads(l[l.index("{"):]))
-    if p.returncode != 0 or not rows:
-        print(f"# failed ({p.returncode}): {p.stderr[-1500:]}", flush=True)
-    for r in rows:
-        print("#   " + json.dumps(r), flush=True)
-    return rows
 
 
 def main():
@@ -87,7 +68,7 @@ def main():
         for rnd in range(args.rounds):
             order = names[rnd % len(names):] + names[:rnd % len(names)]
             for fw in order:
-                for r in json_lines(fws[fw], 900):
+                for r in json_rows(fws[fw], 900):
                     res.setdefault((fw, r["bytes"]), []).append(r)
     finally:
         if args.netns:

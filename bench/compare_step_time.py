@@ -30,11 +30,7 @@ import sys
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
 
-
-def env_python(name):
-    out = subprocess.run([os.path.join(root, "scripts", "reference-env"), "--path", name],
-                         check=True, capture_output=True, text=True, timeout=30).stdout.strip()
-    return os.path.join(out, "bin", "python")
+from reference import env_python  # bench/reference.py: shared by the compare_* drivers
 
 
 def run_lines(cmd, timeout):
