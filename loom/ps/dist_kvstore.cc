@@ -16,6 +16,7 @@
 #include "loom/ps/kvstore_internal.h"
 #include "loom/ps/messages.h"
 #include "loom/ps/request_plan.h"
+#include "loom/ps/shm_staging.h"
 
 namespace loom::ps {
 namespace {
@@ -44,6 +45,14 @@ std::span<const std::byte> as_bytes(const std::vector<int64_t>& v) {
 // Bytes the caller's tensor owns, lent to ZeroMQ without a copy when big.
 OutFrame lend(const Tensor& t, std::span<const std::byte> bytes) { return OutFrame::lend(bytes, t.impl_ptr()); }
 
+// The servers a worker may share memory with: those on its host, unless turned off.
+std::vector<bool> servers_sharing_memory(const DistKVStoreOptions& o) {
+  std::vector<bool> on(o.server_endpoints.size(), false);
+  if (!o.options.shared_memory) return on;
+  for (size_t s = 0; s < on.size() && s < o.servers_on_my_host.size(); ++s) on[s] = o.servers_on_my_host[s];
+  return on;
+}
+
 // Shared with the coordinator's loss callback, which may outlive the store.
 struct Links {
   explicit Links(io::Mode mode) : policy(mode) {}
@@ -53,7 +62,8 @@ struct Links {
 
 class DistKVStore final : public KVStore {
  public:
-  explicit DistKVStore(DistKVStoreOptions o) : o_(std::move(o)), links_(std::make_shared<Links>(o_.type)) {
+  explicit DistKVStore(DistKVStoreOptions o)
+      : o_(std::move(o)), links_(std::make_shared<Links>(o_.type)), staging_(o_.rank, servers_sharing_memory(o_)) {
     LOOM_CHECK_T(ConfigError, io::uses_servers(o_.type), "kvstore: type '{}' has no parameter servers (dist_sync, "
                  "dist_async, dist_ssp)", o_.type);
     LOOM_CHECK_T(ConfigError, !o_.server_endpoints.empty(), "kvstore {}: the job has no parameter servers", o_.type);
@@ -128,16 +138,16 @@ class DistKVStore final : public KVStore {
   void pull(std::span<const int64_t> keys, std::span<const Tensor> outs) override {
     LOOM_CHECK(keys.size() == outs.size(), "kvstore: pull of {} keys into {} tensors", keys.size(), outs.size());
     Replies replies;
-    std::vector<Call> calls;
+    std::vector<DenseSend> sends;
     for (size_t i = 0; i < keys.size(); ++i) {
       detail::check_value(keys[i], outs[i], "pull");
       const KeyLayout layout = known_or_described(keys[i], outs[i], "pull").layout;
       for (DenseRequest& r : plan_dense(Op::Pull, keys[i], layout, 0, placement_)) {
-        calls.push_back(call(r.header, std::move(r.chain), {},
-                             receive_into(detail::mutable_bytes_of(outs[i]).subspan(r.offset, r.nbytes), keys[i]),
-                             replies));
+        const auto out = detail::mutable_bytes_of(outs[i]).subspan(r.offset, r.nbytes);
+        sends.push_back({.r = std::move(r), .key = keys[i], .out = out});
       }
     }
+    std::vector<Call> calls = dense_calls(sends, replies);
     run(calls, "pull", replies);
   }
 
@@ -284,7 +294,9 @@ class DistKVStore final : public KVStore {
 
   KVStoreStats stats() const override {
     const comm::RequestStats& s = links_->client->stats();
-    return {.requests = s.requests, .bytes_sent = s.bytes_sent, .bytes_received = s.bytes_received};
+    return {.requests = s.requests, .bytes_sent = s.bytes_sent + shm_bytes_sent_,
+            .bytes_received = s.bytes_received + shm_bytes_received_, .shm_bytes_sent = shm_bytes_sent_,
+            .shm_bytes_received = shm_bytes_received_};
   }
 
   void close() override {
@@ -346,6 +358,89 @@ class DistKVStore final : public KVStore {
     };
   }
 
+  // One dense slice request: what it sends (push) and where its reply's bytes go (pull).
+  struct DenseSend {
+    DenseRequest r;
+    int64_t key = 0;
+    std::span<const std::byte> in;
+    std::shared_ptr<const void> owner;  // keeps `in` alive while ZeroMQ sends it
+    std::span<std::byte> out;
+  };
+  static constexpr size_t kOverSocket = ~size_t{0};
+
+  // The calls for dense slice requests: through the staging region when every
+  // server of the slice's chain shares this host (the bytes copied in now, the
+  // reply's copied out as it comes), over the socket otherwise.
+  std::vector<Call> dense_calls(std::vector<DenseSend>& sends, Replies& replies) {
+    std::vector<size_t> at(sends.size(), kOverSocket);
+    size_t total = 0;
+    for (size_t k = 0; k < sends.size(); ++k) {
+      if (!staging_.on_host(sends[k].r.chain)) continue;
+      at[k] = total;
+      total += (sends[k].r.nbytes + ShmStaging::kAlign - 1) / ShmStaging::kAlign * ShmStaging::kAlign;
+    }
+    if (total > 0) attach_staging(staging_.reserve(total));
+    std::vector<Call> calls;
+    calls.reserve(sends.size());
+    for (size_t k = 0; k < sends.size(); ++k) {
+      DenseSend& d = sends[k];
+      if (at[k] != kOverSocket && staging_.covers(d.r.chain)) {
+        std::byte* slot = staging_.data() + at[k];
+        if (!d.in.empty()) std::memcpy(slot, d.in.data(), d.in.size());
+        shm_bytes_sent_ += d.in.size();
+        d.r.header.flags |= flag::kShm;
+        const uint64_t offset = at[k];
+        OnPayload into;
+        if (!d.out.empty()) into = receive_staged(slot, d.out, d.key, shm_bytes_received_);
+        calls.push_back(call(d.r.header, std::move(d.r.chain), {OutFrame::copy({reinterpret_cast<const std::byte*>(&offset), 8})},
+                             std::move(into), replies));
+        continue;
+      }
+      std::vector<OutFrame> payload;
+      if (!d.in.empty()) payload.push_back(OutFrame::lend(d.in, d.owner));
+      calls.push_back(call(d.r.header, std::move(d.r.chain), std::move(payload),
+                           d.out.empty() ? OnPayload() : receive_into(d.out, d.key), replies));
+    }
+    return calls;
+  }
+
+  // The servers in `servers` map the staging region (Op::ShmAttach); one that
+  // cannot is served over the socket from now on.
+  void attach_staging(const std::vector<int>& servers) {
+    if (servers.empty()) return;
+    Replies replies;
+    std::vector<Call> calls;
+    const std::string& name = staging_.name();
+    for (int s : servers) {
+      Call c = call(Header{.op = Op::ShmAttach}, {s}, {OutFrame::copy(name)}, nullptr, replies);
+      c.optional = true;  // a lost server maps nothing; its slices go to their backups over the socket
+      c.on_reply = [this, s](std::span<const FramePtr> reply) {
+        const Header h = decode_header(reply[0]->bytes());
+        if (h.status == Status::Ok) return staging_.attached(s, true);
+        staging_.attached(s, false);
+        core::log(o_.options.log, core::LogLevel::Warning,
+                  format("kvstore: server {} cannot map worker {}'s shared memory ({}); its slices go over the socket",
+                         s, o_.rank, reply.size() > 1 ? reply[1]->view() : std::string_view("no reason given")));
+      };
+      calls.push_back(std::move(c));
+    }
+    try {
+      run(calls, "shm_attach", replies);
+    } catch (...) {
+      staging_.attach_done();
+      throw;
+    }
+    staging_.attach_done();
+  }
+
+  static OnPayload receive_staged(const std::byte* slot, std::span<std::byte> dst, int64_t key, uint64_t& counted) {
+    return [slot, dst, key, &counted](std::span<const FramePtr> f) {
+      LOOM_CHECK_T(CommError, f.empty(), "kvstore: key {}: a shared-memory reply with {} frames", key, f.size());
+      std::memcpy(dst.data(), slot, dst.size());
+      counted += dst.size();
+    };
+  }
+
   // One request: the header (the endpoint writes the request id into it), its
   // payload, who may answer, and what an Ok reply's payload frames go to.
   Call call(Header h, std::vector<int> chain, std::vector<OutFrame> payload, OnPayload on_payload,
@@ -369,7 +464,7 @@ class DistKVStore final : public KVStore {
   void push_impl(std::span<const int64_t> keys, std::span<const Tensor> values, std::span<const Tensor> outs, Op op) {
     LOOM_CHECK(keys.size() == values.size(), "kvstore: push of {} keys with {} values", keys.size(), values.size());
     Replies replies;
-    std::vector<Call> calls;
+    std::vector<DenseSend> sends;
     std::vector<KeyInfo*> counted;
     std::map<int64_t, KeyInfo> strangers;  // keys this worker did not init: the servers judge them
     for (size_t i = 0; i < keys.size(); ++i) {
@@ -381,12 +476,12 @@ class DistKVStore final : public KVStore {
       counted.push_back(live);
       const auto bytes = detail::bytes_of(values[i]);
       for (DenseRequest& r : plan_dense(op, keys[i], info.layout, version, placement_)) {
-        OnPayload into;
-        if (!outs.empty()) into = receive_into(detail::mutable_bytes_of(outs[i]).subspan(r.offset, r.nbytes), keys[i]);
-        calls.push_back(call(r.header, std::move(r.chain), {lend(values[i], bytes.subspan(r.offset, r.nbytes))},
-                             std::move(into), replies));
+        const auto in = bytes.subspan(r.offset, r.nbytes);
+        const auto out = outs.empty() ? std::span<std::byte>() : detail::mutable_bytes_of(outs[i]).subspan(r.offset, r.nbytes);
+        sends.push_back({.r = std::move(r), .key = keys[i], .in = in, .owner = values[i].impl_ptr(), .out = out});
       }
     }
+    std::vector<Call> calls = dense_calls(sends, replies);
     run_versioned(calls, op_name(op).data(), replies, counted);
   }
 
@@ -417,6 +512,8 @@ class DistKVStore final : public KVStore {
   PlacementOptions placement_;
   std::shared_ptr<Links> links_;
   std::map<int64_t, KeyInfo> keys_info_;
+  ShmStaging staging_;
+  uint64_t shm_bytes_sent_ = 0, shm_bytes_received_ = 0;
   int64_t barriers_ = 0;
   int64_t clock_ = 0;
   std::vector<int64_t> seen_clock_;
@@ -458,9 +555,11 @@ std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, io::Mode type, co
   } catch (const CommError& e) {
     throw CommError(format("kvstore: the servers published a bad configuration: {}", e.what()));
   }
+  std::vector<bool> on_my_host;
+  for (int s = 0; s < m.num_servers; ++s) on_my_host.push_back(m.at("server", s).host == m.self().host);
   return connect_kvstore({.type = type, .rank = m.rank, .num_workers = m.num_workers,
                           .server_endpoints = m.endpoints("server"), .security = env.security(), .options = o,
-                          .owned_client = client});
+                          .owned_client = client, .servers_on_my_host = on_my_host});
 }
 
 }  // namespace loom::ps

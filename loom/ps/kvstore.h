@@ -68,12 +68,17 @@ struct KVStoreOptions {
   int replicas = 0;                           // must match the servers'
   int64_t slice_elements = kRemoteSliceElements;  // must match the servers' (join_kvstore takes theirs)
   core::LogSink log = core::log_to_stderr;        // what the store has to say on its own (closing while unwinding)
+  // Dense slices to and from servers on this worker's host go through shared
+  // memory (ps/shm_staging.h) instead of the socket.
+  bool shared_memory = true;
 };
 
 struct KVStoreStats {
   uint64_t requests = 0;
-  uint64_t bytes_sent = 0;      // payload bytes (values, gradients, row ids)
+  uint64_t bytes_sent = 0;      // payload bytes (values, gradients, row ids), by socket or shared memory
   uint64_t bytes_received = 0;
+  uint64_t shm_bytes_sent = 0;  // the part of those that went through shared memory
+  uint64_t shm_bytes_received = 0;
 };
 
 class KVStore {
@@ -146,6 +151,9 @@ struct DistKVStoreOptions {
   // for a single worker without them. Owned when `owned_client` is set.
   comm::CoordinatorClient* client = nullptr;
   std::shared_ptr<comm::CoordinatorClient> owned_client;
+  // servers_on_my_host[s]: server s runs on this worker's host (its dense
+  // slices may go through shared memory; see KVStoreOptions::shared_memory).
+  std::vector<bool> servers_on_my_host;
 };
 std::unique_ptr<KVStore> connect_kvstore(DistKVStoreOptions options);
 // create() for a dist type with the job described by `env` (create() reads the environment).

@@ -18,7 +18,7 @@ constexpr int64_t kMaxRows = int64_t{1} << 40;
 constexpr int64_t kMaxRowNumel = int64_t{1} << 32;
 constexpr int64_t kMaxElements = int64_t{1} << 40;  // per key: sizes in bytes then cannot overflow
 
-bool known_op(uint16_t op) { return op >= static_cast<uint16_t>(Op::Init) && op <= static_cast<uint16_t>(Op::Leave); }
+bool known_op(uint16_t op) { return op >= static_cast<uint16_t>(Op::Init) && op <= static_cast<uint16_t>(Op::ShmAttach); }
 
 }  // namespace
 
@@ -34,6 +34,7 @@ std::string_view op_name(Op op) {
     case Op::Replicate: return "replicate";
     case Op::Reply: return "reply";
     case Op::Leave: return "leave";
+    case Op::ShmAttach: return "shm_attach";
   }
   return "unknown";
 }

@@ -32,6 +32,10 @@
 //       88    4  CRC-32C of bytes [0, 88)
 //       92    4  reserved (0)
 //
+// On one host the bytes of dense slices can go through shared memory instead
+// (Flag::Shm, Op::ShmAttach; ps/shm_staging.h): only the header and an offset
+// travel over the socket.
+//
 // A row-sparse Push or Pull (Flag::Sparse) names the whole key (row_begin 0,
 // num_rows = total_rows) and is about several slices of it, all of one
 // replica chain, so that a sparse step costs one message per server, not one
@@ -75,6 +79,8 @@ enum class Op : uint16_t {
   Replicate = 8,     // primary -> backup: frames as Push (the merged update); seq = updates after it.
   Reply = 9,         // status Ok: frames per the request; status Error: [message]
   Leave = 10,        // a worker is done: rounds stop waiting for it (sent to every server)
+  ShmAttach = 11,    // frames: [region name]. The worker's staging region (comm::SharedRegion) on the server's
+                     // host: the server maps it; Flag::Shm requests of this worker point into it. Reply when mapped.
 };
 std::string_view op_name(Op op);
 
@@ -83,7 +89,12 @@ enum class Status : uint16_t { Ok = 0, Error = 1 };
 namespace flag {
 inline constexpr uint16_t kHasData = 1;  // Init: the value follows (rank 0's init)
 inline constexpr uint16_t kSparse = 2;   // Push/Pull (several slices) and Replicate: row-sparse form
-inline constexpr uint16_t kAll = kHasData | kSparse;
+// Dense Push/Pull/PushPull from a worker on the server's host: the one payload
+// frame is the slice's byte offset (u64) in the worker's staging region, where
+// a push's data lies and where the server writes a pull's reply; the reply
+// carries the flag and no data frame.
+inline constexpr uint16_t kShm = 4;
+inline constexpr uint16_t kAll = kHasData | kSparse | kShm;
 }  // namespace flag
 
 struct Header {

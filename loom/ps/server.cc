@@ -9,9 +9,10 @@
 #include <set>
 #include <thread>
 
+#include "loom/comm/endpoint.h"
+#include "loom/comm/shared_region.h"
 #include "loom/core/error.h"
 #include "loom/ps/shard.h"
-#include "loom/comm/endpoint.h"
 
 namespace loom::ps {
 
@@ -33,12 +34,20 @@ struct Join {
   size_t remaining = 0;
 };
 
+// Where a Flag::Shm request's bytes lie: its worker's staging region, at an offset.
+struct Staged {
+  std::shared_ptr<comm::SharedRegion> region;
+  size_t offset = 0;
+  std::byte* at() const { return region->data() + offset; }
+};
+
 // A request waiting for its answer: the route back and the request header
 // (for a slice of a sparse push: its part of the request, answered through the join).
 struct Waiting {
   std::vector<MsgPtr> route;
   Header request;
   std::shared_ptr<Join> join;
+  Staged staged;  // a Flag::Shm pull is answered here
 };
 
 struct Entry {
@@ -106,6 +115,7 @@ struct KVServer::Impl {
   std::deque<std::pair<std::vector<MsgPtr>, std::vector<MsgPtr>>> deferred;  // (route, frames)
   std::shared_ptr<const ServerOptimizer> optimizer;
   std::set<int> retired;  // workers that left
+  std::map<int, std::shared_ptr<comm::SharedRegion>> regions;  // staging regions of workers on this host
   std::thread thread;
   std::atomic<bool> stopping{false};
   std::mutex lost_mu;
@@ -132,11 +142,11 @@ struct KVServer::Impl {
   }
 
   void reply(const std::vector<MsgPtr>& route, const Header& req, std::span<const std::span<const std::byte>> frames,
-             Status status = Status::Ok) {
+             Status status = Status::Ok, uint16_t flags = 0) {
     Header h = req;
     h.op = Op::Reply;
     h.status = status;
-    h.flags = 0;
+    h.flags = flags;
     n_out += send_message(ep->router(), route, h, frames);
   }
   void reply_error(const std::vector<MsgPtr>& route, const Header& req, const std::string& message) {
@@ -144,6 +154,48 @@ struct KVServer::Impl {
     const std::span<const std::byte> f(reinterpret_cast<const std::byte*>(message.data()), message.size());
     reply(route, req, std::span(&f, 1), Status::Error);
   }
+  // Answers a pull (or pushpull) with the slice's value: in a frame, or
+  // written into the worker's staging region (Flag::Shm).
+  void reply_value(const Waiting& w, std::span<const std::byte> value) {
+    if (!w.staged.region) {
+      reply(w.route, w.request, std::span(&value, 1));
+      return;
+    }
+    std::memcpy(w.staged.at(), value.data(), value.size());
+    n_out += value.size();
+    reply(w.route, w.request, {}, Status::Ok, flag::kShm);
+  }
+
+  // A Flag::Shm request's place in its worker's region: the offset its one
+  // frame names, checked against the region and the slice's size.
+  Staged staged(const Header& h, const std::vector<MsgPtr>& frames) {
+    if ((h.flags & flag::kShm) == 0) return {};
+    LOOM_CHECK_T(CommError, !h.sparse() && h.num_frames == 1 && frames[2]->bytes().size() == 8,
+                 "ps protocol: a shared-memory {} needs one 8-byte offset frame", op_name(h.op));
+    uint64_t offset = 0;
+    std::memcpy(&offset, frames[2]->bytes().data(), 8);
+    const auto it = regions.find(h.sender);
+    LOOM_CHECK_T(CommError, it != regions.end(),
+                 "kvstore: worker {} sent a shared-memory {} to server {}, which has not mapped its region",
+                 h.sender, op_name(h.op), o.rank);
+    const size_t size = it->second->size(), n = h.slice_nbytes();
+    LOOM_CHECK_T(CommError, offset % core::itemsize(h.dtype) == 0 && offset <= size && n <= size - offset,
+                 "kvstore: worker {}'s {} names bytes [{}, {}+{}) of its {}-byte shared region", h.sender,
+                 op_name(h.op), offset, offset, n, size);
+    n_in += n;
+    return {it->second, static_cast<size_t>(offset)};
+  }
+
+  // Op::ShmAttach: maps a worker's staging region (replacing its last one; a
+  // push still waiting in a round keeps the old one mapped).
+  void handle_shm_attach(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames) {
+    LOOM_CHECK(h.sender >= 0 && h.sender < o.num_workers, "kvstore: shm_attach from worker {} (the job has {})",
+               h.sender, o.num_workers);
+    LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: shm_attach needs 1 frame");
+    regions[h.sender] = comm::SharedRegion::open(std::string(frames[2]->view()));
+    reply(route, h, {});
+  }
+
   // Answers a finished push/init: pushpull gets the slice's value.
   void answer(Entry& e, const Waiting& w) {
     if (w.join) {
@@ -151,8 +203,7 @@ struct KVServer::Impl {
       return;
     }
     if (w.request.op == Op::PushPull) {
-      const std::span<const std::byte> f = e.shard->weights();
-      reply(w.route, w.request, std::span(&f, 1));
+      reply_value(w, e.shard->weights());
     } else {
       reply(w.route, w.request, {});
     }
@@ -262,6 +313,7 @@ struct KVServer::Impl {
       reply(route, h, {});
       return;
     }
+    if (h.op == Op::ShmAttach) return handle_shm_attach(route, h, frames);
     if (h.op == Op::Leave) {  // a worker is done: no round waits for it any more
       LOOM_CHECK(h.sender >= 0 && h.sender < o.num_workers, "kvstore: leave from worker {} (the job has {})", h.sender,
                  o.num_workers);
@@ -337,16 +389,20 @@ struct KVServer::Impl {
     Entry& e = entry(id, "push");
     e.shard->check_request(h, nullptr);
     LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: a push needs 1 frame");
-    PushData data{.data = aligned(frames[2], h.dtype)};
     const int worker = h.sender;
     LOOM_CHECK(worker >= 0 && worker < o.num_workers, "kvstore: push from worker {} (the job has {})", worker,
                o.num_workers);
+    const Waiting w{.route = route, .request = h, .staged = staged(h, frames)};
+    // The pushed bytes stay where they arrived: the frame, or the worker's
+    // region (the worker leaves them there until this push is answered).
+    PushData data{.data = w.staged.region ? Payload{w.staged.region, {w.staged.at(), h.slice_nbytes()}}
+                                          : aligned(frames[2], h.dtype)};
     switch (e.shard->push(worker, h.version, std::move(data))) {
-      case PushResult::Duplicate: answer(e, {route, h}); return;
-      case PushResult::Pending: e.round.push_back({route, h}); return;
+      case PushResult::Duplicate: answer(e, w); return;
+      case PushResult::Pending: e.round.push_back(w); return;
       case PushResult::Applied: break;
     }
-    e.round.push_back({route, h});
+    e.round.push_back(w);
     applied(id, e);
   }
 
@@ -380,9 +436,9 @@ struct KVServer::Impl {
   void handle_pull(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames, const SliceId& id) {
     Entry& e = entry(id, "pull");
     e.shard->check_request(h, nullptr);
-    LOOM_CHECK_T(CommError, h.num_frames == 0, "ps protocol: a pull has no frames");
-    const std::span<const std::byte> f = e.shard->weights();
-    reply(route, h, std::span(&f, 1));
+    const Waiting w{.route = route, .request = h, .staged = staged(h, frames)};
+    LOOM_CHECK_T(CommError, h.num_frames == (w.staged.region ? 1u : 0u), "ps protocol: a pull has no frames");
+    reply_value(w, e.shard->weights());
   }
 
   // A row-sparse push or pull (protocol.h): [first rows of the slices it is

@@ -53,6 +53,52 @@ TEST(DistKVStore, SyncSumsAreExactForSplitAndUnsplitKeys) {
   }
 }
 
+// On one host the dense slices go through the workers' shared staging
+// regions (ps/shm_staging.h) unless turned off; the arithmetic is the same
+// either way, bit for bit, with an optimizer on the servers and keys of both
+// dtypes split over the servers, through push, pull and pushpull, and a
+// region that grows when a bigger call comes.
+TEST(DistKVStore, SharedMemoryAndSocketGiveTheSameBits) {
+  std::vector<std::vector<double>> got[2];
+  for (bool shm : {true, false}) {
+    Cluster cluster({.workers = 2, .servers = 2, .split_bound = 1000, .shared_memory = shm});
+    std::mutex mu;
+    cluster.run([&](int rank, KVStore& kv) {
+      const std::vector<int64_t> keys = {0, 1};
+      kv.init(keys, std::vector<Tensor>{ramp({3000}, 0.001), ramp({700, 3}, 0.01, core::DType::F64)});
+      kv.set_optimizer({.rule = optim::Rule::Adam, .lr = 0.01, .rescale_grad = 0.5});
+      std::vector<Tensor> outs = {ops::zeros({3000}), ops::zeros({700, 3}, core::DType::F64)};
+      for (int round = 1; round <= 3; ++round) {
+        const std::vector<Tensor> grads = {ramp({3000}, 0.1 * (rank + round)),
+                                           ramp({700, 3}, 0.3 * (rank + round), core::DType::F64)};
+        if (round == 2) {
+          kv.push(keys, grads);
+          kv.pull(keys, outs);
+        } else {
+          kv.pushpull(keys, grads, outs);
+        }
+      }
+      Tensor big = ops::zeros({300000});  // a bigger call: a new region, mapped again by both servers
+      kv.init(2, big);
+      kv.pushpull(2, ramp({300000}, 1.0), big);
+      const KVStoreStats st = kv.stats();
+      if (shm) {
+        EXPECT_GT(st.shm_bytes_sent, 0u);
+        EXPECT_GT(st.shm_bytes_received, 0u);
+      } else {
+        EXPECT_EQ(st.shm_bytes_sent + st.shm_bytes_received, 0u);
+      }
+      if (rank == 0) {
+        std::lock_guard lock(mu);
+        for (const Tensor& t : outs) got[shm ? 0 : 1].push_back(t.to_vector<double>());
+        got[shm ? 0 : 1].push_back(big.to_vector<double>());
+      }
+    });
+  }
+  ASSERT_EQ(got[0].size(), 3u);
+  EXPECT_EQ(got[0], got[1]);
+}
+
 TEST(DistKVStore, SyncWithServerOptimizerUpdatesOncePerRound) {
   Cluster cluster({.workers = 2, .servers = 2, .split_bound = 16});
   cluster.run([](int rank, KVStore& kv) {

@@ -28,6 +28,7 @@ struct ClusterOptions {
   int staleness = 0;
   std::chrono::milliseconds heartbeat_timeout{3000};
   std::chrono::milliseconds timeout{30000};
+  bool shared_memory = true;  // the workers' KVStoreOptions::shared_memory (all share one host here)
 };
 
 class Cluster {
@@ -77,7 +78,8 @@ class Cluster {
     for (int r = 0; r < o_.workers; ++r) {
       threads.emplace_back([this, r, &fn] {
         try {
-          auto kv = join_kvstore(worker_env(r), o_.type, {.staleness = o_.staleness, .timeout = o_.timeout});
+          auto kv = join_kvstore(worker_env(r), o_.type,
+                                 {.staleness = o_.staleness, .timeout = o_.timeout, .shared_memory = o_.shared_memory});
           fn(r, *kv);
           kv->close();
         } catch (const std::exception& e) {

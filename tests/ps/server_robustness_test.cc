@@ -13,6 +13,7 @@
 #include "loom/ps/protocol.h"
 #include "loom/ps/server.h"
 #include "loom/comm/endpoint.h"
+#include "loom/comm/shared_region.h"
 
 namespace loom::ps {
 namespace {
@@ -129,6 +130,56 @@ TEST(KVServer, MalformedRequestsGetErrorsAndTheServerGoesOn) {
   std::memcpy(got.data(), r[1]->bytes().data(), 16);
   EXPECT_EQ(got, (std::vector<float>{5, 6, 7, 8}));  // no optimizer: the value is the push
   EXPECT_GE(server.stats().errors, 17u);
+  server.stop();
+}
+
+// The one-host data path (Flag::Shm): a region that cannot be opened, a
+// request before the region is mapped, an offset outside it or not aligned,
+// and a sparse request with the flag are refused; a good one reads its push
+// from the region and writes the pull there.
+TEST(KVServer, SharedMemoryRequestsAreCheckedAgainstTheRegion) {
+  KVServer server({.rank = 0, .num_workers = 1, .sync = false, .placement = {.num_servers = 1},
+                   .security = {.insecure = true}});
+  server.start();
+  RawClient c(server.endpoint());
+  const Header init{.op = Op::Init, .flags = flag::kHasData, .key = 0, .num_rows = 4, .row_numel = 1, .total_rows = 4};
+  ASSERT_EQ(status_of(c.ask(init, {bytes_of(std::vector<int64_t>{4}), bytes_of(std::vector<float>{1, 2, 3, 4})})),
+            Status::Ok);
+  auto offset = [](uint64_t o) { return std::string(reinterpret_cast<const char*>(&o), 8); };
+  Header push{.op = Op::Push, .flags = flag::kShm, .sender = 0, .key = 0, .version = 1, .num_rows = 4, .row_numel = 1,
+              .total_rows = 4};
+  EXPECT_EQ(status_of(c.ask(push, {offset(0)})), Status::Error);  // no region mapped yet
+  const Header attach{.op = Op::ShmAttach, .sender = 0};
+  EXPECT_EQ(status_of(c.ask(attach, {"/../etc/passwd"})), Status::Error);
+  EXPECT_EQ(status_of(c.ask(attach, {"/loom-no-such-region-0000"})), Status::Error);
+  Header stranger = attach;
+  stranger.sender = 3;
+  auto region = comm::SharedRegion::create("loom-test-ps", 4096);
+  EXPECT_EQ(status_of(c.ask(stranger, {region->name()})), Status::Error);  // not a worker of this job
+  ASSERT_EQ(status_of(c.ask(attach, {region->name()})), Status::Ok);
+  region->unlink();
+
+  EXPECT_EQ(status_of(c.ask(push, {offset(4096 - 8)})), Status::Error);  // 16 bytes from 4088: outside
+  EXPECT_EQ(status_of(c.ask(push, {offset(~uint64_t{0} - 3)})), Status::Error);
+  EXPECT_EQ(status_of(c.ask(push, {offset(2)})), Status::Error);       // not aligned for f32
+  EXPECT_EQ(status_of(c.ask(push, {"abc"})), Status::Error);           // not an offset
+  EXPECT_EQ(status_of(c.ask(push, {offset(0), offset(0)})), Status::Error);
+  Header sparse = push;
+  sparse.flags = flag::kShm | flag::kSparse;
+  EXPECT_EQ(status_of(c.ask(sparse, {offset(0)})), Status::Error);
+
+  const std::vector<float> pushed = {5, 6, 7, 8};
+  std::memcpy(region->data() + 64, pushed.data(), 16);
+  EXPECT_EQ(status_of(c.ask(push, {offset(64)})), Status::Ok);
+  Header pull{.op = Op::Pull, .flags = flag::kShm, .sender = 0, .key = 0, .num_rows = 4, .row_numel = 1,
+              .total_rows = 4};
+  const auto r = c.ask(pull, {offset(1024)});
+  ASSERT_EQ(status_of(r), Status::Ok);
+  EXPECT_EQ(r.size(), 1u);  // the value is in the region, not in a frame
+  EXPECT_EQ(decode_header(r[0]->bytes()).flags, flag::kShm);
+  std::vector<float> got(4);
+  std::memcpy(got.data(), region->data() + 1024, 16);
+  EXPECT_EQ(got, pushed);  // no optimizer: the value is the push
   server.stop();
 }
 

@@ -97,9 +97,16 @@ double percentile_ms(std::vector<double> seconds, double q) {  // nearest rank
   return seconds[std::clamp<size_t>(rank, 1, seconds.size()) - 1] * 1e3;
 }
 
+// The part of the payload bytes that went through shared memory (one-host servers).
+double shm_fraction(const ps::KVStoreStats& s) {
+  const double all = static_cast<double>(s.bytes_sent + s.bytes_received);
+  return all > 0 ? static_cast<double>(s.shm_bytes_sent + s.shm_bytes_received) / all : 0.0;
+}
+
 int ps_worker(const BenchPsArgs& args, const comm::JobEnv& env) {
   core::set_num_threads(1);
-  auto kv = ps::KVStore::create(io::parse_mode(args.type).value());  // checked by run_bench_ps
+  auto kv = ps::KVStore::create(io::parse_mode(args.type).value(),  // checked by run_bench_ps
+                                {.shared_memory = args.shared_memory});
   int64_t next_key = 0;
   for (const auto& s : args.sizes) {
     const int64_t bytes = parse_bytes(s);
@@ -133,10 +140,12 @@ int ps_worker(const BenchPsArgs& args, const comm::JobEnv& env) {
       const double per_worker = 2.0 * static_cast<double>(moved) / dt / 1e9;
       std::printf("{\"workers\": %d, \"servers\": %d, \"bytes\": %lld, \"keys\": %d, \"type\": \"%s\", "
                   "\"op\": \"pushpull\", \"secure\": %s, \"iters\": %d, \"ms\": %.3f, \"throughput_GBs\": %.3f, "
-                  "\"aggregate_GBs\": %.3f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f",
+                  "\"aggregate_GBs\": %.3f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, "
+                  "\"shm_fraction\": %.3f",
                   kv->num_workers(), env.num_servers, static_cast<long long>(moved), args.keys, args.type.c_str(),
                   env.insecure ? "false" : "true", iters, dt * 1e3, per_worker, per_worker * kv->num_workers(),
-                  percentile_ms(latency, 0.5), percentile_ms(latency, 0.9), percentile_ms(latency, 0.99));
+                  percentile_ms(latency, 0.5), percentile_ms(latency, 0.9), percentile_ms(latency, 0.99),
+                  shm_fraction(kv->stats()));
       if (args.link_gbit > 0) {
         const double bound = ps_link_bound_GBs(args, kv->num_workers(), env.num_servers, keys, grads);
         std::printf(", \"link_gbit\": %g, \"link_bound_GBs\": %.3f, \"of_link_bound\": %.3f", args.link_gbit, bound,

@@ -41,6 +41,7 @@ struct BenchPsArgs {
   int64_t split_bound = 1 << 20;      // elements, as `loom launch --split-bound`
   double link_gbit = 0;               // > 0: also print the link bound for one process per host
   bool insecure = false;
+  bool shared_memory = true;          // --no-shm: dense slices over the socket even on one host
   std::vector<std::string> hosts;
   std::vector<std::string> argv;      // re-run by each worker
 };

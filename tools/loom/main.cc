@@ -118,6 +118,8 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   bps->add_option("--hosts", bench_ps.hosts, "placement, as for launch (servers after the workers)")->delimiter(',');
   bps->add_flag("--insecure", bench_ps.insecure, "no CURVE encryption");
+  bps->add_flag("!--no-shm", bench_ps.shared_memory,
+                "send dense slices over the socket even to servers on the worker's host (no shared memory)");
 
   for (int k = 1; k < argc; ++k) {
     train.argv.emplace_back(argv[k]);
