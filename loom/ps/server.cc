@@ -13,6 +13,7 @@
 #include "loom/comm/shared_region.h"
 #include "loom/core/error.h"
 #include "loom/ps/shard.h"
+#include "loom/ps/shm_staging.h"
 
 namespace loom::ps {
 
@@ -192,7 +193,11 @@ struct KVServer::Impl {
     LOOM_CHECK(h.sender >= 0 && h.sender < o.num_workers, "kvstore: shm_attach from worker {} (the job has {})",
                h.sender, o.num_workers);
     LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: shm_attach needs 1 frame");
-    regions[h.sender] = comm::SharedRegion::open(std::string(frames[2]->view()));
+    const std::string name(frames[2]->view());
+    // Only a worker's staging region (ShmStaging's names), never another of this user's regions.
+    LOOM_CHECK_T(CommError, name.rfind(ShmStaging::kNamePrefix, 0) == 0, "ps protocol: '{}' is not a worker's staging region",
+                 name);
+    regions[h.sender] = comm::SharedRegion::open(name);
     reply(route, h, {});
   }
 

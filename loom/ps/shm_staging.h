@@ -34,6 +34,8 @@ class ShmStaging {
  public:
   // Slices are placed at multiples of this in the region.
   static constexpr size_t kAlign = 64;
+  // Every staging region's name starts so ("/loom-ps-w<rank>-<random>"); servers map no other.
+  static constexpr const char* kNamePrefix = "/loom-ps-w";
 
   // `on_my_host[s]`: server s runs on this worker's host.
   ShmStaging(int worker, std::vector<bool> on_my_host);

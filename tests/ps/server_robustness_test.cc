@@ -154,7 +154,9 @@ TEST(KVServer, SharedMemoryRequestsAreCheckedAgainstTheRegion) {
   EXPECT_EQ(status_of(c.ask(attach, {"/loom-no-such-region-0000"})), Status::Error);
   Header stranger = attach;
   stranger.sender = 3;
-  auto region = comm::SharedRegion::create("loom-test-ps", 4096);
+  auto other = comm::SharedRegion::create("loom-test-ps", 4096);
+  EXPECT_EQ(status_of(c.ask(attach, {other->name()})), Status::Error);  // a region, but not a worker's staging one
+  auto region = comm::SharedRegion::create("loom-ps-w0-test", 4096);
   EXPECT_EQ(status_of(c.ask(stranger, {region->name()})), Status::Error);  // not a worker of this job
   ASSERT_EQ(status_of(c.ask(attach, {region->name()})), Status::Ok);
   region->unlink();
