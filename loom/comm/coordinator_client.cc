@@ -1,13 +1,15 @@
 // class CoordinatorClient: one per process. Caller threads queue requests and
 // wait for the reply; a background thread owns the DEALER, sends heartbeats,
 // files replies and reports lost peers. Also the Membership and LostPeer
-// helpers and host_name(). The messages it speaks are in coordinator_protocol.h.
+// helpers and host_name(). The messages it speaks are in coordinator_protocol.h;
+// the socket, its keys and polling come from the endpoint (endpoint.h). Not its
+// RequestClient: that runs one synchronous call at a time on the caller's
+// thread, while this DEALER must go on hearing heartbeat replies and unasked
+// 'lost' notices while callers on several threads wait.
 #include <unistd.h>
-#include <zmq.h>
 
-#include <cerrno>
+#include <array>
 #include <condition_variable>
-#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -17,6 +19,7 @@
 
 #include "loom/comm/coordinator.h"
 #include "loom/comm/coordinator_protocol.h"
+#include "loom/comm/endpoint.h"
 #include "loom/comm/transport.h"  // Clock
 #include "loom/core/error.h"
 
@@ -29,6 +32,7 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr auto kReplyGrace = 250ms;  // a client waits this much past a timeout it gave the coordinator
+constexpr auto kPollWait = 20ms;     // how often the I/O thread checks heartbeats when nothing arrives
 
 std::string random_routing_id() {
   std::random_device rd;
@@ -88,10 +92,9 @@ struct CoordinatorClient::Impl {
   };
 
   std::string endpoint;
-  std::unique_ptr<CurveKeys> keys;
-  void* ctx = nullptr;
-  void* dealer = nullptr;
-  void* monitor = nullptr;
+  std::unique_ptr<ZmqContext> ctx;  // the job's keys
+  Socket dealer;                    // used by the I/O thread only, once it runs
+  Socket refusals;                  // hears of handshakes the coordinator refused
   int wake_fd = -1;
   std::thread io;
 
@@ -114,46 +117,23 @@ struct CoordinatorClient::Impl {
   bool left = false;
 
   void open(const SecurityOptions& security) {
-    check_security(security);
-    if (!security.insecure) keys = std::make_unique<CurveKeys>(derive_curve_keys(security.secret));
+    ctx = std::make_unique<ZmqContext>(security, /*serves=*/false);  // ValueError without a secret or insecure
     wake_fd = make_eventfd();
-    ctx = zmq_ctx_new();
-    if (ctx == nullptr) throw CommError(format("coordinator client: zmq_ctx_new failed: {}", zmq_error()));
-    dealer = zmq_socket(ctx, ZMQ_DEALER);
-    if (dealer == nullptr) throw CommError(format("coordinator client: cannot create a DEALER: {}", zmq_error()));
-    const std::string id = random_routing_id();
-    if (zmq_setsockopt(dealer, ZMQ_ROUTING_ID, id.data(), id.size()) != 0) {
-      throw CommError(format("coordinator client: setting the routing id failed: {}", zmq_error()));
-    }
-    set_int(dealer, ZMQ_LINGER, 500, "ZMQ_LINGER");
-    set_int64(dealer, ZMQ_MAXMSGSIZE, static_cast<int64_t>(kMaxBodyBytes + 64), "ZMQ_MAXMSGSIZE");
-    if (keys) make_curve_client(dealer, *keys);
-    constexpr char kMonitor[] = "inproc://loom-coordinator-client-monitor";
-    if (zmq_socket_monitor(dealer, kMonitor,
-                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
-      throw CommError(format("coordinator client: cannot monitor the DEALER: {}", zmq_error()));
-    }
-    monitor = zmq_socket(ctx, ZMQ_PAIR);
-    if (monitor == nullptr || zmq_connect(monitor, kMonitor) != 0) {
-      throw CommError(format("coordinator client: cannot connect the monitor: {}", zmq_error()));
-    }
-    set_int(monitor, ZMQ_LINGER, 0, "ZMQ_LINGER");
-    if (zmq_connect(dealer, endpoint.c_str()) != 0) {
-      throw CommError(format("coordinator client: cannot connect to {}: {}", endpoint, zmq_error()));
+    SocketOptions socket;
+    socket.linger_ms = 500;  // time for a last Leave to go out
+    socket.max_message_bytes = static_cast<int64_t>(kMaxBodyBytes + 64);
+    socket.routing_id = random_routing_id();
+    try {
+      dealer = Socket::dealer(*ctx, endpoint, socket, &refusals);
+    } catch (const CommError& e) {
+      throw CommError(format("coordinator client: {}", e.what()));
     }
   }
 
   void close() {
-    for (void** s : {&dealer, &monitor}) {
-      if (*s != nullptr) zmq_close(*s);
-      *s = nullptr;
-    }
-    if (ctx != nullptr) {
-      while (zmq_ctx_term(ctx) != 0 && zmq_errno() == EINTR) {
-      }
-    }
-    ctx = nullptr;
+    refusals.close();
+    dealer.close();
+    ctx.reset();  // waits up to the linger for queued messages
     if (wake_fd >= 0) ::close(wake_fd);
     wake_fd = -1;
   }
@@ -210,9 +190,25 @@ struct CoordinatorClient::Impl {
   // ---- the I/O thread -----------------------------------------------------
 
   void run() {
-    zmq_pollitem_t items[3] = {
-        {dealer, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}, {monitor, 0, ZMQ_POLLIN, 0}};
-    std::vector<std::string> frames;
+    try {
+      loop();
+    } catch (const CommError& e) {
+      // ZeroMQ failed under this client. Nothing will be heard from the
+      // coordinator again, so it is lost to this process: say why.
+      {
+        std::lock_guard lock(mu);
+        if (coordinator_lost.empty()) mark_coordinator_lost(format("this client's socket failed: {}", e.what()));
+      }
+      report();
+    }
+  }
+
+  void loop() {
+    std::array<PollItem, 3> items;
+    items[0].socket = &dealer;
+    items[1].fd = wake_fd;
+    items[2].socket = &refusals;
+    std::vector<FramePtr> frames;
     auto next_beat = Clock::now();
     for (;;) {
       bool stop = false;
@@ -236,14 +232,11 @@ struct CoordinatorClient::Impl {
       }
       report();
       if (stop) return;
-      if (zmq_poll(items, 3, 20) < 0) {
-        if (zmq_errno() == EINTR) continue;
-        return;
-      }
-      if (items[1].revents & ZMQ_POLLIN) drain_eventfd(wake_fd);
-      if (items[2].revents & ZMQ_POLLIN) on_monitor_event();
-      for (int i = 0; i < 256 && recv_frames(dealer, frames, 2); ++i) {
-        if (frames.size() == 2) on_message(frames[0], frames[1]);
+      poll(items, kPollWait);
+      if (items[1].ready) drain_eventfd(wake_fd);
+      if (items[2].ready) on_refused();
+      for (int i = 0; i < 256 && dealer.recv(frames); ++i) {
+        if (frames.size() == 2) on_message(frames[0]->view(), frames[1]->view());  // else malformed: dropped
       }
     }
   }
@@ -251,29 +244,28 @@ struct CoordinatorClient::Impl {
   // Caller holds mu.
   void flush_outbox() {
     while (!outbox.empty()) {
-      if (!send_frames(dealer, {outbox.front().first, outbox.front().second})) return;  // try again later
+      const auto& [header, body] = outbox.front();
+      if (dealer.send({OutFrame::borrow(header), OutFrame::borrow(body)}, /*dontwait=*/true) == 0) {
+        return;  // cannot be queued now: try again on the next turn
+      }
       outbox.pop_front();
     }
   }
 
-  void on_monitor_event() {
-    std::vector<std::string> event;
-    while (recv_frames(monitor, event, 2)) {
-      if (event.empty() || event[0].size() < 6) continue;
-      uint16_t code = 0;
-      std::memcpy(&code, event[0].data(), sizeof code);
-      std::lock_guard lock(mu);
-      if (!welcomed && auth_error.empty()) {
-        auth_error = format(
-            "the coordinator at {} refused this process's credentials ({}): is LOOM_JOB_SECRET (or --insecure) the "
-            "same as the coordinator's?",
-            endpoint, code == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "authentication failed" : "CURVE handshake failed");
-        cv.notify_all();
-      }
+  void on_refused() {
+    const std::string why = handshake_refused(refusals);
+    if (why.empty()) return;
+    std::lock_guard lock(mu);
+    if (!welcomed && auth_error.empty()) {
+      auth_error = format(
+          "the coordinator at {} refused this process's credentials ({}): is LOOM_JOB_SECRET (or --insecure) the "
+          "same as the coordinator's?",
+          endpoint, why);
+      cv.notify_all();
     }
   }
 
-  void on_message(const std::string& header, const std::string& body) {
+  void on_message(std::string_view header, std::string_view body) {
     Header h{};
     try {
       h = decode_header(header);
@@ -312,7 +304,7 @@ struct CoordinatorClient::Impl {
     if (auto it = pending.find(h.request); it != pending.end()) {
       it->second->done = true;
       it->second->type = h.type;
-      it->second->body = body;
+      it->second->body = std::string(body);
       cv.notify_all();
     }
   }
@@ -381,8 +373,7 @@ CoordinatorClient::CoordinatorClient(std::string endpoint, const SecurityOptions
     }
     signal_eventfd(m.wake_fd);
     m.io.join();
-    const int zero = 0;
-    zmq_setsockopt(m.dealer, ZMQ_LINGER, &zero, sizeof zero);
+    m.dealer.set_linger(0);
     m.close();
     throw;
   }
@@ -403,10 +394,7 @@ CoordinatorClient::~CoordinatorClient() {
   }
   signal_eventfd(m.wake_fd);
   m.io.join();
-  if (coordinator_gone) {  // nothing will reach it: do not wait for the Leave to go out
-    const int zero = 0;
-    zmq_setsockopt(m.dealer, ZMQ_LINGER, &zero, sizeof zero);
-  }
+  if (coordinator_gone) m.dealer.set_linger(0);  // nothing will reach it: do not wait for the Leave to go out
   m.close();
 }
 

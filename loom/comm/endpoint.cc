@@ -3,6 +3,7 @@
 #include <zmq.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -120,11 +121,29 @@ Socket Socket::router(ZmqContext& ctx, const std::string& bind, const SocketOpti
   return s;
 }
 
-Socket Socket::dealer(ZmqContext& ctx, const std::string& endpoint, const SocketOptions& o) {
+Socket Socket::dealer(ZmqContext& ctx, const std::string& endpoint, const SocketOptions& o, Socket* refusals) {
   Socket s(zmq_socket(ctx.get(), ZMQ_DEALER));
   LOOM_CHECK_T(CommError, s.s_ != nullptr, "zmq: cannot create a DEALER: {}", zmq_error());
   apply(s.s_, o);
   if (ctx.keys() != nullptr) make_curve_client(s.s_, *ctx.keys());
+  if (refusals != nullptr) {
+    // ZeroMQ publishes the socket's events on an inproc PAIR; its name only
+    // has to be unique within the context.
+    static std::atomic<uint64_t> next_monitor{0};
+    const std::string name = format("inproc://loom-refusals-{}", next_monitor++);
+    if (zmq_socket_monitor(s.s_, name.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
+      throw CommError(format("zmq: cannot watch the DEALER's handshakes: {}", zmq_error()));
+    }
+    Socket pair(zmq_socket(ctx.get(), ZMQ_PAIR));
+    LOOM_CHECK_T(CommError, pair.s_ != nullptr, "zmq: cannot create a PAIR: {}", zmq_error());
+    set_int(pair.s_, ZMQ_LINGER, 0, "ZMQ_LINGER");
+    if (zmq_connect(pair.s_, name.c_str()) != 0) {
+      throw CommError(format("zmq: cannot listen to the DEALER's handshakes: {}", zmq_error()));
+    }
+    *refusals = std::move(pair);
+  }
   if (zmq_connect(s.s_, endpoint.c_str()) != 0) {
     throw CommError(format("cannot connect to {}: {}", endpoint, zmq_error()));
   }
@@ -176,6 +195,38 @@ bool Socket::recv(std::vector<FramePtr>& frames) const {
     frames.push_back(std::move(f));
     if (!more) return true;
   }
+}
+
+std::string handshake_refused(const Socket& refusals) {
+  std::string why;
+  std::vector<FramePtr> event;  // [u16 event, u32 value] [the peer's endpoint]
+  while (refusals.recv(event)) {
+    const auto head = event[0]->bytes();
+    if (head.size() < 6) continue;
+    uint16_t code = 0;
+    std::memcpy(&code, head.data(), sizeof code);
+    why = code == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "authentication failed" : "CURVE handshake failed";
+  }
+  return why;
+}
+
+// ---- poll -------------------------------------------------------------------
+
+int poll(std::span<PollItem> items, std::chrono::milliseconds wait) {
+  std::vector<zmq_pollitem_t> zitems(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    void* s = items[i].socket != nullptr ? items[i].socket->get() : nullptr;
+    const bool watched = s != nullptr || (items[i].socket == nullptr && items[i].fd >= 0);
+    zitems[i] = {s, items[i].fd, static_cast<short>(watched ? ZMQ_POLLIN : 0), 0};
+    items[i].ready = false;
+  }
+  const int n = zmq_poll(zitems.data(), static_cast<int>(zitems.size()), static_cast<long>(wait.count()));
+  if (n < 0) {
+    if (zmq_errno() == EINTR) return 0;
+    throw CommError(format("zmq: poll failed: {}", zmq_error()));
+  }
+  for (size_t i = 0; i < items.size(); ++i) items[i].ready = (zitems[i].revents & ZMQ_POLLIN) != 0;
+  return n;
 }
 
 // ---- ServerEndpoint ---------------------------------------------------------
@@ -320,7 +371,8 @@ void RequestClient::call(std::span<Call> calls, const CallOptions& o) {
   }
   const auto deadline = Clock::now() + o.timeout;
   std::vector<FramePtr> frames;
-  std::vector<zmq_pollitem_t> items(dealers_.size());
+  std::vector<PollItem> items(dealers_.size());
+  for (size_t s = 0; s < dealers_.size(); ++s) items[s].socket = &dealers_[s];  // closed once lost: skipped
   while (remaining > 0) {
     if (o.check) o.check();
     // Calls sent to a peer lost since: to the next live one.
@@ -339,14 +391,13 @@ void RequestClient::call(std::span<Call> calls, const CallOptions& o) {
       }
       if (remaining == 0) break;
     }
-    for (size_t s = 0; s < dealers_.size(); ++s) {
-      items[s] = {dealers_[s].get(), -1, static_cast<short>(dealers_[s] ? ZMQ_POLLIN : 0), 0};
-    }
-    if (zmq_poll(items.data(), static_cast<int>(items.size()), 20) < 0 && zmq_errno() != EINTR) {
-      throw CommError(format("{}: poll failed: {}", o_.name, zmq_error()));
+    try {
+      poll(items, std::chrono::milliseconds(20));
+    } catch (const CommError& e) {
+      throw CommError(format("{}: {}", o_.name, e.what()));
     }
     for (size_t s = 0; s < items.size(); ++s) {
-      if (!(items[s].revents & ZMQ_POLLIN)) continue;
+      if (!items[s].ready) continue;
       while (dealers_[s].recv(frames)) {
         uint64_t id = 0;
         try {

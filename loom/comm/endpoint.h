@@ -1,7 +1,9 @@
 // The one request/reply endpoint over ZeroMQ, used by the coordinator (client
 // and server) and both sides of the parameter servers. ROUTER on the serving
 // side, one DEALER per peer on the calling side, CURVE keys and the ZAP check
-// from the job secret.
+// from the job secret. A caller whose socket belongs to a thread of its own
+// (the coordinator client: heartbeats, replies and unasked 'peer lost'
+// notices on one DEALER) builds on the same parts: ZmqContext, Socket, poll().
 //
 //   // given: comm::SecurityOptions sec, std::vector<std::string> server_endpoints, comm::RequestIds ids, std::vector<std::byte> header, std::span<const std::byte> tensor_bytes, std::shared_ptr<const void> tensor_owner, int primary, int backup
 //   // Serving: a ROUTER (and the ZAP handler) on one thread.
@@ -21,6 +23,18 @@
 //   client.call(calls, {.timeout = 30s});      // TimeoutError naming the peer, never a hang
 //   client.peer_lost(primary, "server 0 lost");  // thread-safe; unanswered calls go to the backup
 //
+//   // A socket of one's own thread: one DEALER polled with a timeout, and told
+//   // when the peer refuses our keys.
+//   comm::ZmqContext ctx(sec, /*serves=*/false);
+//   comm::Socket refusals;
+//   comm::Socket dealer = comm::Socket::dealer(ctx, server_endpoints[0], {.linger_ms = 500}, &refusals);
+//   dealer.send({comm::OutFrame::borrow(header)}, /*dontwait=*/true);   // 0: not queued now, try again
+//   comm::PollItem items[2] = {{.socket = &dealer}, {.socket = &refusals}};
+//   comm::poll(items, 20ms);                   // 0 ready at the timeout
+//   std::vector<comm::FramePtr> frames;
+//   while (dealer.recv(frames)) { ... }
+//   if (items[1].ready && !comm::handshake_refused(refusals).empty()) { ... }   // the wrong job secret
+//
 // Zero-copy payloads: a frame of at least kZeroCopyBytes that carries an owner
 // goes to ZeroMQ without a copy; ZeroMQ holds the owner (a shared_ptr) until its
 // I/O thread is done with the bytes, so the memory cannot be freed under it and
@@ -39,6 +53,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "loom/comm/security.h"
@@ -77,6 +92,7 @@ struct OutFrame {
   static OutFrame copy(std::string_view s) { return copy({reinterpret_cast<const std::byte*>(s.data()), s.size()}); }
   // Copied when sent: the bytes must stay valid until the send returns.
   static OutFrame borrow(std::span<const std::byte> b) { return {b, nullptr}; }
+  static OutFrame borrow(std::string_view s) { return borrow({reinterpret_cast<const std::byte*>(s.data()), s.size()}); }
   // Not copied when big: `owner` keeps the bytes alive until ZeroMQ is done.
   static OutFrame lend(std::span<const std::byte> b, std::shared_ptr<const void> owner) { return {b, std::move(owner)}; }
 };
@@ -120,8 +136,11 @@ class Socket {
 
   // A ROUTER bound at `bind` ("tcp://host:0" picks a free port; see bound()).
   static Socket router(ZmqContext& ctx, const std::string& bind, const SocketOptions& o = {});
-  // A DEALER connected to `endpoint`.
-  static Socket dealer(ZmqContext& ctx, const std::string& endpoint, const SocketOptions& o = {});
+  // A DEALER connected to `endpoint`. With `refusals`, also a socket there
+  // that hears of every handshake the peer refuses (see handshake_refused());
+  // it listens before the DEALER connects, so no refusal goes unheard.
+  static Socket dealer(ZmqContext& ctx, const std::string& endpoint, const SocketOptions& o = {},
+                       Socket* refusals = nullptr);
 
   void* get() const { return s_; }
   explicit operator bool() const { return s_ != nullptr; }
@@ -143,6 +162,26 @@ class Socket {
   explicit Socket(void* s) : s_(s) {}
   void* s_ = nullptr;
 };
+
+// Reads what a `refusals` socket (Socket::dealer) heard: why the peer refused
+// a handshake ("authentication failed": the ZAP handler rejected our keys;
+// "CURVE handshake failed": wrong server key, or CURVE against plaintext), or
+// "" if it refused none. ZeroMQ itself retries a refused handshake in silence,
+// so without this a process with the wrong job secret would only time out.
+std::string handshake_refused(const Socket& refusals);
+
+// One thing poll() waits on: a socket (skipped when closed) or a file
+// descriptor (an eventfd that wakes the thread). `ready`: it is readable.
+struct PollItem {
+  const Socket* socket = nullptr;
+  int fd = -1;
+  bool ready = false;
+};
+
+// Waits up to `wait` until one of `items` is readable and marks those that
+// are; returns how many (0 at the timeout, or when a signal cut the wait
+// short). CommError if ZeroMQ cannot poll.
+int poll(std::span<PollItem> items, std::chrono::milliseconds wait);
 
 // Where a request came from (the ROUTER's routing id frame).
 using Route = FramePtr;

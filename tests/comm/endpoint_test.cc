@@ -1,10 +1,12 @@
 // The request/reply endpoint over real ZeroMQ sockets on loopback, servers as
 // threads: replies, one deadline per call, re-sending to the next peer,
 // refusing a client without the secret, malformed frames, owned zero-copy
-// payloads.
+// payloads; and the parts a thread of its own builds on: poll() with a
+// timeout, hearing of refused handshakes.
 #include "loom/comm/endpoint.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include <atomic>
@@ -231,6 +233,88 @@ TEST(Endpoint, ServerSkipsMalformedRequestsAndGoesOn) {
   std::vector<Call> calls = {toy_call({0}, &got)};
   client.call(calls, {.timeout = 5s});
   EXPECT_EQ(got, "hello");
+}
+
+TEST(Endpoint, PollWaitsForASocketOrAnFdUntilItsTimeout) {
+  ToyServer server(ToyServer::Mode::Echo, kSec);
+  ZmqContext ctx(kSec, /*serves=*/false);
+  Socket dealer = Socket::dealer(ctx, server.endpoint());
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  PollItem items[2];
+  items[0].socket = &dealer;
+  items[1].fd = fds[0];
+  // Nothing to read: 0 after the timeout.
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(poll(items, 100ms), 0);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, 90ms);
+  EXPECT_LT(took, 2s);
+  EXPECT_FALSE(items[0].ready || items[1].ready);
+  // The fd wakes it at once.
+  ASSERT_EQ(::write(fds[1], "x", 1), 1);
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(poll(items, 10s), 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_TRUE(items[1].ready);
+  EXPECT_FALSE(items[0].ready);
+  char c = 0;
+  ASSERT_EQ(::read(fds[0], &c, 1), 1);
+  // So does a reply on the socket.
+  dealer.send({OutFrame::borrow(std::string_view("hi"))});
+  for (int i = 0; i < 100 && !items[0].ready; ++i) poll(items, 100ms);
+  ASSERT_TRUE(items[0].ready);
+  EXPECT_FALSE(items[1].ready);
+  std::vector<FramePtr> frames;
+  ASSERT_TRUE(dealer.recv(frames));
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0]->view(), "hi");
+  // A closed socket is skipped, not an error.
+  dealer.close();
+  EXPECT_EQ(poll(items, 10ms), 0);
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+// Polls `refusals` until it names a refused handshake (or 5 s pass).
+std::string wait_for_refusal(const Socket& refusals) {
+  PollItem item;
+  item.socket = &refusals;
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    poll(std::span<PollItem>(&item, 1), 50ms);
+    if (std::string why = handshake_refused(refusals); !why.empty()) return why;
+  }
+  return "";
+}
+
+TEST(Endpoint, ADealerHearsWhenThePeerRefusesItsKeys) {
+  ToyServer server(ToyServer::Mode::Echo, kSec);
+  // The wrong job secret: the server cannot read our CURVE hello.
+  {
+    ZmqContext ctx({.secret = "another-secret"}, /*serves=*/false);
+    Socket refusals;
+    Socket dealer = Socket::dealer(ctx, server.endpoint(), {}, &refusals);
+    ASSERT_TRUE(refusals);
+    EXPECT_EQ(wait_for_refusal(refusals), "CURVE handshake failed");
+  }
+  // Plaintext against CURVE.
+  {
+    ZmqContext ctx({.insecure = true}, /*serves=*/false);
+    Socket refusals;
+    Socket dealer = Socket::dealer(ctx, server.endpoint(), {}, &refusals);
+    EXPECT_EQ(wait_for_refusal(refusals), "CURVE handshake failed");
+  }
+  EXPECT_EQ(server.requests(), 0);
+  // The right secret: a reply, and nothing refused.
+  ZmqContext ctx(kSec, /*serves=*/false);
+  Socket refusals;
+  Socket dealer = Socket::dealer(ctx, server.endpoint(), {}, &refusals);
+  dealer.send({OutFrame::borrow(std::string_view("hi"))});
+  std::vector<FramePtr> frames;
+  for (int i = 0; i < 500 && !dealer.recv(frames); ++i) std::this_thread::sleep_for(2ms);
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(handshake_refused(refusals), "");
 }
 
 }  // namespace
