@@ -2,7 +2,6 @@
 
 #include <sys/eventfd.h>
 #include <unistd.h>
-#include <zmq.h>
 
 #include <cerrno>
 #include <cstring>
@@ -59,54 +58,7 @@ LostPeer decode_lost(BodyReader& r) {
   return p;
 }
 
-// ---- ZeroMQ helpers -----------------------------------------------------
-
-std::string zmq_error() { return zmq_strerror(zmq_errno()); }
-
-void set_int(void* socket, int option, int value, const char* name) {
-  if (zmq_setsockopt(socket, option, &value, sizeof value) != 0) {
-    throw CommError(format("coordinator: setting {} failed: {}", name, zmq_error()));
-  }
-}
-
-void set_int64(void* socket, int option, int64_t value, const char* name) {
-  if (zmq_setsockopt(socket, option, &value, sizeof value) != 0) {
-    throw CommError(format("coordinator: setting {} failed: {}", name, zmq_error()));
-  }
-}
-
-bool send_frames(void* socket, std::initializer_list<std::string_view> frames) {
-  size_t i = 0;
-  for (std::string_view f : frames) {
-    const int flags = ZMQ_DONTWAIT | (++i < frames.size() ? ZMQ_SNDMORE : 0);
-    if (zmq_send(socket, f.data(), f.size(), flags) < 0) return false;
-  }
-  return true;
-}
-
-bool recv_frames(void* socket, std::vector<std::string>& frames, size_t max_frames) {
-  frames.clear();
-  bool too_many = false;
-  for (bool first = true;; first = false) {
-    zmq_msg_t msg;
-    zmq_msg_init(&msg);
-    if (zmq_msg_recv(&msg, socket, first ? ZMQ_DONTWAIT : 0) < 0) {
-      zmq_msg_close(&msg);
-      if (first) return false;
-      break;  // the context is going away
-    }
-    if (frames.size() < max_frames) {
-      frames.emplace_back(static_cast<const char*>(zmq_msg_data(&msg)), zmq_msg_size(&msg));
-    } else {
-      too_many = true;
-    }
-    const bool more = zmq_msg_more(&msg) != 0;
-    zmq_msg_close(&msg);
-    if (!more) break;
-  }
-  if (too_many) frames.clear();
-  return true;
-}
+// ---- waking a polling loop ----------------------------------------------
 
 void drain_eventfd(int fd) {
   uint64_t v = 0;

@@ -1,6 +1,6 @@
 // Internal to the coordinator (coordinator_server.cc, coordinator_client.cc):
-// the wire format both ends speak and the ZeroMQ / eventfd plumbing they
-// share. Not part of the public API; the format is described in coordinator.h.
+// the wire format both ends speak and the eventfd that wakes their polling
+// loops. Not part of the public API; the format is described in coordinator.h.
 //
 //   // given: uint64_t request_id, std::string name, int64_t timeout_ms, std::string_view frame
 //   using namespace comm::coordinator_protocol;
@@ -140,19 +140,7 @@ std::string describe_process(const std::string& role, int rank, const std::strin
 void encode_lost(BodyWriter& w, const LostPeer& p);
 LostPeer decode_lost(BodyReader& r);
 
-// ---- ZeroMQ helpers -----------------------------------------------------
-
-std::string zmq_error();
-
-void set_int(void* socket, int option, int value, const char* name);
-void set_int64(void* socket, int option, int64_t value, const char* name);
-
-// Sends one multipart message without waiting; false when it could not.
-bool send_frames(void* socket, std::initializer_list<std::string_view> frames);
-
-// Receives one multipart message if one is waiting: true with its frames
-// (at most `max_frames`, else `frames` is left empty: malformed), false if none.
-bool recv_frames(void* socket, std::vector<std::string>& frames, size_t max_frames);
+// ---- waking a polling loop ----------------------------------------------
 
 // The eventfd that wakes a loop blocked in zmq_poll.
 int make_eventfd();
