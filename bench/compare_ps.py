@@ -7,7 +7,10 @@ frameworks run one after the other (Loom plaintext, Loom CURVE, MXNet, in an
 order that rotates from round to round); the table gives medians over rounds
 of the per-worker throughput (2B / mean time per call) and the min-max range.
 ps-lite sends plaintext, so Loom / MXNet is taken against Loom's plaintext
-(`--insecure`) run; Loom's default (CURVE-encrypted) is shown beside it.
+(`--insecure`) run; Loom's default (CURVE-encrypted) is shown beside it. On
+one host Loom's dense slices go through shared memory (ps/shm_staging.h);
+the "socket only" column is Loom plaintext with `--no-shm`, what it does
+without that path (and what it does across hosts).
 
     python3 bench/compare_ps.py [--workers 2 --servers 2] [--bytes 4M,16M,64M] [--rounds 3] [--netns]
 
@@ -62,6 +65,8 @@ def main():
     fws = {"loom_plain": loom_cmd + ["--insecure"], "mxnet": mx_cmd}
     if not args.no_curve:
         fws["loom_curve"] = loom_cmd
+    if not args.netns:
+        fws["loom_socket"] = loom_cmd + ["--insecure", "--no-shm"]
     res = {}
     try:
         names = list(fws)
@@ -82,9 +87,11 @@ def main():
     print(f"\n{args.workers} workers + {args.servers} servers, {where}, dist_sync, one key; "
           f"GB/s per worker (2B / ms per call), median (min-max) of {args.rounds} rounds\n")
     extra = " | of link bound (Loom plain / MXNet)" if args.netns else ""
+    sock = not args.netns
     print("| size | Loom plaintext | Loom CURVE | MXNet 1.9.1 (ps-lite) | ms per call Loom plain / MXNet | "
-          "**Loom plain / MXNet** | Loom CURVE / MXNet" + extra + " |")
-    print("|---|---|---|---|---|---|---|" + ("---|" if args.netns else ""))
+          "**Loom plain / MXNet** | Loom CURVE / MXNet" + extra +
+          (" | Loom plaintext, socket only (--no-shm) | socket only / MXNet" if sock else "") + " |")
+    print("|---|---|---|---|---|---|---|" + ("---|" if args.netns else "") + ("---|---|" if sock else ""))
     sizes = sorted({b for (_, b) in res})
     for b in sizes:
         lp, lc, m = med("loom_plain", b, "throughput_GBs"), med("loom_curve", b, "throughput_GBs"), med("mxnet", b, "throughput_GBs")
@@ -97,6 +104,9 @@ def main():
         if args.netns:
             ol, om = med("loom_plain", b, "of_link_bound"), med("mxnet", b, "of_link_bound")
             line += f" {ol[0] * 100:.1f}% / {om[0] * 100:.1f}% |" if ol and om else " - |"
+        if sock:
+            ls = med("loom_socket", b, "throughput_GBs")
+            line += f" {f(ls)} | " + (f"{ls[0] / m[0]:.2f}x |" if ls and m else "- |")
         print(line)
 
 
