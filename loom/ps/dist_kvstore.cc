@@ -30,6 +30,12 @@ struct KeyInfo {
   int64_t version = 0;  // this worker's pushes to the key
 };
 
+// A slice's state to send, and its frames (which borrow it).
+struct SliceState {
+  ShardState state;
+  EncodedShardState frames;
+};
+
 // What the replies of one call said: error messages, and how many succeeded.
 struct Replies {
   std::vector<std::string> errors;
@@ -247,17 +253,17 @@ class DistKVStore final : public KVStore {
       const size_t total = info.layout.nbytes();
       for (DenseRequest& r : plan_dense(Op::GetState, key, info.layout, 0, placement_)) {
         auto fill = [&st, offset = r.offset, n = r.nbytes, total, k = key](std::span<const FramePtr> f) {
-          LOOM_CHECK_T(CommError, f.size() >= 2, "kvstore: state of key {}: {} parts", k, f.size());
-          if (st.parts.empty()) st.parts.assign(f.size() - 1, std::vector<std::byte>(total));
-          LOOM_CHECK_T(CommError, st.parts.size() == f.size() - 1, "kvstore: state of key {}: slices disagree", k);
-          for (size_t j = 0; j + 1 < f.size(); ++j) {
-            LOOM_CHECK_T(CommError, f[j]->bytes().size() == n, "kvstore: state of key {}: part of the wrong size", k);
-            std::memcpy(st.parts[j].data() + offset, f[j]->bytes().data(), n);
+          std::vector<std::span<const std::byte>> frames;
+          for (const FramePtr& m : f) frames.push_back(m->bytes());
+          ShardState s = decode_shard_state(frames);
+          LOOM_CHECK_T(CommError, s.weights.size() == n, "kvstore: state of key {}: part of the wrong size", k);
+          const size_t parts = 1 + s.slots.size();
+          if (st.parts.empty()) st.parts.assign(parts, std::vector<std::byte>(total));
+          LOOM_CHECK_T(CommError, st.parts.size() == parts, "kvstore: state of key {}: slices disagree", k);
+          for (size_t j = 0; j < parts; ++j) {
+            std::memcpy(st.parts[j].data() + offset, (j == 0 ? s.weights : s.slots[j - 1]).data(), n);
           }
-          LOOM_CHECK_T(CommError, f.back()->bytes().size() >= 8, "kvstore: state of key {}: no counters", k);
-          int64_t updates = 0;
-          std::memcpy(&updates, f.back()->bytes().data(), 8);
-          st.updates = std::max(st.updates, updates);
+          st.updates = std::max(st.updates, s.updates);
         };
         calls.push_back(call(r.header, std::move(r.chain), {}, fill, replies));
       }
@@ -277,16 +283,26 @@ class DistKVStore final : public KVStore {
         LOOM_CHECK_T(ShapeError, layout.shape == st.shape && layout.dtype == st.dtype,
                      "{}: key {} is {} {} there, {} {} here", source, key, core::name(st.dtype),
                      core::to_string(st.shape), core::name(layout.dtype), core::to_string(layout.shape));
-        const std::vector<std::byte> meta = detail::restored_meta(st.updates, o_.num_workers);
         const std::vector<int64_t> dims(layout.shape.begin(), layout.shape.end());
         for (DenseRequest& r : plan_dense(Op::SetState, key, layout, 0, placement_)) {
+          // The slice's part of each tensor; update count kept, rounds and
+          // versions from 0 (the workers count their pushes from 0 again).
+          auto slice = std::make_shared<SliceState>();
+          auto part = [&](size_t j) {
+            const auto b = std::span(st.parts[j]).subspan(r.offset, r.nbytes);
+            return std::vector<std::byte>(b.begin(), b.end());
+          };
+          slice->state.weights = part(0);
+          for (size_t j = 1; j < st.parts.size(); ++j) slice->state.slots.push_back(part(j));
+          slice->state.updates = st.updates;
+          slice->state.versions.assign(static_cast<size_t>(o_.num_workers), 0);
+          slice->frames = encode_shard_state(slice->state);
           std::vector<OutFrame> payload = {OutFrame::copy(as_bytes(dims))};
-          for (const auto& part : st.parts) payload.push_back(OutFrame::copy(std::span(part).subspan(r.offset, r.nbytes)));
-          payload.push_back(OutFrame::copy(meta));
+          for (const auto& f : slice->frames.frames) payload.push_back(OutFrame::lend(f, slice));
           calls.push_back(call(r.header, std::move(r.chain), std::move(payload), nullptr, replies));
         }
       }
-      run(calls, "load_optimizer_states", replies);  // copies: `states` may go once the frames are sent
+      run(calls, "load_optimizer_states", replies);
     }
     for (auto& [key, info] : keys_info_) info.version = 0;  // the servers count rounds from 0 again
     barrier();

@@ -102,14 +102,6 @@ std::map<int64_t, KeyState> get_states(const io::SafetensorsFile& f, const std::
   return out;
 }
 
-std::vector<std::byte> restored_meta(int64_t updates, int num_workers) {
-  std::vector<int64_t> meta(2 + static_cast<size_t>(num_workers), 0);
-  meta[0] = updates;
-  std::vector<std::byte> out(meta.size() * 8);
-  std::memcpy(out.data(), meta.data(), out.size());
-  return out;
-}
-
 }  // namespace detail
 
 namespace {
@@ -187,12 +179,11 @@ class LocalKVStore final : public KVStore {
   void optimizer_states(const std::string& prefix, io::NamedTensors& tensors, io::Metadata& meta) override {
     std::map<int64_t, detail::KeyState> states;
     for (auto& [k, e] : shards_) {
-      auto parts = e.shard->get_state();
-      int64_t updates = 0;
-      std::memcpy(&updates, parts.back().data(), 8);
-      parts.pop_back();
+      ShardState s = e.shard->state();
+      std::vector<std::vector<std::byte>> parts = {std::move(s.weights)};
+      for (auto& slot : s.slots) parts.push_back(std::move(slot));
       states.emplace(k, detail::KeyState{.shape = e.shard->options().key_shape, .dtype = e.shard->options().dtype,
-                                         .parts = std::move(parts), .updates = updates});
+                                         .parts = std::move(parts), .updates = s.updates});
     }
     detail::put_states(states, prefix, tensors, meta);
   }
@@ -205,10 +196,10 @@ class LocalKVStore final : public KVStore {
                    "{}: key {} is {} {} in the file, {} {} here", source, k, core::name(s.dtype),
                    core::to_string(s.shape), core::name(e.shard->options().dtype),
                    core::to_string(e.shard->options().key_shape));
-      const auto meta = detail::restored_meta(s.updates, 1);
-      std::vector<std::span<const std::byte>> frames(s.parts.begin(), s.parts.end());
-      frames.emplace_back(meta);
-      e.shard->set_state(frames);
+      // Rounds and versions from 0: this store counts its pushes from 0 again.
+      ShardState state{.weights = s.parts[0], .updates = s.updates, .versions = {0}};
+      state.slots.assign(s.parts.begin() + 1, s.parts.end());
+      e.shard->set_state(std::move(state));
       e.version = 0;
     }
   }

@@ -38,7 +38,5 @@ void put_states(const std::map<int64_t, KeyState>& states, const std::string& pr
 // Back from such tensors (IoError naming `source` when they are not there or malformed).
 std::map<int64_t, KeyState> get_states(const io::SafetensorsFile& file, const std::string& prefix,
                                        const std::string& source);
-// The counters frame a restored slice gets: updates kept, rounds and worker versions from 0.
-std::vector<std::byte> restored_meta(int64_t updates, int num_workers);
 
 }  // namespace loom::ps::detail

@@ -116,4 +116,46 @@ Header decode_header(std::span<const std::byte> bytes) {
   return h;
 }
 
+EncodedShardState encode_shard_state(const ShardState& state) {
+  EncodedShardState out;
+  out.counters.resize(8 * (2 + state.versions.size()));
+  std::byte* p = out.counters.data();
+  put_le<uint64_t>(p, static_cast<uint64_t>(state.updates));
+  put_le<uint64_t>(p + 8, static_cast<uint64_t>(state.round));
+  for (size_t i = 0; i < state.versions.size(); ++i) {
+    put_le<uint64_t>(p + 16 + 8 * i, static_cast<uint64_t>(state.versions[i]));
+  }
+  out.frames.reserve(state.slots.size() + 2);
+  out.frames.emplace_back(state.weights);
+  for (const auto& slot : state.slots) out.frames.emplace_back(slot);
+  out.frames.emplace_back(out.counters);
+  return out;
+}
+
+ShardState decode_shard_state(std::span<const std::span<const std::byte>> frames) {
+  LOOM_CHECK_T(CommError, frames.size() >= 2, "ps protocol: a slice's state needs weights and counters, got {} frames",
+               frames.size());
+  const std::span<const std::byte> counters = frames.back();
+  LOOM_CHECK_T(CommError, counters.size() % 8 == 0 && counters.size() >= 16,
+               "ps protocol: state counters of {} bytes (whole i64: updates, round, versions)", counters.size());
+  const size_t nbytes = frames[0].size();
+  for (size_t k = 1; k + 1 < frames.size(); ++k) {
+    LOOM_CHECK_T(CommError, frames[k].size() == nbytes, "ps protocol: state slot {} is {} bytes, the weights {}", k - 1,
+                 frames[k].size(), nbytes);
+  }
+  ShardState s;
+  s.updates = static_cast<int64_t>(get_le<uint64_t>(counters.data()));
+  s.round = static_cast<int64_t>(get_le<uint64_t>(counters.data() + 8));
+  LOOM_CHECK_T(CommError, s.updates >= 0 && s.round >= 0, "ps protocol: negative state counters ({} updates, round {})",
+               s.updates, s.round);
+  s.versions.resize(counters.size() / 8 - 2);
+  for (size_t i = 0; i < s.versions.size(); ++i) {
+    s.versions[i] = static_cast<int64_t>(get_le<uint64_t>(counters.data() + 16 + 8 * i));
+  }
+  s.weights.assign(frames[0].begin(), frames[0].end());
+  s.slots.reserve(frames.size() - 2);
+  for (size_t k = 1; k + 1 < frames.size(); ++k) s.slots.emplace_back(frames[k].begin(), frames[k].end());
+  return s;
+}
+
 }  // namespace loom::ps

@@ -1,11 +1,13 @@
 // The parameter-server wire protocol: what workers and servers (and servers
 // among themselves) send over ZeroMQ.
 //
-//   // given: int32_t rank, uint64_t id
+//   // given: int32_t rank, uint64_t id, const ps::ShardState& state
 //   ps::Header h{.op = ps::Op::Push, .dtype = core::DType::F32, .sender = rank, .num_frames = 1, .request_id = id,
 //                .key = 3, .version = 12, .row_begin = 0, .num_rows = 10, .row_numel = 784, .total_rows = 10};
 //   ps::HeaderBytes bytes = ps::encode_header(h);            // 96 bytes, little-endian
 //   ps::Header back = ps::decode_header(bytes);              // throws CommError if bad
+//   ps::EncodedShardState e = ps::encode_shard_state(state); // GetState's reply frames (borrowing `state`)
+//   ps::ShardState copy = ps::decode_shard_state(e.frames);  // throws CommError if bad
 //
 // A message is a header frame followed by `num_frames` payload frames (the
 // ROUTER side adds the peer's routing id in front). Header layout, version 1:
@@ -59,6 +61,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "loom/core/dtype.h"
 
@@ -74,8 +77,8 @@ enum class Op : uint16_t {
   Pull = 3,          // frames: none | Flag::Sparse: [slices] [row ids]. Reply frames: [data] | [rows].
   PushPull = 4,      // a Push whose reply carries the updated slice, as Pull's.
   SetOptimizer = 5,  // frames: [optim::encode_spec bytes]. Applies to every key of the server.
-  GetState = 6,      // reply frames: [weights] [state slot 0] ... [meta (i64: updates, per-worker versions)]
-  SetState = 7,      // frames as GetState's reply: replaces the slice's weights, state and counters.
+  GetState = 6,      // reply frames: a ShardState's (encode_shard_state).
+  SetState = 7,      // frames: [dims] + a ShardState's. Replaces the slice's weights, state and counters.
   Replicate = 8,     // primary -> backup: frames as Push (the merged update); seq = updates after it.
   Reply = 9,         // status Ok: frames per the request; status Error: [message]
   Leave = 10,        // a worker is done: rounds stop waiting for it (sent to every server)
@@ -123,5 +126,37 @@ inline int32_t server_sender(int server) { return -1 - server; }
 HeaderBytes encode_header(const Header& h);
 // Throws CommError naming what is wrong.
 Header decode_header(std::span<const std::byte> bytes);
+
+// One slice's state as a server holds it (ps/shard.h): what GetState answers
+// and SetState carries, for checkpoints and for a backup taking over.
+struct ShardState {
+  std::vector<std::byte> weights;             // the slice's value
+  std::vector<std::vector<std::byte>> slots;  // optimizer state (the rule's slots), each as many bytes as weights
+  int64_t updates = 0;                        // updates applied: the rule's step count and the schedule's
+  int64_t round = 0;                          // dist_sync rounds completed
+  std::vector<int64_t> versions;              // per worker: pushes counted (async) or its round (sync)
+  bool operator==(const ShardState&) const = default;
+};
+
+// A ShardState as frames: [weights] [slot 0] ... [slot k-1] [counters], the
+// counters i64 little-endian: updates, round, then one version per worker.
+// The frames borrow the state's buffers and `counters`: keep both alive while
+// they are sent. Movable (the buffers stay where they are), not copyable.
+struct EncodedShardState {
+  std::vector<std::byte> counters;
+  std::vector<std::span<const std::byte>> frames;
+
+  EncodedShardState() = default;
+  EncodedShardState(EncodedShardState&&) = default;
+  EncodedShardState& operator=(EncodedShardState&&) = default;
+  EncodedShardState(const EncodedShardState&) = delete;
+  EncodedShardState& operator=(const EncodedShardState&) = delete;
+};
+EncodedShardState encode_shard_state(const ShardState& state);
+// Copies the frames into a ShardState. Throws CommError when they are not one
+// (fewer than 2 frames, a slot unlike the weights in size, counters that are
+// not whole i64 or fewer than 2, negative counts); whether it fits a slice is
+// for Shard::set_state to say.
+ShardState decode_shard_state(std::span<const std::span<const std::byte>> frames);
 
 }  // namespace loom::ps

@@ -523,9 +523,8 @@ struct KVServer::Impl {
 
   void handle_get_state(const std::vector<MsgPtr>& route, const Header& h, const SliceId& id) {
     Entry& e = entry(id, "get_state");
-    const auto state = e.shard->get_state();
-    std::vector<std::span<const std::byte>> f(state.begin(), state.end());
-    reply(route, h, f);
+    const ShardState state = e.shard->state();
+    reply(route, h, encode_shard_state(state).frames);
   }
 
   void handle_set_state(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames,
@@ -535,7 +534,7 @@ struct KVServer::Impl {
     const core::Shape shape(dims.begin(), dims.end());
     Entry& e = create_entry(id, h, dims, owner);
     e.shard->check_request(h, &shape);
-    e.shard->set_state(spans(frames, 3));
+    e.shard->set_state(decode_shard_state(spans(frames, 3)));
     replicate(id, e, h, spans(frames, 2), {{route, h}}, true);
   }
 
@@ -547,7 +546,7 @@ struct KVServer::Impl {
       const auto dims = check_dims(frames[2]->bytes(), h);
       Entry& e = create_entry(id, h, dims, owner);
       if (h.op == Op::Init) e.shard->init(frames[3]->bytes());
-      else e.shard->set_state(spans(frames, 3));
+      else e.shard->set_state(decode_shard_state(spans(frames, 3)));
       e.value_acked = true;
     } else {
       LOOM_CHECK_T(CommError, h.op == Op::Replicate && h.num_frames >= 2, "ps protocol: a server sent {}",
@@ -620,10 +619,11 @@ struct KVServer::Impl {
       if (!e.shard->initialized()) continue;
       const auto& shape = e.shard->options().key_shape;
       std::vector<int64_t> dims(shape.begin(), shape.end());
-      const auto state = e.shard->get_state();
+      const ShardState state = e.shard->state();
+      const EncodedShardState encoded = encode_shard_state(state);
       std::vector<std::span<const std::byte>> f = {
           {reinterpret_cast<const std::byte*>(dims.data()), dims.size() * 8}};
-      f.insert(f.end(), state.begin(), state.end());
+      f.insert(f.end(), encoded.frames.begin(), encoded.frames.end());
       Header h{.op = Op::SetState, .dtype = e.shard->options().dtype, .key = id.key, .row_begin = id.row_begin,
                .num_rows = e.shard->options().num_rows, .row_numel = e.shard->row_numel(),
                .total_rows = key_rows(shape)};

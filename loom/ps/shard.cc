@@ -289,38 +289,34 @@ void Shard::read_rows(std::span<const int64_t> rows, std::span<std::byte> out) c
   }
 }
 
-std::vector<std::vector<std::byte>> Shard::get_state() const {
-  std::vector<std::vector<std::byte>> out;
-  out.push_back(weights_);
-  for (const auto& s : state_) out.emplace_back(s.begin(), s.end());
-  std::vector<int64_t> meta = {updates_, round_};
-  meta.insert(meta.end(), versions_.begin(), versions_.end());
-  std::vector<std::byte> m(meta.size() * 8);
-  std::memcpy(m.data(), meta.data(), m.size());
-  out.push_back(std::move(m));
-  return out;
+ShardState Shard::state() const {
+  ShardState s{.weights = weights_, .updates = updates_, .round = round_, .versions = versions_};
+  for (const auto& slot : state_) s.slots.emplace_back(slot.begin(), slot.end());
+  return s;
 }
 
-void Shard::set_state(const std::vector<std::span<const std::byte>>& frames) {
-  LOOM_CHECK(frames.size() >= 2, "kvstore: key {}: state needs weights and counters, got {} parts", o_.key, frames.size());
-  const size_t slots = frames.size() - 2;
+void Shard::set_state(ShardState s) {
   const size_t want_slots = optimizer_ ? optimizer_->rule->num_state_slots() : 0;
-  LOOM_CHECK(slots == 0 || slots == want_slots, "kvstore: key {}: state has {} optimizer slots, the optimizer ({}) has {}",
-             o_.key, slots, optimizer_ ? std::string(optimizer_->rule->name()) : std::string("none"), want_slots);
-  for (size_t i = 0; i + 1 < frames.size(); ++i) {
-    LOOM_CHECK_T(ShapeError, frames[i].size() == weights_.size(), "kvstore: key {}: state part {} is {} bytes, expected {}",
-                 o_.key, i, frames[i].size(), weights_.size());
+  LOOM_CHECK(s.slots.empty() || s.slots.size() == want_slots,
+             "kvstore: key {}: state has {} optimizer slots, the optimizer ({}) has {}", o_.key, s.slots.size(),
+             optimizer_ ? std::string(optimizer_->rule->name()) : std::string("none"), want_slots);
+  for (size_t i = 0; i <= s.slots.size(); ++i) {
+    const size_t n = i == 0 ? s.weights.size() : s.slots[i - 1].size();
+    LOOM_CHECK_T(ShapeError, n == weights_.size(), "kvstore: key {}: state part {} is {} bytes, expected {}", o_.key, i, n,
+                 weights_.size());
   }
-  const auto& meta = frames.back();
-  LOOM_CHECK(meta.size() == 8 * (2 + versions_.size()), "kvstore: key {}: state counters are {} bytes, expected {}",
-             o_.key, meta.size(), 8 * (2 + versions_.size()));
-  weights_.assign(frames[0].begin(), frames[0].end());
+  LOOM_CHECK(s.versions.size() == versions_.size(), "kvstore: key {}: state counts {} workers, the job has {}", o_.key,
+             s.versions.size(), versions_.size());
+  LOOM_CHECK(s.updates >= 0 && s.round >= 0, "kvstore: key {}: negative counters in the state", o_.key);
+  weights_ = std::move(s.weights);
   state_.clear();
-  for (size_t k = 0; k < slots; ++k) state_.emplace_back(frames[1 + k].begin(), frames[1 + k].end());
-  std::memcpy(&updates_, meta.data(), 8);
-  std::memcpy(&round_, meta.data() + 8, 8);
-  std::memcpy(versions_.data(), meta.data() + 16, 8 * versions_.size());
-  LOOM_CHECK(updates_ >= 0 && round_ >= 0, "kvstore: key {}: negative counters in the state", o_.key);
+  for (auto& slot : s.slots) {
+    state_.emplace_back(slot.begin(), slot.end());
+    slot = {};  // one slot in two copies at a time, not the whole state
+  }
+  updates_ = s.updates;
+  round_ = s.round;
+  versions_ = std::move(s.versions);
   initialized_ = true;
   for (auto& p : pending_) p.reset();
   pending_count_ = 0;

@@ -9,6 +9,8 @@
 //   shard.init(value_bytes);
 //   shard.set_optimizer(ps::make_server_optimizer(spec));
 //   if (shard.push(worker, version, {.data = ps::Payload::copy_of(bytes)}) == ps::PushResult::Applied) ...  // dense
+//   ps::ShardState saved = shard.state();   // weights, optimizer slots, counters
+//   shard.set_state(std::move(saved));
 //
 // Merging (dist_sync): a round's pushes are kept until every worker's has
 // arrived, then summed in worker-rank order (dense pushes first, then the rows
@@ -151,10 +153,14 @@ class Shard {
   void read_rows(std::span<const int64_t> rows, std::span<std::byte> out) const;
   void check_rows(std::span<const int64_t> rows, bool need_sorted_unique) const;
 
-  // State for checkpoints and takeover: [weights] [slot 0..k-1] [meta: updates, round, per-worker versions].
-  // A checkpoint restored into a new job sends round and versions 0 (its workers count from 0).
-  std::vector<std::vector<std::byte>> get_state() const;
-  void set_state(const std::vector<std::span<const std::byte>>& frames);
+  // State for checkpoints and takeover (a copy). Slots are empty until the
+  // first update with an optimizer. A checkpoint restored into a new job has
+  // round and versions 0 (its workers count from 0).
+  ShardState state() const;
+  // Replaces weights, optimizer state and counters; a round in progress is
+  // dropped. ShapeError/ValueError when the state does not fit this slice
+  // (sizes, number of workers) or the optimizer (number of slots; none is fine).
+  void set_state(ShardState state);
   size_t num_state_slots() const { return state_.size(); }
 
  private:
