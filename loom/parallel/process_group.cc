@@ -10,6 +10,8 @@
 #include <cstdlib>
 
 #include "loom/comm/inproc_transport.h"
+#include "loom/comm/join_job.h"
+#include "loom/comm/rendezvous_keys.h"
 #include "loom/comm/security.h"
 #include "loom/comm/shm_transport.h"
 #include "loom/comm/zmq_transport.h"
@@ -30,23 +32,19 @@ std::unique_ptr<ProcessGroup> ProcessGroup::join(const comm::JobEnv& env, const 
     pg->comm_.timeout = options.collective_timeout;
     return pg;
   }
-  // Before anything connects, and with the launcher's way to pass a secret.
-  comm::check_job_security(env);
   const comm::SecurityOptions security = env.security();
-
-  // Foreign launchers start no coordinator: rank 0 hosts it.
-  if (env.source != "LOOM" && env.role == "worker" && env.rank == 0) {
-    pg->coordinator_ = std::make_unique<comm::Coordinator>(comm::CoordinatorOptions{
-        .bind = format("tcp://*:{}", env.coordinator_port), .num_workers = env.world_size,
-        .num_servers = env.num_servers, .security = security, .heartbeat_timeout = options.heartbeat_timeout});
-  }
-  pg->client_ = std::make_unique<comm::CoordinatorClient>(env.coordinator_endpoint(), security, options.timeout);
-
-  const std::string ip = comm::local_address_towards(env.coordinator_host, env.coordinator_port);
-  const std::string endpoint = comm::pick_free_tcp_endpoint(ip);
-  const std::string& host = env.host;  // what the launcher calls this host (LOOM_HOST), else its name
-  pg->membership_ = pg->client_->register_process(
-      {.role = env.role, .host = host, .rank = env.rank, .endpoint = endpoint}, options.timeout);
+  // Foreign launchers start no coordinator: rank 0 hosts it (host_coordinator).
+  const comm::JoinOptions join{
+      .role = env.role, .timeout = options.timeout,
+      .data_endpoint = [&env] {
+        const std::string ip = comm::local_address_towards(env.coordinator_host, env.coordinator_port);
+        return comm::pick_free_tcp_endpoint(ip);
+      },
+      .host_coordinator = true, .heartbeat_timeout = options.heartbeat_timeout};
+  comm::JoinedJob job = comm::join_job(env, join);
+  pg->coordinator_ = std::move(job.coordinator);
+  pg->client_ = std::move(job.client);
+  pg->membership_ = std::move(job.membership);
 
   const auto& m = pg->membership_;
   std::vector<int> hosts = m.host_indices(env.role);
@@ -85,7 +83,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::join(const comm::JobEnv& env, const 
   });
   pg->comm_ = comm::make_communicator(transport, hosts);
   pg->comm_.timeout = options.collective_timeout;
-  pg->client_->barrier("transport-ready", options.timeout, env.role);
+  pg->client_->barrier(comm::rendezvous::kTransportReady, options.timeout, env.role);
   pg->joined_ = true;
   return pg;
 }
@@ -99,7 +97,7 @@ void ProcessGroup::finish() {
   if (!joined_ || finished_) return;
   finished_ = true;
   try {
-    client_->barrier("finish", std::chrono::seconds(60), env_.role);
+    client_->barrier(comm::rendezvous::kFinish, std::chrono::seconds(60), env_.role);
     client_->leave();
   } catch (const Error&) {
     // Leaving is best effort: a peer already gone makes the barrier fail.

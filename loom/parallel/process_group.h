@@ -59,7 +59,7 @@ class ProcessGroup {
   ProcessGroup() = default;
   comm::JobEnv env_;
   std::unique_ptr<comm::Coordinator> coordinator_;  // rank 0 under a foreign launcher
-  std::unique_ptr<comm::CoordinatorClient> client_;
+  std::shared_ptr<comm::CoordinatorClient> client_;
   comm::Membership membership_;
   comm::Communicator comm_;
   bool joined_ = false;    // the rendezvous completed: finish() has someone to say goodbye to

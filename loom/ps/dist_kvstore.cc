@@ -10,6 +10,8 @@
 #include "loom/comm/coordinator.h"
 #include "loom/comm/endpoint.h"
 #include "loom/comm/job_env.h"
+#include "loom/comm/join_job.h"
+#include "loom/comm/rendezvous_keys.h"
 #include "loom/core/error.h"
 #include "loom/ps/failover.h"
 #include "loom/ps/kvstore.h"
@@ -223,20 +225,20 @@ class DistKVStore final : public KVStore {
   }
 
   void barrier() override {
-    if (client()) client()->barrier(format("kv-barrier-{}", barriers_++), o_.options.timeout, "worker");
+    if (client()) client()->barrier(comm::rendezvous::kv_barrier(barriers_++), o_.options.timeout, "worker");
   }
 
   void advance_clock() override {
     if (o_.type != io::Mode::DistSsp || !client()) return;
     ++clock_;
-    client()->set(format("ssp/{}/{}", o_.rank, clock_), "1", o_.options.timeout);
+    client()->set(comm::rendezvous::ssp_clock(o_.rank, clock_), comm::rendezvous::kDone, o_.options.timeout);
     // Starting step clock_+1 needs every worker to have finished step clock_ - s.
     const int64_t need = clock_ - o_.options.staleness;
     if (need < 1) return;
     if (seen_clock_.empty()) seen_clock_.assign(static_cast<size_t>(o_.num_workers), 0);
     for (int u = 0; u < o_.num_workers; ++u) {
       if (u == o_.rank || seen_clock_[static_cast<size_t>(u)] >= need) continue;
-      client()->get(format("ssp/{}/{}", u, need), o_.options.timeout);
+      client()->get(comm::rendezvous::ssp_clock(u, need), o_.options.timeout);
       seen_clock_[static_cast<size_t>(u)] = need;
     }
   }
@@ -328,8 +330,8 @@ class DistKVStore final : public KVStore {
     }
     run(calls, "close", replies);
     if (!client()) return;
-    client()->barrier("kv-close", o_.options.timeout, "worker");
-    if (o_.rank == 0) client()->set("ps/finished", "1", o_.options.timeout);
+    client()->barrier(comm::rendezvous::kKvClose, o_.options.timeout, "worker");
+    if (o_.rank == 0) client()->set(comm::rendezvous::kPsFinished, comm::rendezvous::kDone, o_.options.timeout);
     client()->leave();
   }
 
@@ -554,14 +556,13 @@ std::unique_ptr<KVStore> join_kvstore(const comm::JobEnv& env, io::Mode type, co
                "kvstore {}: no parameter-server job to join (start it with `loom launch --servers S`, a job file with "
                "[distributed] servers, or DMLC_* / LOOM_* variables)", type);
   LOOM_CHECK_T(ConfigError, env.role == "worker", "kvstore {}: this process is a {}, not a worker", type, env.role);
-  comm::check_job_security(env);  // says how to pass a secret with the launcher that started us
-  auto client = std::make_shared<comm::CoordinatorClient>(env.coordinator_endpoint(), env.security(), options.join_timeout);
-  const comm::Membership m = client->register_process(
-      {.role = "worker", .host = env.host, .rank = env.rank, .endpoint = ""},
-      options.join_timeout);
-  if (m.rank == 0) client->set("ps/type", std::string(io::name(type)), options.join_timeout);
+  // A parameter-server worker has no data endpoint: it only sends requests.
+  comm::JoinedJob job = comm::join_job(env, {.role = "worker", .timeout = options.join_timeout});
+  const std::shared_ptr<comm::CoordinatorClient> client = job.client;
+  const comm::Membership& m = job.membership;
+  if (m.rank == 0) client->set(comm::rendezvous::kPsType, std::string(io::name(type)), options.join_timeout);
   // The servers publish how they place keys; the workers must place them the same way.
-  const std::string config = client->get("ps/config", options.join_timeout);
+  const std::string config = client->get(comm::rendezvous::kPsConfig, options.join_timeout);
   KVStoreOptions o = options;
   try {
     const ServerConfig c = decode_config(config);

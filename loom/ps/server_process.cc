@@ -3,8 +3,11 @@
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 
 #include "loom/comm/coordinator.h"
+#include "loom/comm/join_job.h"
+#include "loom/comm/rendezvous_keys.h"
 #include "loom/core/error.h"
 #include "loom/io/mode.h"
 #include "loom/ps/messages.h"
@@ -16,29 +19,36 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
   LOOM_CHECK_T(ConfigError, env.has_coordinator(), "parameter server: no coordinator to join (LOOM_COORDINATOR, "
                                                    "DMLC_PS_ROOT_URI/PORT, MASTER_ADDR/PORT)");
   LOOM_CHECK_T(ConfigError, env.num_servers >= 1, "parameter server: the job has no servers (LOOM_NUM_SERVERS)");
-  comm::check_job_security(env);  // says how to pass a secret with the launcher that started us
   const comm::SecurityOptions security = env.security();
   const PlacementOptions placement{.num_servers = env.num_servers, .replicas = options.replicas,
                                    .split_bound = options.split_bound};
   check_placement(placement);
-  comm::CoordinatorClient client(env.coordinator_endpoint(), security, options.join_timeout);
-  const std::string ip = comm::local_address_towards(env.coordinator_host, env.coordinator_port);
-  KVServer server({.rank = 0, .num_workers = env.world_size, .placement = placement, .bind = format("tcp://{}:*", ip),
-                   .security = security, .log = options.log});
-  const comm::Membership m = client.register_process(
-      {.role = "server", .host = env.host, .rank = env.rank, .endpoint = server.endpoint()},
-      options.join_timeout);
+  // The server binds once the coordinator answered, and registers its endpoint.
+  // `job` is declared first so that the client outlives the server.
+  comm::JoinedJob job;
+  std::optional<KVServer> bound;
+  const comm::JoinOptions join{
+      .role = "server", .timeout = options.join_timeout, .data_endpoint = [&] {
+        const std::string ip = comm::local_address_towards(env.coordinator_host, env.coordinator_port);
+        bound.emplace(ServerOptions{.rank = 0, .num_workers = env.world_size, .placement = placement,
+                                    .bind = format("tcp://{}:*", ip), .security = security, .log = options.log});
+        return bound->endpoint();
+      }};
+  job = comm::join_job(env, join);  // says how to pass a secret with the launcher that started us
+  comm::CoordinatorClient& client = *job.client;
+  KVServer& server = *bound;
+  const comm::Membership& m = job.membership;
   // Every server derives the slice size from the same membership; server 0
   // tells the workers.
   const int64_t slice_elements = slice_elements_for(m.num_hosts);
   server.set_slice_elements(slice_elements);
   if (m.rank == 0) {
-    client.set("ps/config",
+    client.set(comm::rendezvous::kPsConfig,
                encode_config({.replicas = options.replicas, .split_bound = options.split_bound,
                               .slice_elements = slice_elements}),
                options.join_timeout);
   }
-  const std::string type_name = client.get("ps/type", options.join_timeout);
+  const std::string type_name = client.get(comm::rendezvous::kPsType, options.join_timeout);
   const std::optional<io::Mode> type = io::parse_mode(type_name);
   LOOM_CHECK_T(ConfigError, type && io::uses_servers(*type), "parameter server: the workers asked for KVStore type '{}'",
                type_name);
@@ -64,7 +74,7 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
   int status = 0;
   for (;;) {
     try {
-      client.get("ps/finished", std::chrono::milliseconds(500));
+      client.get(comm::rendezvous::kPsFinished, std::chrono::milliseconds(500));
       break;
     } catch (const TimeoutError&) {
     } catch (const PeerLostError& e) {
