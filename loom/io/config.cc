@@ -3,12 +3,16 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
-#include <set>
 #include <sstream>
 #include <toml++/toml.h>
+#include <type_traits>
 
 #include "loom/core/error.h"
 
+// A job file is read from tables: one per [section], one row per key (its
+// name, the JobConfig member it fills and the values allowed), and a short
+// function for the checks that involve several keys. read_section() walks a
+// table; the rows' order is the order keys are read and listed in messages.
 namespace loom::io {
 namespace {
 
@@ -29,81 +33,48 @@ const char* type_name(const toml::node& n) {
   }
 }
 
-// Reads the keys of one table, remembering which are known, and rejects the rest.
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+// One [section] of the file as written (absent: no table), for lookups and
+// messages that name the file, the line, the section and the key.
 class Section {
  public:
   Section(const toml::table* tbl, std::string name, const std::string& file)
       : tbl_(tbl), name_(std::move(name)), file_(file) {}
 
-  template <class T>
-  void get(const std::string& key, T& out) {
-    known_.push_back(key);
-    if (!tbl_) return;
-    const toml::node* n = tbl_->get(key);
-    if (!n) return;
-    auto fail = [&](const char* want) {
-      throw ConfigError(format("{}: [{}] '{}' must be {}, got {}", where(file_, n), name_, key, want, type_name(*n)));
-    };
-    if constexpr (std::is_same_v<T, bool>) {
-      if (!n->is_boolean()) fail("a boolean (true/false)");
-      out = *n->value<bool>();
-    } else if constexpr (std::is_integral_v<T>) {
-      if (!n->is_integer()) fail("an integer");
-      int64_t v = *n->value<int64_t>();
-      if (std::is_unsigned_v<T> && v < 0) {
-        throw ConfigError(format("{}: [{}] '{}' must be >= 0, got {}", where(file_, n), name_, key, v));
-      }
-      out = static_cast<T>(v);
-    } else if constexpr (std::is_floating_point_v<T>) {
-      if (!n->is_number()) fail("a number");
-      out = *n->value<double>();
-    } else if constexpr (std::is_same_v<T, std::string>) {
-      if (!n->is_string()) fail("a string");
-      out = *n->value<std::string>();
-    } else if constexpr (std::is_same_v<T, std::vector<double>>) {
-      const toml::array* arr = n->as_array();
-      if (!arr) fail("an array of numbers");
-      out.clear();
-      for (const auto& e : *arr) {
-        if (!e.is_number()) fail("an array of numbers");
-        out.push_back(*e.value<double>());
-      }
-    }
+  const toml::node* node(const std::string& key) const { return tbl_ ? tbl_->get(key) : nullptr; }
+  const std::string& file() const { return file_; }
+
+  // "file:line: [section] 'key' <what>"; a key that is not written (a check
+  // across keys, a default) has no line.
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
+    const toml::node* n = node(key);
+    throw ConfigError(format("{}: [{}] '{}' {}", n ? where(file_, n) : file_, name_, key, what));
   }
-
-  void allow(const std::string& key) { known_.push_back(key); }
-
-  // Positive integers and the like.
   void check(bool ok, const std::string& key, const std::string& what) const {
-    if (ok) return;
-    const toml::node* n = tbl_ ? tbl_->get(key) : nullptr;
-    throw ConfigError(format("{}: [{}] '{}' {}", where(file_, n), name_, key, what));
+    if (!ok) fail(key, what);
   }
 
-  void reject_unknown() const {
+  void reject_unknown(const std::vector<std::string>& known) const {
     if (!tbl_) return;
     for (const auto& [k, v] : *tbl_) {
       std::string key(k.str());
-      if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
-      auto hint = closest_name(key, known_);
+      if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+      auto hint = closest_name(key, known);
       throw ConfigError(format("{}: [{}] unknown key '{}'{}", where(file_, &v), name_, key,
-                               hint ? format(" (did you mean '{}'?)", *hint) : std::string(
-                                   format(" (valid keys: {})", join(known_)))));
+                               hint ? format(" (did you mean '{}'?)", *hint)
+                                    : format(" (valid keys: {})", join(known))));
     }
   }
 
-  const toml::table* table() const { return tbl_; }
-
  private:
-  static std::string join(const std::vector<std::string>& v) {
-    std::string s;
-    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-    return s;
-  }
   const toml::table* tbl_;
   std::string name_;
   const std::string& file_;
-  std::vector<std::string> known_;
 };
 
 const toml::table* subtable(const toml::table& root, const std::string& name, const std::string& file) {
@@ -115,13 +86,331 @@ const toml::table* subtable(const toml::table& root, const std::string& name, co
   return n->as_table();
 }
 
-void one_of(Section& s, const std::string& key, const std::string& value, const std::vector<std::string>& allowed) {
+void require_one_of(const Section& s, const std::string& key, const std::string& value,
+                    const std::vector<std::string>& allowed) {
   if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
   auto hint = closest_name(value, allowed);
-  std::string list;
-  for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-  s.check(false, key, format("is '{}', expected one of {}{}", value, list,
-                             hint ? format(" (did you mean '{}'?)", *hint) : std::string()));
+  s.fail(key, format("is '{}', expected one of {}{}", value, join(allowed),
+                     hint ? format(" (did you mean '{}'?)", *hint) : std::string()));
+}
+
+// --- Reading one value: the type is the member's ---
+
+std::variant<int64_t, double, bool, std::string> layer_arg(const toml::node& n, const std::string& file,
+                                                           const std::string& key) {
+  if (n.is_integer()) return *n.value<int64_t>();
+  if (n.is_floating_point()) return *n.value<double>();
+  if (n.is_boolean()) return *n.value<bool>();
+  if (n.is_string()) return *n.value<std::string>();
+  throw ConfigError(format("{}: layer key '{}' must be a number, boolean or string, got {}", where(file, &n), key,
+                           type_name(n)));
+}
+
+// [[model.layers]]: each entry keeps its own keys, which the model builder checks.
+void read_layers(const Section& model, const toml::node& n, std::vector<LayerSpec>& out) {
+  const std::string& file = model.file();
+  const toml::array* arr = n.as_array();
+  if (!arr) model.fail("layers", "must be an array of tables ([[model.layers]])");
+  for (const auto& e : *arr) {
+    const toml::table* lt = e.as_table();
+    if (!lt) throw ConfigError(format("{}: each [[model.layers]] entry must be a table", where(file, &e)));
+    LayerSpec spec;
+    spec.where = where(file, &e);
+    for (const auto& [lk, lv] : *lt) {
+      std::string key(lk.str());
+      if (key == "type") {
+        if (!lv.is_string()) throw ConfigError(format("{}: layer 'type' must be a string", where(file, &lv)));
+        spec.type = *lv.value<std::string>();
+      } else {
+        spec.args[key] = layer_arg(lv, file, key);
+      }
+    }
+    if (spec.type.empty()) throw ConfigError(format("{}: a [[model.layers]] entry has no 'type'", spec.where));
+    out.push_back(std::move(spec));
+  }
+}
+
+// Reads `n` into `out` or says which type the key wants. A named value (an
+// enum: mode, optimizer and schedule name) is only type-checked here; its name
+// is checked, and turned into the enum, with the section's ranges.
+template <class T>
+void read_value(const Section& s, const std::string& key, const toml::node& n, T& out) {
+  auto fail = [&](const char* want) { s.fail(key, format("must be {}, got {}", want, type_name(n))); };
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!n.is_boolean()) fail("a boolean (true/false)");
+    out = *n.value<bool>();
+  } else if constexpr (std::is_enum_v<T>) {
+    if (!n.is_string()) fail("a string");
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!n.is_integer()) fail("an integer");
+    int64_t v = *n.value<int64_t>();
+    if (std::is_unsigned_v<T> && v < 0) s.fail(key, format("must be >= 0, got {}", v));
+    out = static_cast<T>(v);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!n.is_number()) fail("a number");
+    out = *n.value<double>();
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!n.is_string()) fail("a string");
+    out = *n.value<std::string>();
+  } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+    const toml::array* arr = n.as_array();
+    if (!arr) fail("an array of numbers");
+    out.clear();
+    for (const auto& e : *arr) {
+      if (!e.is_number()) fail("an array of numbers");
+      out.push_back(*e.value<double>());
+    }
+  } else {
+    static_assert(std::is_same_v<T, std::vector<LayerSpec>>);
+    read_layers(s, n, out);
+  }
+}
+
+std::optional<optim::Rule> parse_name(std::string_view text, optim::Rule) { return optim::parse_rule(text); }
+std::optional<optim::ScheduleKind> parse_name(std::string_view text, optim::ScheduleKind) {
+  return optim::parse_schedule_kind(text);
+}
+std::optional<Mode> parse_name(std::string_view text, Mode) { return parse_mode(text); }
+
+// --- The tables ---
+
+// The values a key allows, checked once its whole section is read: a number
+// for which `ok` holds, or a string (or enum) among `names`.
+struct Allowed {
+  bool (*ok)(double) = nullptr;
+  const char* says = "";           // what `ok` wants, as "'key' <says>, got <value>"
+  std::vector<std::string> names;  // empty: any string
+};
+const Allowed kPositive{[](double v) { return v > 0; }, "must be positive"};
+const Allowed kPositiveFinite{[](double v) { return v > 0 && std::isfinite(v); }, "must be positive"};
+const Allowed kAtLeast0{[](double v) { return v >= 0; }, "must be >= 0"};
+const Allowed kAtLeast1{[](double v) { return v >= 1; }, "must be >= 1"};
+const Allowed kFromZeroBelowOne{[](double v) { return v >= 0 && v < 1; }, "must be in [0, 1)"};
+Allowed one_of(std::vector<std::string> names) {
+  Allowed a;
+  a.names = std::move(names);
+  return a;
+}
+
+// Where a key's value goes: a member of the section's struct S.
+template <class S>
+using Member = std::variant<std::string S::*, int64_t S::*, uint64_t S::*, double S::*, bool S::*,
+                            std::vector<double> S::*, std::vector<LayerSpec> S::*, optim::Rule S::*,
+                            optim::ScheduleKind S::*, Mode S::*>;
+
+template <class S>
+struct Field {
+  std::string key;
+  Member<S> member;
+  Allowed allowed = {};
+};
+
+// One [section]: its name, the struct it fills, its keys, and the checks that
+// need several keys (run last; none: nullptr).
+template <class S>
+struct SectionTable {
+  std::string name;
+  S& (*of)(JobConfig&);
+  std::vector<Field<S>> fields;
+  void (*check)(const Section&, const JobConfig&) = nullptr;
+};
+
+template <class S, class T>
+void check_value(const Section& s, const Field<S>& f, T& value) {
+  if constexpr (std::is_enum_v<T>) {
+    const toml::node* n = s.node(f.key);
+    if (!n) return;  // the default
+    const std::string text = *n->value<std::string>();
+    require_one_of(s, f.key, text, f.allowed.names);
+    value = *parse_name(text, value);
+  } else if constexpr (std::is_arithmetic_v<T>) {
+    if (f.allowed.ok && !f.allowed.ok(static_cast<double>(value))) {
+      s.fail(f.key, format("{}, got {}", f.allowed.says, value));
+    }
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!f.allowed.names.empty()) require_one_of(s, f.key, value, f.allowed.names);
+  }
+}
+
+// The generic reader: every key's type, then unknown keys, then every key's
+// range, then the checks across keys. Absent keys keep JobConfig's defaults.
+template <class S>
+void read_section(const SectionTable<S>& table, const toml::table& root, JobConfig& job) {
+  const Section s(subtable(root, table.name, job.path), table.name, job.path);
+  S& out = table.of(job);
+  std::vector<std::string> known;
+  for (const Field<S>& f : table.fields) {
+    known.push_back(f.key);
+    if (const toml::node* n = s.node(f.key)) std::visit([&](auto m) { read_value(s, f.key, *n, out.*m); }, f.member);
+  }
+  s.reject_unknown(known);
+  for (const Field<S>& f : table.fields) std::visit([&](auto m) { check_value(s, f, out.*m); }, f.member);
+  if (table.check) table.check(s, job);
+}
+
+const std::vector<std::string> kZooModels = {"mlp", "cnn", "lenet", "resnet18"};
+
+void check_model(const Section& s, const JobConfig& job) {
+  const ModelConfig& m = job.model;
+  if (m.name.empty() && m.layers.empty()) {
+    throw ConfigError(format("{}: [model] needs 'name' ({}) or [[model.layers]]", s.file(), join(kZooModels)));
+  }
+  s.check(m.name.empty() || m.layers.empty(), "name", "and [[model.layers]] are both given; use one");
+  if (!m.name.empty()) require_one_of(s, "name", m.name, kZooModels);
+}
+
+const SectionTable<ModelConfig> kModel{
+    "model",
+    [](JobConfig& j) -> ModelConfig& { return j.model; },
+    {
+        {"name", &ModelConfig::name},  // one of kZooModels, unless layers are given: check_model
+        {"init_seed", &ModelConfig::init_seed},
+        {"layers", &ModelConfig::layers},
+    },
+    check_model,
+};
+
+void check_data(const Section& s, const JobConfig& job) {
+  s.check(job.data.mean.size() == job.data.std.size(), "std", "must have as many entries as 'mean'");
+  for (double x : job.data.std) s.check(x > 0, "std", "entries must be positive");
+}
+
+const SectionTable<DataConfig> kData{
+    "data",
+    [](JobConfig& j) -> DataConfig& { return j.data; },
+    {
+        {"dataset", &DataConfig::dataset, one_of({"fashion-mnist", "idx", "csv"})},
+        {"root", &DataConfig::root},
+        {"train_file", &DataConfig::train_file},
+        {"test_file", &DataConfig::test_file},
+        {"train_labels", &DataConfig::train_labels},
+        {"test_labels", &DataConfig::test_labels},
+        {"label_column", &DataConfig::label_column},
+        {"batch_size", &DataConfig::batch_size, kPositive},
+        {"test_batch_size", &DataConfig::test_batch_size, kPositive},
+        {"shuffle", &DataConfig::shuffle},
+        {"drop_last", &DataConfig::drop_last},
+        {"num_workers", &DataConfig::num_workers, kAtLeast0},
+        {"augment", &DataConfig::augment},
+        {"mean", &DataConfig::mean},
+        {"std", &DataConfig::std},
+    },
+    check_data,
+};
+
+void check_optimizer(const Section& s, const JobConfig& job) {
+  const optim::OptimizerSpec& o = job.optimizer;
+  s.check(!o.nesterov || o.rule != optim::Rule::Sgd || (o.momentum > 0 && o.dampening == 0), "nesterov",
+          "needs momentum > 0 and dampening = 0");
+}
+
+const SectionTable<optim::OptimizerSpec> kOptimizer{
+    "optimizer",
+    [](JobConfig& j) -> optim::OptimizerSpec& { return j.optimizer; },
+    {
+        {"name", &optim::OptimizerSpec::rule, one_of(optim::rule_names())},
+        {"lr", &optim::OptimizerSpec::lr, kPositiveFinite},
+        {"momentum", &optim::OptimizerSpec::momentum, kAtLeast0},
+        {"dampening", &optim::OptimizerSpec::dampening},
+        {"nesterov", &optim::OptimizerSpec::nesterov},
+        {"weight_decay", &optim::OptimizerSpec::weight_decay, kAtLeast0},
+        {"beta1", &optim::OptimizerSpec::beta1, kFromZeroBelowOne},
+        {"beta2", &optim::OptimizerSpec::beta2, kFromZeroBelowOne},
+        {"eps", &optim::OptimizerSpec::eps, kAtLeast0},
+        {"amsgrad", &optim::OptimizerSpec::amsgrad},
+    },
+    check_optimizer,
+};
+
+// [schedule] completes the optimizer spec: whatever a job file can say, the
+// factory and the servers accept (what is left to check_spec: values that
+// are not finite).
+void check_schedule(const Section& s, const JobConfig& job) {
+  try {
+    optim::check_spec(job.optimizer);
+  } catch (const ValueError& e) {
+    throw ConfigError(format("{}: [optimizer] {}", s.file(), e.what()));
+  }
+}
+
+const SectionTable<optim::ScheduleSpec> kSchedule{
+    "schedule",
+    [](JobConfig& j) -> optim::ScheduleSpec& { return j.optimizer.schedule; },
+    {
+        {"name", &optim::ScheduleSpec::kind, one_of(optim::schedule_names())},
+        {"step_size", &optim::ScheduleSpec::step_size, kPositive},
+        {"gamma", &optim::ScheduleSpec::gamma, kAtLeast0},
+        {"min_lr", &optim::ScheduleSpec::min_lr, kAtLeast0},
+        {"warmup_steps", &optim::ScheduleSpec::warmup_steps, kAtLeast0},
+    },
+    check_schedule,
+};
+
+const SectionTable<TrainConfig> kTrain{
+    "train",
+    [](JobConfig& j) -> TrainConfig& { return j.train; },
+    {
+        {"epochs", &TrainConfig::epochs, kAtLeast1},
+        {"max_steps", &TrainConfig::max_steps, kAtLeast0},
+        {"seed", &TrainConfig::seed},
+        {"eval_interval", &TrainConfig::eval_interval, kAtLeast0},
+        {"threads", &TrainConfig::threads, kAtLeast0},
+        {"log_interval", &TrainConfig::log_interval, kAtLeast1},
+        {"checkpoint_dir", &TrainConfig::checkpoint_dir},
+        {"checkpoint_every", &TrainConfig::checkpoint_every, kAtLeast1},
+        {"checkpoint_keep", &TrainConfig::checkpoint_keep, kAtLeast1},
+        {"metrics_out", &TrainConfig::metrics_out},
+        {"tensorboard_dir", &TrainConfig::tensorboard_dir},
+        {"label_smoothing", &TrainConfig::label_smoothing, kFromZeroBelowOne},
+    },
+};
+
+void check_distributed(const Section& s, const JobConfig& job) {
+  const DistributedConfig& d = job.distributed;
+  const bool ps = uses_servers(d.mode);
+  s.check(ps || d.servers == 0, "servers",
+          format("parameter servers need mode = dist_sync, dist_async or dist_ssp (mode is \"{}\")", d.mode));
+  s.check(d.replicas >= 0 && (d.replicas == 0 || d.servers == 0 || d.replicas < d.servers), "replicas",
+          format("must be >= 0 and less than servers ({}), got {}", d.servers, d.replicas));
+  s.check(!(ps && d.deterministic), "deterministic", "applies to mode = \"allreduce\" only");
+  s.check(d.bucket_mb > 0, "bucket_mb", "bucket sizes must be positive");
+  s.check(d.first_bucket_mb > 0, "first_bucket_mb", "bucket sizes must be positive");
+}
+
+const SectionTable<DistributedConfig> kDistributed{
+    "distributed",
+    [](JobConfig& j) -> DistributedConfig& { return j.distributed; },
+    {
+        {"mode", &DistributedConfig::mode, one_of(mode_names())},
+        {"workers", &DistributedConfig::workers, kAtLeast1},
+        {"deterministic", &DistributedConfig::deterministic},
+        {"transport", &DistributedConfig::transport, one_of({"auto", "zmq", "shm"})},
+        {"algorithm", &DistributedConfig::algorithm,
+         one_of({"auto", "ring", "halving_doubling", "tree", "hierarchical"})},
+        {"bucket_mb", &DistributedConfig::bucket_mb},  // with first_bucket_mb: check_distributed
+        {"first_bucket_mb", &DistributedConfig::first_bucket_mb},
+        {"timeout_s", &DistributedConfig::timeout_s, kPositive},
+        {"heartbeat_timeout_s", &DistributedConfig::heartbeat_timeout_s, kPositive},
+        {"servers", &DistributedConfig::servers, kAtLeast0},
+        {"staleness", &DistributedConfig::staleness, kAtLeast0},
+        {"replicas", &DistributedConfig::replicas},  // against servers: check_distributed
+        {"split_bound", &DistributedConfig::split_bound, kAtLeast1},
+    },
+    check_distributed,
+};
+
+// Reads the sections in order, after refusing any table the job file may not have.
+template <class... S>
+void read_sections(const toml::table& root, JobConfig& job, const SectionTable<S>&... tables) {
+  const std::vector<std::string> names = {tables.name...};
+  for (const auto& [k, v] : root) {
+    std::string key(k.str());
+    if (std::find(names.begin(), names.end(), key) != names.end()) continue;
+    auto hint = closest_name(key, names);
+    throw ConfigError(format("{}: unknown section [{}]{}", where(job.path, &v), key,
+                             hint ? format(" (did you mean [{}]?)", *hint) : std::string()));
+  }
+  (read_section(tables, root, job), ...);
 }
 
 void apply_override(toml::table& root, const std::string& text, const std::string& file) {
@@ -145,16 +434,6 @@ void apply_override(toml::table& root, const std::string& text, const std::strin
   toml::table* t = root.get(section)->as_table();
   if (!t) throw ConfigError(format("{}: --set '{}': '{}' is not a table", file, text, section));
   t->insert_or_assign(key, *parsed.get("v"));
-}
-
-std::variant<int64_t, double, bool, std::string> layer_arg(const toml::node& n, const std::string& file,
-                                                           const std::string& key) {
-  if (n.is_integer()) return *n.value<int64_t>();
-  if (n.is_floating_point()) return *n.value<double>();
-  if (n.is_boolean()) return *n.value<bool>();
-  if (n.is_string()) return *n.value<std::string>();
-  throw ConfigError(format("{}: layer key '{}' must be a number, boolean or string, got {}", where(file, &n), key,
-                           type_name(n)));
 }
 
 }  // namespace
@@ -194,184 +473,9 @@ JobConfig parse_job(const std::string& text, const std::string& name, const std:
     throw ConfigError(format("{}:{}: invalid TOML: {}", name, e.source().begin.line, std::string(e.description())));
   }
   for (const auto& o : overrides) apply_override(root, o, name);
-
   JobConfig job;
   job.path = name;
-  const std::vector<std::string> sections = {"model", "data", "optimizer", "schedule", "train", "distributed"};
-  for (const auto& [k, v] : root) {
-    std::string key(k.str());
-    if (std::find(sections.begin(), sections.end(), key) != sections.end()) continue;
-    auto hint = closest_name(key, sections);
-    throw ConfigError(format("{}: unknown section [{}]{}", where(name, &v), key,
-                             hint ? format(" (did you mean [{}]?)", *hint) : std::string()));
-  }
-
-  Section model(subtable(root, "model", name), "model", name);
-  model.get("name", job.model.name);
-  model.get("init_seed", job.model.init_seed);
-  model.allow("layers");  // [[model.layers]]: read by hand below, each layer keeps its own keys
-  if (const toml::table* mt = model.table()) {
-    if (const toml::node* ln = mt->get("layers")) {
-      const toml::array* arr = ln->as_array();
-      if (!arr) throw ConfigError(format("{}: [model] 'layers' must be an array of tables ([[model.layers]])", where(name, ln)));
-      for (const auto& e : *arr) {
-        const toml::table* lt = e.as_table();
-        if (!lt) throw ConfigError(format("{}: each [[model.layers]] entry must be a table", where(name, &e)));
-        LayerSpec spec;
-        spec.where = where(name, &e);
-        for (const auto& [lk, lv] : *lt) {
-          std::string key(lk.str());
-          if (key == "type") {
-            if (!lv.is_string()) throw ConfigError(format("{}: layer 'type' must be a string", where(name, &lv)));
-            spec.type = *lv.value<std::string>();
-          } else {
-            spec.args[key] = layer_arg(lv, name, key);
-          }
-        }
-        if (spec.type.empty()) throw ConfigError(format("{}: a [[model.layers]] entry has no 'type'", spec.where));
-        job.model.layers.push_back(std::move(spec));
-      }
-    }
-  }
-  model.reject_unknown();
-  if (job.model.name.empty() && job.model.layers.empty()) {
-    throw ConfigError(format("{}: [model] needs 'name' (mlp, cnn, lenet, resnet18) or [[model.layers]]", name));
-  }
-  if (!job.model.name.empty() && !job.model.layers.empty()) {
-    model.check(false, "name", "and [[model.layers]] are both given; use one");
-  }
-  if (!job.model.name.empty()) one_of(model, "name", job.model.name, {"mlp", "cnn", "lenet", "resnet18"});
-
-  Section data(subtable(root, "data", name), "data", name);
-  auto& d = job.data;
-  data.get("dataset", d.dataset);
-  data.get("root", d.root);
-  data.get("train_file", d.train_file);
-  data.get("test_file", d.test_file);
-  data.get("train_labels", d.train_labels);
-  data.get("test_labels", d.test_labels);
-  data.get("label_column", d.label_column);
-  data.get("batch_size", d.batch_size);
-  data.get("test_batch_size", d.test_batch_size);
-  data.get("shuffle", d.shuffle);
-  data.get("drop_last", d.drop_last);
-  data.get("num_workers", d.num_workers);
-  data.get("augment", d.augment);
-  data.get("mean", d.mean);
-  data.get("std", d.std);
-  data.reject_unknown();
-  one_of(data, "dataset", d.dataset, {"fashion-mnist", "idx", "csv"});
-  data.check(d.batch_size > 0, "batch_size", format("must be positive, got {}", d.batch_size));
-  data.check(d.test_batch_size > 0, "test_batch_size", format("must be positive, got {}", d.test_batch_size));
-  data.check(d.num_workers >= 0, "num_workers", format("must be >= 0, got {}", d.num_workers));
-  data.check(d.mean.size() == d.std.size(), "std", "must have as many entries as 'mean'");
-  for (double s : d.std) data.check(s > 0, "std", "entries must be positive");
-
-  Section opt(subtable(root, "optimizer", name), "optimizer", name);
-  auto& o = job.optimizer;
-  std::string rule(optim::name(o.rule));
-  opt.get("name", rule);
-  opt.get("lr", o.lr);
-  opt.get("momentum", o.momentum);
-  opt.get("dampening", o.dampening);
-  opt.get("nesterov", o.nesterov);
-  opt.get("weight_decay", o.weight_decay);
-  opt.get("beta1", o.beta1);
-  opt.get("beta2", o.beta2);
-  opt.get("eps", o.eps);
-  opt.get("amsgrad", o.amsgrad);
-  opt.reject_unknown();
-  one_of(opt, "name", rule, optim::rule_names());
-  o.rule = *optim::parse_rule(rule);
-  opt.check(o.lr > 0 && std::isfinite(o.lr), "lr", format("must be positive, got {}", o.lr));
-  opt.check(o.momentum >= 0, "momentum", "must be >= 0");
-  opt.check(o.weight_decay >= 0, "weight_decay", "must be >= 0");
-  opt.check(o.beta1 >= 0 && o.beta1 < 1, "beta1", "must be in [0, 1)");
-  opt.check(o.beta2 >= 0 && o.beta2 < 1, "beta2", "must be in [0, 1)");
-  opt.check(o.eps >= 0, "eps", "must be >= 0");
-  opt.check(!o.nesterov || o.rule != optim::Rule::Sgd || (o.momentum > 0 && o.dampening == 0), "nesterov",
-            "needs momentum > 0 and dampening = 0");
-
-  Section sch(subtable(root, "schedule", name), "schedule", name);
-  auto& s = o.schedule;
-  std::string kind(optim::name(s.kind));
-  sch.get("name", kind);
-  sch.get("step_size", s.step_size);
-  sch.get("gamma", s.gamma);
-  sch.get("min_lr", s.min_lr);
-  sch.get("warmup_steps", s.warmup_steps);
-  sch.reject_unknown();
-  one_of(sch, "name", kind, optim::schedule_names());
-  s.kind = *optim::parse_schedule_kind(kind);
-  sch.check(s.step_size > 0, "step_size", "must be positive");
-  sch.check(s.gamma >= 0, "gamma", "must be >= 0");
-  sch.check(s.min_lr >= 0, "min_lr", "must be >= 0");
-  sch.check(s.warmup_steps >= 0, "warmup_steps", "must be >= 0");
-  // Whatever a job file can say, the factory and the servers accept (what is
-  // left: values that are not finite).
-  try {
-    optim::check_spec(o);
-  } catch (const ValueError& e) {
-    throw ConfigError(format("{}: [optimizer] {}", name, e.what()));
-  }
-
-  Section tr(subtable(root, "train", name), "train", name);
-  auto& t = job.train;
-  tr.get("epochs", t.epochs);
-  tr.get("max_steps", t.max_steps);
-  tr.get("seed", t.seed);
-  tr.get("eval_interval", t.eval_interval);
-  tr.get("threads", t.threads);
-  tr.get("log_interval", t.log_interval);
-  tr.get("checkpoint_dir", t.checkpoint_dir);
-  tr.get("checkpoint_every", t.checkpoint_every);
-  tr.get("checkpoint_keep", t.checkpoint_keep);
-  tr.get("metrics_out", t.metrics_out);
-  tr.get("tensorboard_dir", t.tensorboard_dir);
-  tr.get("label_smoothing", t.label_smoothing);
-  tr.reject_unknown();
-  tr.check(t.epochs >= 1, "epochs", format("must be >= 1, got {}", t.epochs));
-  tr.check(t.max_steps >= 0, "max_steps", "must be >= 0");
-  tr.check(t.eval_interval >= 0, "eval_interval", "must be >= 0");
-  tr.check(t.threads >= 0, "threads", "must be >= 0");
-  tr.check(t.log_interval >= 1, "log_interval", "must be >= 1");
-  tr.check(t.checkpoint_every >= 1, "checkpoint_every", "must be >= 1");
-  tr.check(t.checkpoint_keep >= 1, "checkpoint_keep", "must be >= 1");
-  tr.check(t.label_smoothing >= 0 && t.label_smoothing < 1, "label_smoothing", "must be in [0, 1)");
-
-  Section dist(subtable(root, "distributed", name), "distributed", name);
-  auto& ds = job.distributed;
-  std::string mode(io::name(ds.mode));
-  dist.get("mode", mode);
-  dist.get("workers", ds.workers);
-  dist.get("deterministic", ds.deterministic);
-  dist.get("transport", ds.transport);
-  dist.get("algorithm", ds.algorithm);
-  dist.get("bucket_mb", ds.bucket_mb);
-  dist.get("first_bucket_mb", ds.first_bucket_mb);
-  dist.get("timeout_s", ds.timeout_s);
-  dist.get("heartbeat_timeout_s", ds.heartbeat_timeout_s);
-  dist.get("servers", ds.servers);
-  dist.get("staleness", ds.staleness);
-  dist.get("replicas", ds.replicas);
-  dist.get("split_bound", ds.split_bound);
-  dist.reject_unknown();
-  one_of(dist, "mode", mode, mode_names());
-  ds.mode = *parse_mode(mode);
-  const bool ps = uses_servers(ds.mode);
-  dist.check(ds.servers >= 0, "servers", format("must be >= 0, got {}", ds.servers));
-  dist.check(ps || ds.servers == 0, "servers", format("parameter servers need mode = dist_sync, dist_async or dist_ssp (mode is \"{}\")", mode));
-  dist.check(ds.staleness >= 0, "staleness", format("must be >= 0, got {}", ds.staleness));
-  dist.check(ds.replicas >= 0 && (ds.replicas == 0 || ds.servers == 0 || ds.replicas < ds.servers), "replicas",
-             format("must be >= 0 and less than servers ({}), got {}", ds.servers, ds.replicas));
-  dist.check(ds.split_bound >= 1, "split_bound", "must be >= 1");
-  dist.check(!(ps && ds.deterministic), "deterministic", "applies to mode = \"allreduce\" only");
-  one_of(dist, "transport", ds.transport, {"auto", "zmq", "shm"});
-  one_of(dist, "algorithm", ds.algorithm, {"auto", "ring", "halving_doubling", "tree", "hierarchical"});
-  dist.check(ds.workers >= 1, "workers", format("must be >= 1, got {}", ds.workers));
-  dist.check(ds.bucket_mb > 0 && ds.first_bucket_mb > 0, "bucket_mb", "bucket sizes must be positive");
-  dist.check(ds.timeout_s > 0, "timeout_s", "must be positive");
-  dist.check(ds.heartbeat_timeout_s > 0, "heartbeat_timeout_s", "must be positive");
+  read_sections(root, job, kModel, kData, kOptimizer, kSchedule, kTrain, kDistributed);
   return job;
 }
 

@@ -129,6 +129,167 @@ servers = 2
   EXPECT_NE(e.find("did you mean 'dist_sync'"), std::string::npos) << e;
 }
 
+// Every key of every section lands in its own member (the tables in config.cc
+// map keys to members; a row pointing at the wrong one would show here).
+TEST(JobFile, EveryKeyFillsItsMember) {
+  auto job = io::parse_job(R"(
+[model]
+name = "lenet"
+init_seed = 11
+[data]
+dataset = "csv"
+root = "/r"
+train_file = "a.csv"
+test_file = "b.csv"
+train_labels = "a.lab"
+test_labels = "b.lab"
+label_column = "y"
+batch_size = 7
+test_batch_size = 9
+shuffle = false
+drop_last = true
+num_workers = 0
+augment = true
+mean = [0.5, 1]
+std = [0.25, 2]
+[optimizer]
+name = "sgd"
+lr = 0.2
+momentum = 0.5
+dampening = 0.1
+weight_decay = 0.01
+beta1 = 0.8
+beta2 = 0.99
+eps = 1e-6
+amsgrad = true
+[schedule]
+name = "step"
+step_size = 3
+gamma = 0.5
+min_lr = 0.001
+warmup_steps = 4
+[train]
+epochs = 3
+max_steps = 5
+seed = 9
+eval_interval = 0
+threads = 2
+log_interval = 7
+checkpoint_dir = "ck"
+checkpoint_every = 2
+checkpoint_keep = 4
+metrics_out = "m.jsonl"
+tensorboard_dir = "tb"
+label_smoothing = 0.1
+[distributed]
+mode = "dist_ssp"
+workers = 3
+transport = "zmq"
+algorithm = "tree"
+bucket_mb = 5
+first_bucket_mb = 0.5
+timeout_s = 30
+heartbeat_timeout_s = 5
+servers = 3
+staleness = 2
+replicas = 2
+split_bound = 100
+)", "job.toml", {"optimizer.nesterov=false", "distributed.deterministic=false"});
+  EXPECT_EQ(job.model.name, "lenet");
+  EXPECT_EQ(job.model.init_seed, 11u);
+  const io::DataConfig& d = job.data;
+  EXPECT_EQ(d.dataset, "csv");
+  EXPECT_EQ(d.root, "/r");
+  EXPECT_EQ(d.train_file, "a.csv");
+  EXPECT_EQ(d.test_file, "b.csv");
+  EXPECT_EQ(d.train_labels, "a.lab");
+  EXPECT_EQ(d.test_labels, "b.lab");
+  EXPECT_EQ(d.label_column, "y");
+  EXPECT_EQ(d.batch_size, 7);
+  EXPECT_EQ(d.test_batch_size, 9);
+  EXPECT_FALSE(d.shuffle);
+  EXPECT_TRUE(d.drop_last);
+  EXPECT_EQ(d.num_workers, 0);
+  EXPECT_TRUE(d.augment);
+  EXPECT_EQ(d.mean, (std::vector<double>{0.5, 1.0}));
+  EXPECT_EQ(d.std, (std::vector<double>{0.25, 2.0}));
+  const optim::OptimizerSpec& o = job.optimizer;
+  EXPECT_EQ(o.rule, optim::Rule::Sgd);
+  EXPECT_EQ(o.lr, 0.2);
+  EXPECT_EQ(o.momentum, 0.5);
+  EXPECT_EQ(o.dampening, 0.1);
+  EXPECT_FALSE(o.nesterov);
+  EXPECT_EQ(o.weight_decay, 0.01);
+  EXPECT_EQ(o.beta1, 0.8);
+  EXPECT_EQ(o.beta2, 0.99);
+  EXPECT_EQ(o.eps, 1e-6);
+  EXPECT_TRUE(o.amsgrad);
+  EXPECT_EQ(o.schedule.kind, optim::ScheduleKind::Step);
+  EXPECT_EQ(o.schedule.step_size, 3);
+  EXPECT_EQ(o.schedule.gamma, 0.5);
+  EXPECT_EQ(o.schedule.min_lr, 0.001);
+  EXPECT_EQ(o.schedule.warmup_steps, 4);
+  const io::TrainConfig& t = job.train;
+  EXPECT_EQ(t.epochs, 3);
+  EXPECT_EQ(t.max_steps, 5);
+  EXPECT_EQ(t.seed, 9u);
+  EXPECT_EQ(t.eval_interval, 0);
+  EXPECT_EQ(t.threads, 2);
+  EXPECT_EQ(t.log_interval, 7);
+  EXPECT_EQ(t.checkpoint_dir, "ck");
+  EXPECT_EQ(t.checkpoint_every, 2);
+  EXPECT_EQ(t.checkpoint_keep, 4);
+  EXPECT_EQ(t.metrics_out, "m.jsonl");
+  EXPECT_EQ(t.tensorboard_dir, "tb");
+  EXPECT_EQ(t.label_smoothing, 0.1);
+  const io::DistributedConfig& x = job.distributed;
+  EXPECT_EQ(x.mode, io::Mode::DistSsp);
+  EXPECT_EQ(x.workers, 3);
+  EXPECT_FALSE(x.deterministic);
+  EXPECT_EQ(x.transport, "zmq");
+  EXPECT_EQ(x.algorithm, "tree");
+  EXPECT_EQ(x.bucket_mb, 5.0);
+  EXPECT_EQ(x.first_bucket_mb, 0.5);
+  EXPECT_EQ(x.timeout_s, 30.0);
+  EXPECT_EQ(x.heartbeat_timeout_s, 5.0);
+  EXPECT_EQ(x.servers, 3);
+  EXPECT_EQ(x.staleness, 2);
+  EXPECT_EQ(x.replicas, 2);
+  EXPECT_EQ(x.split_bound, 100);
+  // The two booleans left at false above, set by --set.
+  auto flags = io::parse_job("[model]\nname = \"mlp\"\n", "job.toml",
+                             {"optimizer.nesterov=true", "distributed.deterministic=true",
+                              "distributed.mode=allreduce"});
+  EXPECT_TRUE(flags.optimizer.nesterov);
+  EXPECT_TRUE(flags.distributed.deterministic);
+  EXPECT_EQ(flags.distributed.mode, io::Mode::Allreduce);
+}
+
+TEST(JobFile, RangeErrorsNameTheValue) {
+  const std::string mlp = "[model]\nname = \"mlp\"\n";
+  EXPECT_EQ(error_of(mlp + "[train]\nlog_interval = 0\n"), "job.toml:4: [train] 'log_interval' must be >= 1, got 0");
+  EXPECT_EQ(error_of(mlp + "[optimizer]\nbeta2 = 1.5\n"), "job.toml:4: [optimizer] 'beta2' must be in [0, 1), got 1.5");
+  EXPECT_EQ(error_of(mlp + "[train]\nseed = -1\n"), "job.toml:4: [train] 'seed' must be >= 0, got -1");
+  EXPECT_EQ(error_of(mlp + "[distributed]\nbucket_mb = 0\n"),
+            "job.toml:4: [distributed] 'bucket_mb' bucket sizes must be positive");
+  EXPECT_EQ(error_of(mlp + "[distributed]\nreplicas = 2\nservers = 2\nmode = \"dist_sync\"\n"),
+            "job.toml:4: [distributed] 'replicas' must be >= 0 and less than servers (2), got 2");
+  // A check that names a key the file does not write gives no line.
+  EXPECT_EQ(error_of(mlp + "[data]\nmean = [0.5]\n"), "job.toml: [data] 'std' must have as many entries as 'mean'");
+  // Overrides go through the same checks; the message says where the value came from.
+  EXPECT_EQ(error_of(mlp, {"distributed.transport=tcp"}),
+            "job.toml (--set): [distributed] 'transport' is 'tcp', expected one of auto, zmq, shm "
+            "(did you mean 'zmq'?)");
+  EXPECT_EQ(error_of(mlp, {"train.epochs=0"}), "job.toml (--set): [train] 'epochs' must be >= 1, got 0");
+  // With no close name, an unknown key lists the section's keys in order.
+  EXPECT_EQ(error_of(mlp + "[schedule]\nzzzzzzzzzzzz = 1\n"),
+            "job.toml:4: [schedule] unknown key 'zzzzzzzzzzzz' "
+            "(valid keys: name, step_size, gamma, min_lr, warmup_steps)");
+  EXPECT_EQ(error_of(mlp + "[distributed]\nfirst_bucket_mb = -1\n"),
+            "job.toml:4: [distributed] 'first_bucket_mb' bucket sizes must be positive");
+  EXPECT_EQ(error_of("model = 1\n"), "job.toml:1: 'model' must be a table ([model]), got integer");
+}
+
 TEST(JobFile, MissingFile) {
   EXPECT_THROW(io::load_job_file("/nonexistent/job.toml"), ConfigError);
 }
