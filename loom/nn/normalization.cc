@@ -1,5 +1,7 @@
 #include "loom/nn/normalization.h"
 
+#include <utility>
+
 #include "loom/nn/init.h"
 #include "loom/ops/ops.h"
 
@@ -40,6 +42,37 @@ void BatchNorm2d::reset_parameters(core::Generator&) {
   }
 }
 
+void BatchNorm2d::defer_running_stats(bool on) {
+  defer_ = on;
+  recorded_.clear();
+}
+
+std::vector<BatchNorm2d::BatchStatistics> BatchNorm2d::take_batch_statistics() { return std::exchange(recorded_, {}); }
+
+namespace {
+
+// running = (1 - m) running + m batch in double, rounded once to running's dtype.
+void blend_into(Tensor& running, const Tensor& batch, double m) {
+  const Tensor r = ops::to_dtype(running, core::DType::F64), b = ops::to_dtype(batch, core::DType::F64);
+  ops::copy_(running, ops::to_dtype(ops::add(ops::mul(r, 1.0 - m), ops::mul(b, m)), running.dtype()));
+}
+
+}  // namespace
+
+void BatchNorm2d::apply_batch_statistics(const BatchStatistics& stats) {
+  LOOM_CHECK(o_.track_running_stats, "{}: has no running statistics to update", describe());
+  for (const Tensor* t : {&stats.mean, &stats.var}) {
+    LOOM_CHECK_T(ShapeError, t->defined() && t->dim() == 1 && t->size(0) == o_.num_features,
+                 "{}: batch statistics must be [{}], got {}", describe(), o_.num_features,
+                 t->defined() ? to_string(t->shape()) : std::string("undefined"));
+  }
+  int64_t& count = *num_batches_tracked_.data<int64_t>();
+  count += 1;
+  const double m = o_.momentum ? *o_.momentum : 1.0 / static_cast<double>(count);
+  blend_into(running_mean_, stats.mean, m);
+  blend_into(running_var_, stats.var, m);
+}
+
 std::string BatchNorm2d::describe() const {
   std::string s = format("BatchNorm2d({}", o_.num_features);
   if (o_.eps != 1e-5) s += format(", eps {}", o_.eps);
@@ -57,6 +90,15 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   const bool use_batch_stats = is_training() || !o_.track_running_stats;
   LOOM_CHECK_T(ShapeError, !use_batch_stats || x.size(0) * x.size(2) * x.size(3) > 1,
                "{}: training needs more than 1 value per channel, got input {}", describe(), to_string(x.shape()));
+  if (is_training() && o_.track_running_stats && defer_) {
+    // Fresh running tensors and momentum 1: the op's update
+    // (1 - m) running + m batch leaves exactly the batch statistics in them.
+    BatchStatistics stats{ops::zeros({o_.num_features}, running_mean_.dtype()),
+                          ops::ones({o_.num_features}, running_var_.dtype())};
+    Tensor y = ops::batch_norm(x, weight_, bias_, stats.mean, stats.var, true, 1.0, o_.eps);
+    recorded_.push_back(std::move(stats));
+    return y;
+  }
   double momentum = o_.momentum.value_or(0.0);
   if (is_training() && o_.track_running_stats) {
     // num_batches_tracked is a host-side i64 scalar, as in PyTorch.

@@ -4,6 +4,7 @@
 
 #include "loom/autograd/engine.h"
 #include "loom/ops/ops.h"
+#include "loom/parallel/data_parallel_fixed_point.h"
 
 namespace loom::parallel {
 
@@ -53,8 +54,9 @@ DataParallel::DataParallel(nn::Module& model, comm::Communicator& comm, DataPara
       Tensor view = bucket.flat.as_strided(p.shape(), core::contiguous_strides(p.shape()), offset);
       if (p.grad().defined()) ops::copy_(view, p.grad());
       p.set_grad(view);
-      offset += p.numel();
       bucket.names.push_back(order[i].first);
+      bucket.offsets.push_back(offset);
+      offset += p.numel();
       std::weak_ptr<bool> alive = alive_;
       autograd::register_hook(p, [this, alive, b](const Tensor&) {
         if (auto a = alive.lock(); a && *a) on_grad_ready(b);
@@ -63,7 +65,12 @@ DataParallel::DataParallel(nn::Module& model, comm::Communicator& comm, DataPara
   }
   if (options_.deterministic) {
     sync_ = false;  // gradients reach the wire through accumulate_fixed_point(), not the hooks
-    for (auto& bucket : buckets_) bucket.fixed = ops::zeros({bucket.flat.numel()}, core::DType::I64);
+    // The last bucket's accumulator has one more element: the count of
+    // out-of-range gradients, summed with the rest so every rank learns of one.
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      const int64_t extra = b + 1 == buckets_.size() ? 1 : 0;
+      buckets_[b].fixed = ops::zeros({buckets_[b].flat.numel() + extra}, core::DType::I64);
+    }
   }
   is_ready_.assign(buckets_.size(), false);
   reset_pass();
@@ -114,10 +121,11 @@ void DataParallel::comm_loop() {
     try {
       if (!error_) {
         Bucket& bucket = buckets_[b];
-        if (options_.deterministic) {
+        if (options_.deterministic && comm_.size > 1) {
+          // Integer sums are associative: any algorithm gives the same bits.
           comm::allreduce(comm_, bucket.fixed, {.op = comm::ReduceOp::Sum, .algorithm = options_.algorithm,
-                                                .timeout = options_.timeout, .deterministic = true});
-        } else if (comm_.size > 1) {
+                                                .timeout = options_.timeout});
+        } else if (!options_.deterministic && comm_.size > 1) {
           comm::allreduce(comm_, bucket.flat, {.op = comm::ReduceOp::Sum, .algorithm = options_.algorithm,
                                                .timeout = options_.timeout});
         }
@@ -135,19 +143,22 @@ void DataParallel::comm_loop() {
 }
 
 void DataParallel::accumulate_fixed_point() {
-  const double scale = std::ldexp(1.0, kFixedPointBits);
+  LOOM_CHECK(options_.deterministic, "DataParallel::accumulate_fixed_point needs the .deterministic option");
+  LOOM_CHECK(++accumulated_ <= fixed_point::kMaxAtoms,
+             "DataParallel: more than {} fixed-point accumulations in one step; the int64 sums could overflow "
+             "(use fewer deterministic atoms)", fixed_point::kMaxAtoms);
   for (auto& bucket : buckets_) {
-    if (!bucket.fixed.defined()) bucket.fixed = ops::zeros({bucket.flat.numel()}, core::DType::I64);
-    int64_t* acc = bucket.fixed.data<int64_t>();
-    core::visit_float_dtype(bucket.flat.dtype(), "DataParallel fixed point", [&]<class T>() {
-      T* g = static_cast<T*>(bucket.flat.data_ptr());
-      for (int64_t i = 0; i < bucket.flat.numel(); ++i) {
-        const double v = std::nearbyint(static_cast<double>(g[i]) * scale);
-        LOOM_CHECK(std::abs(v) < 0x1p62, "DataParallel: gradient {} too large for deterministic fixed point", g[i]);
-        acc[i] += static_cast<int64_t>(v);
-        g[i] = T(0);
-      }
-    });
+    const auto bad = fixed_point::accumulate(bucket.flat, bucket.fixed);
+    if (!bad) continue;
+    buckets_.back().fixed.data<int64_t>()[buckets_.back().flat.numel()] += 1;
+    if (!range_error_.empty()) continue;
+    size_t p = 0;
+    while (p + 1 < bucket.offsets.size() && bucket.offsets[p + 1] <= bad->index) ++p;
+    range_error_ = format("deterministic data parallelism: a gradient of '{}' (element {}) is {} for one atom of the "
+                          "batch, outside the exact fixed-point range |g| <= 2^11 - 2^-40 (2^51 - 1 units of 2^-40), so "
+                          "the sums would not be exact; the training is diverging or its loss is scaled far up "
+                          "(lower [optimizer] lr, or set deterministic = false)", bucket.names[p],
+                          bad->index - bucket.offsets[p], bad->value);
   }
 }
 
@@ -168,20 +179,24 @@ void DataParallel::finish_gradient_sync() {
     reset_pass();
   }
   if (err) std::rethrow_exception(err);
-  if (options_.deterministic) {
-    const double inv = std::ldexp(1.0, -kFixedPointBits);
-    for (auto& bucket : buckets_) {
-      if (!bucket.fixed.defined()) continue;
-      int64_t* acc = bucket.fixed.data<int64_t>();
-      core::visit_float_dtype(bucket.flat.dtype(), "DataParallel fixed point", [&]<class T>() {
-        T* g = static_cast<T*>(bucket.flat.data_ptr());
-        for (int64_t i = 0; i < bucket.flat.numel(); ++i) {
-          g[i] = static_cast<T>(static_cast<double>(acc[i]) * inv);
-          acc[i] = 0;
-        }
-      });
-    }
+  if (options_.deterministic) finish_fixed_point();
+}
+
+void DataParallel::finish_fixed_point() {
+  accumulated_ = 0;
+  if (buckets_.empty()) return;
+  int64_t& out_of_range = buckets_.back().fixed.data<int64_t>()[buckets_.back().flat.numel()];
+  const bool failed = out_of_range != 0;
+  out_of_range = 0;
+  for (auto& bucket : buckets_) fixed_point::to_float(bucket.fixed, bucket.flat);
+  if (!failed) return;
+  std::string message = std::move(range_error_);
+  range_error_.clear();
+  if (message.empty()) {
+    message = "deterministic data parallelism: a gradient on another rank is outside the exact fixed-point range "
+              "|g| <= 2^11 - 2^-40 (that rank's error names it), so the sums would not be exact";
   }
+  throw ValueError(message);
 }
 
 }  // namespace loom::parallel

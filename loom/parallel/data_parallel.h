@@ -23,8 +23,9 @@
 // The reduction is a sum: scale the loss by (local batch / global batch) to get
 // the global-batch mean (Trainer does). With `.deterministic`, gradients are
 // summed in 64-bit fixed point, which is associative: the result is bitwise the
-// same for any number of workers and any all-reduce algorithm (see
-// docs/ARCHITECTURE.md).
+// same for any number of workers and any all-reduce algorithm, as long as the
+// gradients added (one per atom of the batch) are the same (see
+// DataParallelStrategy and docs/ARCHITECTURE.md, "Data parallelism").
 #pragma once
 
 #include <chrono>
@@ -33,6 +34,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -48,9 +50,10 @@ struct DataParallelOptions {
   bool broadcast_parameters = true;  // make every replica start from rank 0's weights and buffers
   comm::Algorithm algorithm = comm::Algorithm::Auto;
   std::chrono::milliseconds timeout{60000};
-  // Sums per-sample gradients in 64-bit fixed point (accumulate_fixed_point)
-  // and all-reduces them in rank order: bitwise the same for any world size.
-  // The strategy that owns determinism sets it (parallel::DataParallelStrategy).
+  // Sums the gradients of each atom in 64-bit fixed point
+  // (accumulate_fixed_point) and all-reduces the integers: bitwise the same
+  // for any world size. The strategy that owns determinism sets it
+  // (parallel::DataParallelStrategy).
   bool deterministic = false;
 };
 
@@ -78,13 +81,16 @@ class DataParallel {
   };
   NoSync no_sync() { return NoSync(*this); }
 
-  // Deterministic mode: adds the current gradients (of one micro-batch) into
-  // 64-bit fixed-point accumulators and zeroes them. finish_gradient_sync()
-  // then all-reduces the accumulators (integer sums: exact, associative) and
-  // writes the result back as the gradients. Call it after each micro-batch's
-  // backward inside no_sync().
+  // Deterministic mode: adds the current gradients (of one atom, a fixed
+  // part of the global batch) into 64-bit fixed-point accumulators
+  // (parallel::fixed_point) and zeroes them. finish_gradient_sync() then
+  // all-reduces the accumulators (integer sums: exact, associative) and
+  // writes the result back as the gradients. Call it after each atom's
+  // backward, at most fixed_point::kMaxAtoms times per step over all ranks.
+  // A gradient outside the exact range (|g| >= fixed_point::kMaxMagnitude,
+  // NaN, inf) makes finish_gradient_sync() throw ValueError on every rank
+  // (the rank that saw it names the parameter and the value).
   void accumulate_fixed_point();
-  static constexpr int kFixedPointBits = 40;  // resolution 2^-40; |sum| < 2^23
 
   size_t num_buckets() const { return buckets_.size(); }
   // Parameter names per bucket, in bucket order (for logs and tests).
@@ -95,17 +101,21 @@ class DataParallel {
     core::Tensor flat;  // the gradients of its parameters, back to back
     core::Tensor fixed; // deterministic mode: i64 fixed-point accumulator
     std::vector<std::string> names;
+    std::vector<int64_t> offsets;  // of each parameter in flat
     int pending = 0;    // gradients not yet final in this pass
   };
   void on_grad_ready(size_t bucket);
   void comm_loop();
   void reset_pass();
+  void finish_fixed_point();
 
   nn::Module& model_;
   comm::Communicator& comm_;
   DataParallelOptions options_;
   std::vector<Bucket> buckets_;
   bool sync_ = true;
+  int64_t accumulated_ = 0;  // deterministic: accumulate_fixed_point() calls this step
+  std::string range_error_;  // deterministic: the first out-of-range gradient this step
 
   std::mutex mu_;
   std::condition_variable cv_;

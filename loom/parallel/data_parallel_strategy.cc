@@ -1,5 +1,10 @@
 #include "loom/parallel/data_parallel_strategy.h"
 
+#include <optional>
+#include <string>
+
+#include "loom/parallel/data_parallel_atoms.h"
+
 #include "loom/autograd/engine.h"
 #include "loom/comm/collectives.h"
 #include "loom/nn/nn.h"
@@ -30,13 +35,7 @@ DataParallelStrategy::DataParallelStrategy(comm::Communicator comm, DataParallel
 DataParallelStrategy::~DataParallelStrategy() { dp_.reset(); }
 
 void DataParallelStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
-  if (options_.deterministic) {
-    for (auto& [name, m] : model.named_modules()) {
-      LOOM_CHECK_T(ConfigError, dynamic_cast<nn::BatchNorm2d*>(m) == nullptr,
-                   "deterministic data parallelism back-propagates one sample at a time, which batch norm ('{}') "
-                   "does not allow; remove it or set deterministic = false", name);
-    }
-  }
+  if (options_.deterministic) check_atoms(options_.deterministic_atoms, world_size());
   DataParallelOptions dp = options_.data_parallel;
   dp.deterministic = options_.deterministic;
   dp_ = std::make_unique<DataParallel>(model, grad_comm_, dp);
@@ -45,24 +44,68 @@ void DataParallelStrategy::attach(nn::Module& model, const optim::OptimizerSpec&
 double DataParallelStrategy::step(const train::StepBatch& batch, train::StepParts& parts) {
   LOOM_ASSERT(dp_ != nullptr);
   parts.optimizer.zero_grad();
-  double loss_value = 0.0;
-  const int64_t rows = batch.rows();
-  if (options_.deterministic) {
-    // One sample at a time, each scaled to its share of the global mean, each
-    // added to the fixed-point sums.
-    const double share = 1.0 / static_cast<double>(batch.global_rows);
-    for (int64_t i = 0; i < rows; ++i) {
-      Tensor loss = parts.loss(parts.model(ops::slice(batch.inputs, 0, i, i + 1)), ops::slice(batch.targets, 0, i, i + 1));
-      autograd::backward(ops::mul(loss, share));
-      dp_->accumulate_fixed_point();
-      loss_value += loss.item<double>() / static_cast<double>(rows);
-    }
-  } else {
-    loss_value = train::forward_backward(batch, parts);
-  }
-  dp_->finish_gradient_sync();
+  const double loss_value =
+      options_.deterministic ? deterministic_forward_backward(batch, parts) : train::forward_backward(batch, parts);
+  if (!options_.deterministic) dp_->finish_gradient_sync();
   parts.optimizer.step();
   return loss_value;
+}
+
+// Each of this rank's atoms: one batched forward and backward with the loss
+// scaled to the atom's share of the global mean, its gradient added to the
+// fixed-point sums; then the integer all-reduce and the atoms' batch-norm
+// statistics, applied in atom order on every rank.
+double DataParallelStrategy::deterministic_forward_backward(const train::StepBatch& batch, train::StepParts& parts) {
+  const int64_t global_rows = batch.global_rows, rows = batch.rows();
+  const int r = rank(), n = world_size();
+  LOOM_CHECK(rows == global_rows * (r + 1) / n - global_rows * r / n,
+             "deterministic data parallelism: rank {} of {} got {} rows of a global batch of {}; it needs rows "
+             "[B r / N, B (r + 1) / N) (train::share_of_batch)", r, n, rows, global_rows);
+  const std::vector<Atom> atoms = atoms_of_rank(global_rows, options_.deterministic_atoms, r, n);
+  AtomScope scope(parts.model, deterministic_step_, atoms);
+  double loss_sum = 0.0;
+  for (const Atom& atom : atoms) {
+    if (atom.rows() == 0) continue;  // a batch with fewer rows than atoms
+    scope.begin_atom(atom);
+    Tensor loss = parts.loss(parts.model(ops::slice(batch.inputs, 0, atom.begin, atom.end)),
+                             ops::slice(batch.targets, 0, atom.begin, atom.end));
+    autograd::backward(ops::mul(loss, static_cast<double>(atom.rows()) / static_cast<double>(global_rows)));
+    dp_->accumulate_fixed_point();
+    scope.end_atom(atom);
+    loss_sum += loss.item<double>() * static_cast<double>(atom.rows());
+  }
+  dp_->finish_gradient_sync();
+  scope.apply_statistics(*comm_);
+  ++deterministic_step_;
+  return rows > 0 ? loss_sum / static_cast<double>(rows) : 0.0;
+}
+
+void DataParallelStrategy::add_checkpoint_state(io::NamedTensors&, io::Metadata& meta) {
+  if (!options_.deterministic) return;
+  meta["loom.deterministic.step"] = std::to_string(deterministic_step_);
+  meta["loom.deterministic.atoms"] = std::to_string(options_.deterministic_atoms);
+}
+
+void DataParallelStrategy::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {
+  train::Strategy::restore_checkpoint_state(file, source);
+  if (!options_.deterministic) return;
+  auto number = [&](const char* key) -> std::optional<int64_t> {
+    auto it = file.metadata.find(key);
+    if (it == file.metadata.end()) return std::nullopt;
+    try {
+      return std::stoll(it->second);
+    } catch (const std::exception&) {
+      throw IoError(format("{}: metadata {} = '{}' is not a number", source, key, it->second));
+    }
+  };
+  const auto atoms = number("loom.deterministic.atoms");
+  LOOM_CHECK_T(ConfigError, !atoms || *atoms == options_.deterministic_atoms,
+               "{}: the checkpoint was trained with deterministic_atoms = {}, this run has {}; other atoms give "
+               "other bits: set [distributed] deterministic_atoms = {} to go on with the same ones", source, *atoms,
+               options_.deterministic_atoms, *atoms);
+  // A checkpoint of a run without deterministic mode: count from its step.
+  const auto step = number("loom.deterministic.step");
+  deterministic_step_ = step ? *step : number("loom.step").value_or(0);
 }
 
 void DataParallelStrategy::barrier() { comm::barrier(*comm_); }

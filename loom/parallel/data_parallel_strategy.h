@@ -4,15 +4,18 @@
 // local optimizer on the same sums.
 //
 //   // given: comm::Communicator comm, const io::JobConfig& job
-//   auto strategy = std::make_shared<parallel::DataParallelStrategy>(comm, parallel::DataParallelStrategyOptions{.deterministic = true});
+//   parallel::DataParallelStrategyOptions options{.deterministic = true, .deterministic_atoms = 8};
+//   auto strategy = std::make_shared<parallel::DataParallelStrategy>(comm, options);
 //   train::Trainer trainer(job, {}, strategy);
 //   trainer.fit();
 //
-// `deterministic` belongs to this strategy: every rank back-propagates one
-// sample at a time, DataParallel sums the per-sample gradients in 64-bit
-// fixed point and all-reduces them in rank order, so the weights are bitwise
-// the same for any number of ranks. It cannot be used with batch norm (which
-// couples the samples of a batch).
+// `deterministic` belongs to this strategy: the global batch is cut into
+// `deterministic_atoms` fixed atoms (data_parallel_atoms.h), each rank runs
+// one batched forward and backward per atom of its share, DataParallel adds
+// the atoms' gradients in 64-bit fixed point and all-reduces the integers,
+// and batch norm, dropout and the running statistics are made canonical per
+// atom, so weights and buffers are bitwise the same for any number of ranks
+// that divides deterministic_atoms (docs/ARCHITECTURE.md, "Data parallelism").
 #pragma once
 
 #include <memory>
@@ -27,6 +30,12 @@ namespace loom::parallel {
 struct DataParallelStrategyOptions {
   DataParallelOptions data_parallel;  // buckets, algorithm, timeout (its `deterministic` is set from below)
   bool deterministic = false;
+  // Deterministic mode's atoms per global batch: every world size that divides
+  // it gives the same bits (8: 1, 2, 4 or 8 workers). More atoms allow more
+  // world sizes, and cost more (smaller batched passes, one fixed-point add of
+  // the whole gradient per atom); at most fixed_point::kMaxAtoms. Batch norm
+  // normalises over an atom's rows.
+  int64_t deterministic_atoms = 8;
 };
 
 class DataParallelStrategy final : public train::Strategy {
@@ -44,8 +53,13 @@ class DataParallelStrategy final : public train::Strategy {
   double step(const train::StepBatch& batch, train::StepParts& parts) override;
   void barrier() override;
   void finish() override;
+  // Deterministic mode's step count (its dropout masks depend on it) and
+  // atoms: "loom.deterministic.step" / ".atoms" in checkpoint metadata.
+  void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) override;
+  void restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) override;
 
   bool deterministic() const { return options_.deterministic; }
+  int64_t deterministic_atoms() const { return options_.deterministic_atoms; }
 
  private:
   std::unique_ptr<ProcessGroup> group_;  // null over a bare communicator
@@ -54,6 +68,9 @@ class DataParallelStrategy final : public train::Strategy {
   comm::Communicator grad_comm_;         // channel 1: the gradient thread's own tag space
   DataParallelStrategyOptions options_;
   std::unique_ptr<DataParallel> dp_;
+  int64_t deterministic_step_ = 0;  // steps taken (and restored from checkpoints) in deterministic mode
+
+  double deterministic_forward_backward(const train::StepBatch& batch, train::StepParts& parts);
 };
 
 }  // namespace loom::parallel

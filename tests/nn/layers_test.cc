@@ -165,6 +165,41 @@ TEST(BatchNorm2d, CumulativeAverageAndNoTracking) {
   EXPECT_EQ(msg, "BatchNorm2d(4): input [2, 3, 4, 4] has 3 channels, expected 4");
 }
 
+// Deferred: the same output, running statistics untouched until applied,
+// then the update a plain training forward makes (the batch statistics are
+// rounded to f32 once more on the way, so equal to float precision).
+TEST(BatchNorm2d, DeferredStatisticsApplyLaterAsTheForwardWould) {
+  core::Generator gen(4);
+  Tensor a = ops::randn({3, 2, 2, 2}, gen, DType::F32, 1.0, 2.0), b = ops::randn({3, 2, 2, 2}, gen);
+  for (std::optional<double> momentum : {std::optional<double>(0.1), std::optional<double>()}) {
+    BatchNorm2d plain({.num_features = 2, .momentum = momentum}), deferred({.num_features = 2, .momentum = momentum});
+    deferred.defer_running_stats(true);
+    EXPECT_TRUE(deferred.defers_running_stats());
+    for (const Tensor& x : {a, b}) EXPECT_EQ(deferred(x).to_vector<float>(), plain(x).to_vector<float>());
+    EXPECT_EQ(deferred.running_mean().to_vector<float>(), std::vector<float>(2, 0.0f));
+    EXPECT_EQ(deferred.running_var().to_vector<float>(), std::vector<float>(2, 1.0f));
+    EXPECT_EQ(deferred.num_batches_tracked().item<int64_t>(), 0);
+    auto stats = deferred.take_batch_statistics();
+    ASSERT_EQ(stats.size(), 2u);
+    EXPECT_TRUE(deferred.take_batch_statistics().empty());
+    for (const auto& s : stats) deferred.apply_batch_statistics(s);
+    EXPECT_EQ(deferred.num_batches_tracked().item<int64_t>(), 2);
+    const auto pm = plain.running_mean().to_vector<float>(), dm = deferred.running_mean().to_vector<float>();
+    const auto pv = plain.running_var().to_vector<float>(), dv = deferred.running_var().to_vector<float>();
+    for (size_t c = 0; c < 2; ++c) {
+      EXPECT_NEAR(dm[c], pm[c], 1e-6) << c;
+      EXPECT_NEAR(dv[c], pv[c], 1e-6) << c;
+    }
+    // Off again: in place, as before.
+    deferred.defer_running_stats(false);
+    deferred(a);
+    EXPECT_EQ(deferred.num_batches_tracked().item<int64_t>(), 3);
+    EXPECT_TRUE(deferred.take_batch_statistics().empty());
+  }
+  BatchNorm2d bn({.num_features = 2});
+  EXPECT_THROW(bn.apply_batch_statistics({ops::zeros({3}), ops::ones({3})}), ShapeError);
+}
+
 TEST(LayerNorm, NormalisesTrailingDims) {
   LayerNorm ln({.normalized_shape = {4}});
   Tensor y = ln(Tensor::from_vector<float>({1, 2, 3, 4, 10, 10, 10, 10}, {2, 4}));

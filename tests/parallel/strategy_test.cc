@@ -1,6 +1,7 @@
 // The distributed strategies behind a Trainer built from parts, in one
 // process: DataParallelStrategy with its `deterministic` option gives the
-// same bits for 1, 2 and 3 ranks (threads over in-process queues); a
+// same bits for 1, 2 and 3 ranks (threads over in-process queues; more in
+// deterministic_test.cc); a
 // ServerEmbedding on a local KVStore trains only the rows its batches touch.
 #include <gtest/gtest.h>
 
@@ -43,7 +44,8 @@ std::vector<std::vector<float>> train_data_parallel(int world, bool deterministi
         auto strategy = std::make_shared<DataParallelStrategy>(
             comm::make_communicator(hub->transport(r)),
             DataParallelStrategyOptions{.data_parallel = {.timeout = std::chrono::milliseconds(20000)},
-                                        .deterministic = deterministic});
+                                        .deterministic = deterministic,
+                                        .deterministic_atoms = 6});  // worlds 1, 2, 3; batches of 7 and 4 rows
         train::Trainer trainer({.model = model,
                                 .train_loader = std::make_shared<data::DataLoader>(
                                     regression_data(), data::LoaderOptions{.batch_size = 7, .shuffle = true, .seed = 3}),

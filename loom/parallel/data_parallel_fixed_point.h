@@ -1,0 +1,44 @@
+// The exact sum behind deterministic data parallelism: gradients are added as
+// 64-bit integers in units of 2^-40 (fixed point), and integer addition does
+// not depend on the order, so any grouping of the same atoms gives the same bits.
+//
+//   // given: Tensor grad_f32, Tensor acc_i64
+//   auto bad = parallel::fixed_point::accumulate(grad_f32, acc_i64);  // acc += round(grad 2^40); grad = 0
+//   if (bad) { ... }   // grad[bad->index] was bad->value, outside the range: the sum is not exact
+//   parallel::fixed_point::to_float(acc_i64, grad_f32);                    // grad = acc 2^-40; acc = 0
+//
+// Limits (docs/ARCHITECTURE.md, "Data parallelism"): each value added must
+// satisfy |g| <= kMaxMagnitude (2^51 - 1 units), so that kMaxAtoms of them
+// never overflow an int64 (4096 (2^51 - 1) < 2^63); values are rounded to the
+// nearest multiple of 2^-40 (ties to even). Both loops are
+// plain vectorizable arithmetic (the 1.5 * 2^52 rounding trick for
+// double -> int64, a hi/lo split for int64 -> double), exact in IEEE double.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "loom/core/tensor.h"
+
+namespace loom::parallel::fixed_point {
+
+inline constexpr int kFractionBits = 40;    // resolution 2^-40 (about 9.1e-13)
+inline constexpr double kMaxMagnitude = 0x1p11 - 0x1p-40;  // 2^51 - 1 units: the bound on one added value
+inline constexpr int64_t kMaxAtoms = 4096;  // values added into one element before it is read back
+
+// For i < numel: acc[i] += round(grad[i] * 2^40), grad[i] = 0. `grad` is a
+// contiguous floating tensor, `acc` a contiguous i64 tensor with at least as
+// many elements. Returns nothing, or the first grad[i] with
+// !(|grad[i]| <= kMaxMagnitude) (NaN and infinities included); then the
+// accumulator is no longer exact and the caller must fail.
+struct OutOfRange {
+  int64_t index = 0;  // into grad
+  double value = 0;
+};
+std::optional<OutOfRange> accumulate(core::Tensor& grad, core::Tensor& acc);
+
+// For i < grad.numel(): grad[i] = acc[i] * 2^-40 (rounded to the nearest
+// double, then to grad's dtype), acc[i] = 0.
+void to_float(core::Tensor& acc, core::Tensor& grad);
+
+}  // namespace loom::parallel::fixed_point
