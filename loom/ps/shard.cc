@@ -302,8 +302,8 @@ void Shard::set_state(ShardState s) {
              optimizer_ ? std::string(optimizer_->rule->name()) : std::string("none"), want_slots);
   for (size_t i = 0; i <= s.slots.size(); ++i) {
     const size_t n = i == 0 ? s.weights.size() : s.slots[i - 1].size();
-    LOOM_CHECK_T(ShapeError, n == weights_.size(), "kvstore: key {}: state part {} is {} bytes, expected {}", o_.key, i, n,
-                 weights_.size());
+    LOOM_CHECK_T(ShapeError, n == weights_.size(), "kvstore: key {}: state part {} is {} bytes, expected {}", o_.key,
+                 i, n, weights_.size());
   }
   LOOM_CHECK(s.versions.size() == versions_.size(), "kvstore: key {}: state counts {} workers, the job has {}", o_.key,
              s.versions.size(), versions_.size());

@@ -29,7 +29,9 @@ ShardOptions slice_options(int num_workers) {
 
 std::vector<float> gradient(int worker, int round) {
   std::vector<float> g(12);
-  for (size_t i = 0; i < g.size(); ++i) g[i] = 0.1f * static_cast<float>(i) - 0.37f * static_cast<float>(worker + round);
+  for (size_t i = 0; i < g.size(); ++i) {
+    g[i] = 0.1f * static_cast<float>(i) - 0.37f * static_cast<float>(worker + round);
+  }
   return g;
 }
 
