@@ -69,6 +69,24 @@ TEST(WireHeader, LayoutIsLittleEndianAndFixed) {
   for (size_t i = 36; i < 40; ++i) EXPECT_EQ(b[i], std::byte{0});
 }
 
+// The layout, pinned: a known header is exactly these bytes and they decode
+// back to it (so a change to the codec cannot move a field; peers of another
+// build depend on it).
+TEST(WireHeader, KnownEncodingIsPinned) {
+  const Header h{.sender = 0x01020304, .tag = 0x1122334455667788ull, .payload_nbytes = 0x99AABBCC};
+  const std::string pinned = "4c4f4f4d0100280001000000040302018877665544332211ccbbaa9900000000e8ee9e4000000000";
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string got;
+  for (std::byte x : encode_header(h)) {
+    got += kDigits[static_cast<unsigned>(x) >> 4];
+    got += kDigits[static_cast<unsigned>(x) & 0xF];
+  }
+  EXPECT_EQ(got, pinned);
+  std::vector<std::byte> bytes;
+  for (size_t i = 0; i < pinned.size(); i += 2) bytes.push_back(std::byte(std::stoi(pinned.substr(i, 2), nullptr, 16)));
+  EXPECT_EQ(decode_header(bytes, {.world_size = 0x01020305}), h);
+}
+
 TEST(WireHeader, EveryTruncationIsRefused) {
   const auto full = to_vector(encode_header({.sender = 1, .tag = 2, .payload_nbytes = 3}));
   for (size_t n = 0; n < full.size(); ++n) {
