@@ -8,4 +8,5 @@
 #include "loom/optim/optimizer.h"
 #include "loom/optim/schedule.h"
 #include "loom/optim/spec.h"
+#include "loom/optim/state_dict.h"
 #include "loom/optim/update_rule.h"

@@ -1,7 +1,6 @@
 #include "loom/optim/optimizer.h"
 
 #include <cmath>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "loom/autograd/engine.h"
@@ -114,96 +113,48 @@ void Optimizer::zero_grad(bool set_to_none) {
   for (auto& p : params_) autograd::zero_grad(p, set_to_none);
 }
 
-NamedTensors Optimizer::state_dict() const {
-  NamedTensors sd;
-  const auto& slots = rule_->state_names();
-  for (size_t i = 0; i < params_.size(); ++i) {
-    if (param_steps_[i] == 0) continue;
-    for (size_t k = 0; k < slots.size(); ++k) sd.emplace_back(names_[i] + "." + slots[k], clone(state_[i][k]));
-    sd.emplace_back(names_[i] + ".step", Tensor::scalar<int64_t>(param_steps_[i]));
-  }
-  sd.emplace_back("step", Tensor::scalar<int64_t>(step_count_));
-  sd.emplace_back("lr", Tensor::scalar<double>(lr_));
-  return sd;
+StateLayout Optimizer::state_layout() const {
+  StateLayout layout{.rule = std::string(rule_->name()), .slots = rule_->state_names(), .params = names_};
+  for (const auto& p : params_) layout.shapes.push_back(p.shape());
+  return layout;
 }
 
-void Optimizer::load_state_dict(const NamedTensors& sd) {
-  std::unordered_map<std::string_view, const Tensor*> by_name;
-  for (const auto& [name, t] : sd) {
-    LOOM_CHECK(by_name.emplace(name, &t).second, "load_state_dict: key '{}' appears twice", name);
-    LOOM_CHECK(t.defined(), "load_state_dict: '{}' is an undefined tensor", name);
-  }
-  std::unordered_set<std::string_view> taken;
-  auto take = [&](const std::string& key) -> const Tensor* {
-    auto it = by_name.find(key);
-    if (it == by_name.end()) return nullptr;
-    taken.insert(it->first);
-    return it->second;
-  };
-  auto scalar = [&](const std::string& key, bool required) -> const Tensor* {
-    const Tensor* t = take(key);
-    LOOM_CHECK(t || !required, "load_state_dict: missing key '{}'", key);
-    LOOM_CHECK_T(ShapeError, !t || t->numel() == 1, "load_state_dict: '{}' must hold one value, has shape {}", key,
-                 core::to_string(t ? t->shape() : core::Shape{}));
-    return t;
-  };
-
-  // Validate everything before changing anything.
-  const Tensor* step_t = scalar("step", true);
-  const Tensor* lr_t = scalar("lr", true);
-  const int64_t step_count = step_t->item<int64_t>();
-  const double lr = lr_t->item<double>();
-  LOOM_CHECK(step_count >= 0, "load_state_dict: 'step' is {}, expected >= 0", step_count);
-  LOOM_CHECK(lr >= 0.0 && std::isfinite(lr), "load_state_dict: 'lr' is {}, expected a finite value >= 0", lr);
-  const auto& slots = rule_->state_names();
-  std::vector<int64_t> steps(params_.size(), 0);
-  std::vector<std::vector<const Tensor*>> found(params_.size());
+OptimizerState Optimizer::state_snapshot() const {
+  OptimizerState s{.step = step_count_, .lr = lr_};
   for (size_t i = 0; i < params_.size(); ++i) {
-    const std::string& name = names_[i];
-    const Tensor* ps = scalar(name + ".step", false);
-    for (const auto& slot : slots) {
-      const std::string key = name + "." + slot;
-      const Tensor* t = take(key);
-      LOOM_CHECK(!t || ps, "load_state_dict: '{}' is present but '{}.step' is missing", key, name);
-      LOOM_CHECK(t || !ps, "load_state_dict: missing key '{}' (rule '{}' keeps {} for every updated parameter)", key,
-                 rule_->name(), slot);
-      if (!t) continue;
-      LOOM_CHECK_T(ShapeError, t->shape() == params_[i].shape(),
-                   "load_state_dict: '{}' has shape {}, parameter '{}' has shape {}", key, core::to_string(t->shape()),
-                   name, core::to_string(params_[i].shape()));
-      LOOM_CHECK_T(TypeError, core::is_floating(t->dtype()), "load_state_dict: '{}' has dtype {}, expected a float",
-                   key, t->dtype());
-      found[i].push_back(t);
-    }
-    if (ps) {
-      steps[i] = ps->item<int64_t>();
-      LOOM_CHECK(steps[i] >= 1, "load_state_dict: '{}.step' is {}, expected >= 1", name, steps[i]);
-    }
+    ParamState& p = s.params.emplace_back();
+    p.step = param_steps_[i];
+    if (p.step == 0) continue;
+    for (const Tensor& slot : state_[i]) p.slots.push_back(clone(slot));
   }
-  if (taken.size() != sd.size()) {
-    for (const auto& [name, t] : sd) {
-      LOOM_CHECK(taken.contains(name), "load_state_dict: unexpected key '{}' (not a parameter of this optimizer, or "
-                 "not a state slot of rule '{}')", name, rule_->name());
-    }
-  }
+  return s;
+}
 
-  // Commit: copy into the existing buffers where there are some.
+void Optimizer::load_state(const OptimizerState& s) {
+  check_state(state_layout(), s);  // everything before changing anything
+  const size_t slots = rule_->num_state_slots();
   for (size_t i = 0; i < params_.size(); ++i) {
+    const ParamState& p = s.params[i];
     auto& st = state_[i];
-    if (found[i].empty() && steps[i] == 0) {
+    if (p.step == 0) {
       st.clear();
     } else {
-      if (st.size() != slots.size()) {
+      // Copy into the existing buffers where there are some.
+      if (st.size() != slots) {
         st.clear();
-        for (size_t k = 0; k < slots.size(); ++k) st.push_back(Tensor::empty(params_[i].shape(), params_[i].dtype()));
+        for (size_t k = 0; k < slots; ++k) st.push_back(Tensor::empty(params_[i].shape(), params_[i].dtype()));
       }
-      for (size_t k = 0; k < slots.size(); ++k) ops::copy_(st[k], *found[i][k]);
+      for (size_t k = 0; k < slots; ++k) ops::copy_(st[k], p.slots[k]);
     }
-    param_steps_[i] = steps[i];
+    param_steps_[i] = p.step;
   }
-  step_count_ = step_count;
-  lr_ = lr;
+  step_count_ = s.step;
+  lr_ = s.lr;
 }
+
+NamedTensors Optimizer::state_dict() const { return to_state_dict(state_layout(), state_snapshot()); }
+
+void Optimizer::load_state_dict(const NamedTensors& sd) { load_state(from_state_dict(state_layout(), sd)); }
 
 Optimizer sgd(std::vector<Tensor> params, const SgdOptions& o) {
   return Optimizer(std::move(params), std::make_unique<Sgd>(o), o.lr);

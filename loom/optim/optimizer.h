@@ -11,6 +11,9 @@
 //   optim::NamedTensors saved = opt.state_dict();               // "0.momentum_buffer", "0.step", ..., "step", "lr"
 //   opt.load_state_dict(saved);
 //
+// The state's names and types are optim's one layout (state_dict.h), which
+// parameter servers and checkpoints use too.
+//
 // Parameters are contiguous CPU leaf tensors of dtype f32 or f64. The state
 // of a parameter is allocated (zeroed) at its first update, so parameters
 // that never get a gradient cost nothing; after that step() allocates nothing.
@@ -25,12 +28,10 @@
 
 #include "loom/core/tensor.h"
 #include "loom/optim/spec.h"
+#include "loom/optim/state_dict.h"
 #include "loom/optim/update_rule.h"
 
 namespace loom::optim {
-
-// Named tensors in order: named parameters in, optimizer state out.
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 class Optimizer {
  public:
@@ -60,13 +61,20 @@ class Optimizer {
   // State slot `slot` of parameter i (a live view); undefined before its first update.
   Tensor state(size_t i, std::string_view slot) const;
 
-  // A copy of all state: "<name>.<slot>" tensors shaped like the parameter
-  // and "<name>.step" (i64 scalar) for each parameter updated so far, then
-  // "step" (i64 scalar, step_count) and "lr" (f64 scalar).
+  // The parameters' names and shapes and the rule's slots: what a state must fit.
+  StateLayout state_layout() const;
+  // A copy of all state, typed (state_dict.h).
+  OptimizerState state_snapshot() const;
+  // Replaces all state (values are copied and converted to the parameter's
+  // dtype). Throws, leaving the optimizer unchanged, when it does not fit
+  // state_layout() (check_state).
+  void load_state(const OptimizerState& state);
+  // The same as named tensors: "<name>.<slot>" tensors shaped like the
+  // parameter and "<name>.step" (i64 scalar) for each parameter updated so
+  // far, then "step" (i64 scalar, step_count) and "lr" (f64 scalar).
   NamedTensors state_dict() const;
-  // Replaces all state from `sd` (values are copied and converted to the
-  // parameter's dtype). Throws, leaving the optimizer unchanged, on a missing,
-  // unexpected or duplicate key, or a shape that does not match its parameter.
+  // Throws, leaving the optimizer unchanged, on a missing, unexpected or
+  // duplicate key, or a shape that does not match its parameter.
   void load_state_dict(const NamedTensors& sd);
 
  private:

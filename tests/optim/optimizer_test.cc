@@ -214,6 +214,64 @@ TEST(Optimizer, LoadStateDictErrorsLeaveStateUnchanged) {
   EXPECT_EQ(opt.param_step(0), 0);
 }
 
+// optim's one layout (state_dict.h): the typed state and its names are one
+// thing; what parameter servers and checkpoints hold goes through it.
+TEST(OptimizerState, TypedStateAndNamesAreOneLayout) {
+  Tensor w = param({1.0, 2.0}), b = param({3.0});
+  auto opt = adam(NamedTensors{{"fc.weight", w}, {"fc.bias", b}}, {.lr = 0.1, .amsgrad = true});
+  backward_quadratic({w}, 1.0);
+  opt.step();
+  const StateLayout layout = opt.state_layout();
+  EXPECT_EQ(layout.rule, "adam");
+  EXPECT_EQ(layout.slots, (std::vector<std::string>{"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}));
+  EXPECT_EQ(layout.params, (std::vector<std::string>{"fc.weight", "fc.bias"}));
+  const OptimizerState s = opt.state_snapshot();
+  ASSERT_EQ(s.params.size(), 2u);
+  EXPECT_EQ(s.params[0].step, 1);
+  EXPECT_EQ(s.params[0].slots.size(), 3u);
+  EXPECT_EQ(s.params[1].step, 0);  // never updated: no slots
+  EXPECT_TRUE(s.params[1].slots.empty());
+  const NamedTensors sd = to_state_dict(layout, s);
+  std::vector<std::string> keys;
+  for (const auto& [k, t] : sd) keys.push_back(k);
+  EXPECT_EQ(keys, (std::vector<std::string>{"fc.weight.exp_avg", "fc.weight.exp_avg_sq", "fc.weight.max_exp_avg_sq",
+                                            "fc.weight.step", "step", "lr"}));
+  EXPECT_EQ(sd[0].second.data_ptr(), s.params[0].slots[0].data_ptr());  // shared, not copied
+  const OptimizerState back = from_state_dict(layout, sd);
+  EXPECT_EQ(back.step, 1);
+  EXPECT_EQ(back.lr, 0.1);
+  EXPECT_EQ(back.params[0].slots[2].to_vector<double>(), s.params[0].slots[2].to_vector<double>());
+
+  // Without counters: the parameters' entries alone (tables only servers hold).
+  StateLayout tables = layout;
+  tables.counters = false;
+  const NamedTensors entries = to_state_dict(tables, s);
+  EXPECT_EQ(entries.size(), 4u);
+  EXPECT_EQ(from_state_dict(tables, entries).params[0].step, 1);
+  EXPECT_THROW(from_state_dict(tables, sd), ValueError);  // "step" is not one of its names
+
+  // Misfits name what is wrong and change nothing.
+  OptimizerState bad = s;
+  bad.params[1].step = 2;  // updated, but no slots
+  EXPECT_THROW(opt.load_state(bad), ValueError);
+  bad = s;
+  bad.params[0].slots[1] = ops::zeros({3}, DType::F64);
+  EXPECT_THROW(opt.load_state(bad), ShapeError);
+  bad = s;
+  bad.params[0].slots[1] = ops::zeros({2}, DType::I64);
+  EXPECT_THROW(opt.load_state(bad), TypeError);
+  bad = s;
+  bad.params.pop_back();
+  EXPECT_THROW(opt.load_state(bad), ValueError);
+  EXPECT_EQ(opt.param_step(0), 1);
+  try {
+    check_state(layout, OptimizerState{.params = {ParamState{.step = 1}, ParamState{}}});
+    ADD_FAILURE() << "no slots accepted";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("'fc.weight'"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Optimizer, BadInput) {
   EXPECT_THROW(sgd(std::vector<Tensor>{}), ValueError);
   EXPECT_THROW(sgd({Tensor()}), ValueError);
