@@ -9,6 +9,15 @@
 #include "loom/ps/shm_staging.h"
 
 namespace loom::ps::detail {
+namespace {
+
+// The wire header's description of the slice, for the network-free Shard.
+SliceRequest slice_request(const Header& h, std::optional<core::Shape> shape = std::nullopt) {
+  return {.key = h.key, .dtype = h.dtype, .total_rows = h.total_rows, .row_numel = h.row_numel,
+          .row_begin = h.row_begin, .num_rows = h.num_rows, .shape = std::move(shape)};
+}
+
+}  // namespace
 
 struct RequestHandlers::SparsePart {
   SliceId id;
@@ -99,7 +108,7 @@ void RequestHandlers::init(const std::vector<MsgPtr>& route, const Header& h, st
   const auto dims = check_dims(frames[2]->bytes(), h);
   const core::Shape shape(dims.begin(), dims.end());
   Entry& e = slices_.create(id, h, dims, owner);
-  e.shard->check_request(h, &shape);
+  e.shard->check_request(slice_request(h, shape));
   // Without data, or repeated (a retry after a failover: the value stays):
   // answered once the value is set and its backups hold it.
   if (!has_data || e.shard->initialized()) {
@@ -114,7 +123,7 @@ void RequestHandlers::init(const std::vector<MsgPtr>& route, const Header& h, st
 void RequestHandlers::push(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames,
                            const SliceId& id) {
   Entry& e = slices_.at(id, "push");
-  e.shard->check_request(h, nullptr);
+  e.shard->check_request(slice_request(h));
   LOOM_CHECK_T(CommError, h.num_frames == 1, "ps protocol: a push needs 1 frame");
   const int worker = h.sender;
   LOOM_CHECK(worker >= 0 && worker < o_.num_workers, "kvstore: push from worker {} (the job has {})", worker,
@@ -136,7 +145,7 @@ void RequestHandlers::push(const std::vector<MsgPtr>& route, const Header& h, st
 void RequestHandlers::pull(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames,
                            const SliceId& id) {
   Entry& e = slices_.at(id, "pull");
-  e.shard->check_request(h, nullptr);
+  e.shard->check_request(slice_request(h));
   const Waiting w{.route = route, .request = h, .staged = staged(h, frames)};
   LOOM_CHECK_T(CommError, h.num_frames == (w.staged.region ? 1u : 0u), "ps protocol: a pull has no frames");
   replier_.reply_value(w, e.shard->weights());
@@ -208,7 +217,7 @@ bool RequestHandlers::sparse_parts(const Header& h, std::vector<MsgPtr>& frames,
     p.h.row_begin = s.row_begin;
     p.h.num_rows = s.num_rows;
     p.e = &slices_.at(p.id, h.op == Op::Push ? "row_sparse_push" : "row_sparse_pull");
-    p.e->shard->check_request(p.h, nullptr);
+    p.e->shard->check_request(slice_request(p.h));
     const auto begin = ids.begin() + static_cast<ptrdiff_t>(r.begin), end = ids.begin() + static_cast<ptrdiff_t>(r.end);
     p.data.rows = std::vector<int64_t>(begin, end);
     if (h.op == Op::Push) {
@@ -232,7 +241,7 @@ void RequestHandlers::set_state(const std::vector<MsgPtr>& route, const Header& 
   const auto dims = check_dims(frames[2]->bytes(), h);
   const core::Shape shape(dims.begin(), dims.end());
   Entry& e = slices_.create(id, h, dims, owner);
-  e.shard->check_request(h, &shape);
+  e.shard->check_request(slice_request(h, shape));
   e.shard->set_state(decode_shard_state(spans(frames, 3)));
   replication_.replicate(id, e, h, spans(frames, 2), {{route, h}}, true);
 }

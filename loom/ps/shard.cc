@@ -32,19 +32,20 @@ Shard::Shard(const ShardOptions& o) : o_(o) {
   retired_.assign(static_cast<size_t>(o.num_workers), false);
 }
 
-void Shard::check_request(const Header& h, const core::Shape* shape) const {
-  if (shape) {
-    LOOM_CHECK_T(ShapeError, *shape == o_.key_shape, "kvstore: key {} has shape {}, the request says {}", o_.key,
-                 core::to_string(o_.key_shape), core::to_string(*shape));
+void Shard::check_request(const SliceRequest& r) const {
+  LOOM_CHECK(r.key == o_.key, "kvstore: a request about key {} reached the slice of key {}", r.key, o_.key);
+  if (r.shape) {
+    LOOM_CHECK_T(ShapeError, *r.shape == o_.key_shape, "kvstore: key {} has shape {}, the request says {}", o_.key,
+                 core::to_string(o_.key_shape), core::to_string(*r.shape));
   }
-  LOOM_CHECK_T(TypeError, h.dtype == o_.dtype, "kvstore: key {} holds {}, the request has {}", o_.key,
-               core::name(o_.dtype), core::name(h.dtype));
-  LOOM_CHECK_T(ShapeError, h.total_rows == key_rows(o_.key_shape) && h.row_numel == row_numel_,
+  LOOM_CHECK_T(TypeError, r.dtype == o_.dtype, "kvstore: key {} holds {}, the request has {}", o_.key,
+               core::name(o_.dtype), core::name(r.dtype));
+  LOOM_CHECK_T(ShapeError, r.total_rows == key_rows(o_.key_shape) && r.row_numel == row_numel_,
                "kvstore: key {} has shape {}; the request describes {} rows of {} elements", o_.key,
-               core::to_string(o_.key_shape), h.total_rows, h.row_numel);
-  LOOM_CHECK_T(ShapeError, h.row_begin == o_.row_begin && h.num_rows == o_.num_rows,
+               core::to_string(o_.key_shape), r.total_rows, r.row_numel);
+  LOOM_CHECK_T(ShapeError, r.row_begin == o_.row_begin && r.num_rows == o_.num_rows,
                "kvstore: key {}: this server holds rows [{}, {}), the request is about rows [{}, {})", o_.key,
-               o_.row_begin, o_.row_begin + o_.num_rows, h.row_begin, h.row_begin + h.num_rows);
+               o_.row_begin, o_.row_begin + o_.num_rows, r.row_begin, r.row_begin + r.num_rows);
 }
 
 void Shard::init(std::span<const std::byte> value) {

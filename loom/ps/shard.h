@@ -82,6 +82,18 @@ struct ShardOptions {
   bool sync = true;  // dist_sync merges rounds; otherwise every push is applied on arrival
 };
 
+// What a request says about the slice it is for. The server translates its
+// wire Header into this (server_handlers.cc); the Shard knows no wire format.
+struct SliceRequest {
+  int64_t key = 0;
+  core::DType dtype = core::DType::F32;
+  int64_t total_rows = 0;  // rows of the whole key (its first dim; 1 for a scalar)
+  int64_t row_numel = 0;   // elements per row
+  int64_t row_begin = 0;   // the slice: its first row
+  int64_t num_rows = 0;    // and its rows
+  std::optional<core::Shape> shape;  // the key's shape, when the request carries it (init, set_state)
+};
+
 enum class PushResult { Pending, Applied, Duplicate };
 
 // What one applied update was, for replication: the backups apply the same bytes.
@@ -127,8 +139,8 @@ class Shard {
   bool initialized() const { return initialized_; }
   int64_t updates() const { return updates_; }
 
-  // Checks that a request about this key describes the same array (ValueError naming both otherwise).
-  void check_request(const Header& h, const core::Shape* shape) const;
+  // Checks that a request describes this slice of the same array (ValueError naming both otherwise).
+  void check_request(const SliceRequest& request) const;
 
   void init(std::span<const std::byte> value);
   void set_optimizer(std::shared_ptr<const ServerOptimizer> optimizer);

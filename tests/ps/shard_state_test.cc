@@ -127,6 +127,37 @@ TEST(ShardState, ThatDoesNotFitTheSliceIsRefused) {
   EXPECT_TRUE(s.initialized());
 }
 
+// The shard checks a request's own description of the slice (no wire header):
+// the same key, dtype, rows and, when given, shape.
+TEST(ShardState, ARequestAboutAnotherSliceIsRefused) {
+  Shard s(slice_options(1));
+  const SliceRequest good{.key = 7, .dtype = core::DType::F32, .total_rows = 6, .row_numel = 3, .row_begin = 2,
+                          .num_rows = 4};
+  EXPECT_NO_THROW(s.check_request(good));
+  SliceRequest with_shape = good;
+  with_shape.shape = core::Shape{6, 3};
+  EXPECT_NO_THROW(s.check_request(with_shape));
+  with_shape.shape = core::Shape{3, 6};
+  EXPECT_THROW(s.check_request(with_shape), ShapeError);
+  SliceRequest wrong = good;
+  wrong.dtype = core::DType::F64;
+  EXPECT_THROW(s.check_request(wrong), TypeError);
+  wrong = good;
+  wrong.row_numel = 2;
+  EXPECT_THROW(s.check_request(wrong), ShapeError);
+  wrong = good;
+  wrong.row_begin = 0;
+  try {
+    s.check_request(wrong);
+    ADD_FAILURE() << "another slice's rows accepted";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("rows [2, 6)"), std::string::npos) << e.what();
+  }
+  wrong = good;
+  wrong.key = 8;
+  EXPECT_THROW(s.check_request(wrong), ValueError);
+}
+
 TEST(ShardState, MalformedFramesThrowCommError) {
   const std::vector<std::byte> w(16), counters(16), odd(15), one(8);
   auto bad = [](std::vector<std::vector<std::byte>> parts) {
