@@ -58,13 +58,18 @@ DataParallel::DataParallel(nn::Module& model, comm::Communicator& comm, DataPara
       bucket.offsets.push_back(offset);
       offset += p.numel();
       std::weak_ptr<bool> alive = alive_;
-      autograd::register_hook(p, [this, alive, b](const Tensor&) {
-        if (auto a = alive.lock(); a && *a) on_grad_ready(b);
+      const size_t k = bucket.names.size() - 1;
+      autograd::register_hook(p, [this, alive, b, k](const Tensor&) {
+        if (auto a = alive.lock(); !a || !*a) return;
+        if (options_.deterministic) add_fixed_point(b, k);
+        else on_grad_ready(b);
       });
     }
+    bucket.added.assign(bucket.names.size(), 0);
+    bucket.in_sum.assign(bucket.names.size(), 0);
   }
   if (options_.deterministic) {
-    sync_ = false;  // gradients reach the wire through accumulate_fixed_point(), not the hooks
+    sync_ = false;  // the hooks add each final gradient to the fixed-point sums instead
     // The last bucket's accumulator has one more element: the count of
     // out-of-range gradients, summed with the rest so every rank learns of one.
     for (size_t b = 0; b < buckets_.size(); ++b) {
@@ -142,27 +147,43 @@ void DataParallel::comm_loop() {
   }
 }
 
+// From a parameter's hook: its gradient for this atom is final and was just
+// written, so it is still in cache.
+void DataParallel::add_fixed_point(size_t b, size_t k) {
+  Bucket& bucket = buckets_[b];
+  const int64_t end = k + 1 < bucket.offsets.size() ? bucket.offsets[k + 1] : bucket.flat.numel();
+  // The step's first atom assigns: the accumulator is neither read nor zeroed between steps.
+  const fixed_point::Mode mode = bucket.in_sum[k] ? fixed_point::Mode::Add : fixed_point::Mode::Assign;
+  const auto bad = fixed_point::accumulate(bucket.flat, bucket.fixed, {.mode = mode, .begin = bucket.offsets[k], .end = end});
+  bucket.added[k] = 1;
+  bucket.in_sum[k] = 1;
+  if (!bad) return;
+  buckets_.back().fixed.data<int64_t>()[buckets_.back().flat.numel()] += 1;
+  if (!range_error_.empty()) return;
+  range_error_ = format("deterministic data parallelism: a gradient of '{}' (element {}) is {} for one atom of the "
+                        "batch, outside the exact fixed-point range |g| <= 2^11 - 2^-40 (2^51 - 1 units of 2^-40), so "
+                        "the sums would not be exact; the training is diverging or its loss is scaled far up "
+                        "(lower [optimizer] lr, or set deterministic = false)", bucket.names[k],
+                        bad->index - bucket.offsets[k], bad->value);
+}
+
 void DataParallel::accumulate_fixed_point() {
   LOOM_CHECK(options_.deterministic, "DataParallel::accumulate_fixed_point needs the .deterministic option");
   LOOM_CHECK(++accumulated_ <= fixed_point::kMaxAtoms,
              "DataParallel: more than {} fixed-point accumulations in one step; the int64 sums could overflow "
              "(use fewer deterministic atoms)", fixed_point::kMaxAtoms);
-  for (auto& bucket : buckets_) {
-    const auto bad = fixed_point::accumulate(bucket.flat, bucket.fixed);
-    if (!bad) continue;
-    buckets_.back().fixed.data<int64_t>()[buckets_.back().flat.numel()] += 1;
-    if (!range_error_.empty()) continue;
-    size_t p = 0;
-    while (p + 1 < bucket.offsets.size() && bucket.offsets[p + 1] <= bad->index) ++p;
-    range_error_ = format("deterministic data parallelism: a gradient of '{}' (element {}) is {} for one atom of the "
-                          "batch, outside the exact fixed-point range |g| <= 2^11 - 2^-40 (2^51 - 1 units of 2^-40), so "
-                          "the sums would not be exact; the training is diverging or its loss is scaled far up "
-                          "(lower [optimizer] lr, or set deterministic = false)", bucket.names[p],
-                          bad->index - bucket.offsets[p], bad->value);
+  // The hooks added every gradient backward finished; what is left (no
+  // gradient this atom, or one written without backward) is added here.
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    for (size_t k = 0; k < buckets_[b].added.size(); ++k) {
+      if (!buckets_[b].added[k]) add_fixed_point(b, k);
+    }
+    std::fill(buckets_[b].added.begin(), buckets_[b].added.end(), 0);
   }
 }
 
 void DataParallel::finish_gradient_sync() {
+  if (options_.deterministic) begin_fixed_point_sync();
   {
     // Buckets whose parameters received no gradient this pass still go out
     // (as zeros), so every rank reduces every bucket in the same order.
@@ -178,16 +199,31 @@ void DataParallel::finish_gradient_sync() {
     error_ = nullptr;
     reset_pass();
   }
+  if (options_.deterministic) end_fixed_point_sync(err == nullptr);
   if (err) std::rethrow_exception(err);
-  if (options_.deterministic) finish_fixed_point();
 }
 
-void DataParallel::finish_fixed_point() {
+// Parameters that got nothing this step (this rank ran no atom, or none
+// reached them) still hold the last step's sums: they go out as zeros.
+void DataParallel::begin_fixed_point_sync() {
+  for (auto& bucket : buckets_) {
+    for (size_t k = 0; k < bucket.names.size(); ++k) {
+      if (bucket.in_sum[k]) continue;
+      const int64_t end = k + 1 < bucket.offsets.size() ? bucket.offsets[k + 1] : bucket.flat.numel();
+      std::fill(bucket.fixed.data<int64_t>() + bucket.offsets[k], bucket.fixed.data<int64_t>() + end, 0);
+    }
+  }
+}
+
+void DataParallel::end_fixed_point_sync(bool reduced) {
   accumulated_ = 0;
+  for (auto& bucket : buckets_) std::fill(bucket.in_sum.begin(), bucket.in_sum.end(), 0);
   if (buckets_.empty()) return;
   int64_t& out_of_range = buckets_.back().fixed.data<int64_t>()[buckets_.back().flat.numel()];
   const bool failed = out_of_range != 0;
   out_of_range = 0;
+  if (!reduced) range_error_.clear();
+  if (!reduced) return;
   for (auto& bucket : buckets_) fixed_point::to_float(bucket.fixed, bucket.flat);
   if (!failed) return;
   std::string message = std::move(range_error_);

@@ -81,15 +81,17 @@ class DataParallel {
   };
   NoSync no_sync() { return NoSync(*this); }
 
-  // Deterministic mode: adds the current gradients (of one atom, a fixed
-  // part of the global batch) into 64-bit fixed-point accumulators
-  // (parallel::fixed_point) and zeroes them. finish_gradient_sync() then
-  // all-reduces the accumulators (integer sums: exact, associative) and
-  // writes the result back as the gradients. Call it after each atom's
-  // backward, at most fixed_point::kMaxAtoms times per step over all ranks.
-  // A gradient outside the exact range (|g| >= fixed_point::kMaxMagnitude,
-  // NaN, inf) makes finish_gradient_sync() throw ValueError on every rank
-  // (the rank that saw it names the parameter and the value).
+  // Deterministic mode: the gradients of one atom (a fixed part of the
+  // global batch) go into 64-bit fixed-point accumulators
+  // (parallel::fixed_point) and are zeroed: each parameter's from its hook,
+  // as backward finishes it (still in cache), the rest when this is called.
+  // Call it after each atom's backward, at most fixed_point::kMaxAtoms times
+  // per step over all ranks. finish_gradient_sync() then all-reduces the
+  // accumulators (integer sums: exact, associative) and writes the result
+  // back as the gradients. A gradient outside the exact range
+  // (|g| > fixed_point::kMaxMagnitude, NaN, inf) makes finish_gradient_sync()
+  // throw ValueError on every rank (the rank that saw it names the parameter
+  // and the value).
   void accumulate_fixed_point();
 
   size_t num_buckets() const { return buckets_.size(); }
@@ -102,12 +104,16 @@ class DataParallel {
     core::Tensor fixed; // deterministic mode: i64 fixed-point accumulator
     std::vector<std::string> names;
     std::vector<int64_t> offsets;  // of each parameter in flat
+    std::vector<uint8_t> added;    // deterministic: its gradient is in `fixed` for this atom
+    std::vector<uint8_t> in_sum;   // deterministic: `fixed` holds its sum for this step
     int pending = 0;    // gradients not yet final in this pass
   };
   void on_grad_ready(size_t bucket);
   void comm_loop();
   void reset_pass();
-  void finish_fixed_point();
+  void add_fixed_point(size_t bucket, size_t param);
+  void begin_fixed_point_sync();
+  void end_fixed_point_sync(bool reduced);
 
   nn::Module& model_;
   comm::Communicator& comm_;

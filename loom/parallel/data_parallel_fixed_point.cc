@@ -12,9 +12,9 @@ using core::Tensor;
 
 namespace {
 
-constexpr double kScale = 0x1p40;       // 2^kFractionBits
+constexpr double kScale = 0x1p40;  // 2^kFractionBits
 constexpr double kInverseScale = 0x1p-40;
-constexpr double kLimit = 0x1p51 - 1;   // kMaxMagnitude * kScale, the largest |x| added
+constexpr double kLimit = 0x1p51 - 1;  // kMaxMagnitude * kScale, the largest |x| added
 // For |x| <= 2^51 - 1, x + 1.5 * 2^52 lies in [2^52, 2^53), where doubles are
 // the integers: the add rounds x to the nearest integer (ties to even), and
 // the difference of the two bit patterns is that integer.
@@ -22,38 +22,66 @@ constexpr double kRound = 0x1.8p52;
 static_assert(static_cast<double>(kMaxAtoms) * kLimit < 0x1p63, "kMaxAtoms values of one element fit an int64");
 static_assert(kMaxMagnitude * kScale == kLimit);
 
-// Returns whether every value of g[0, n) satisfies |g 2^40| <= 2^51 - 1 (false for NaN).
-template <class T>
-bool in_range(const T* g, int64_t n) {
-  int64_t out_of_range = 0;
-  for (int64_t i = 0; i < n; ++i) out_of_range += !(std::fabs(static_cast<double>(g[i]) * kScale) <= kLimit);
-  return out_of_range == 0;
-}
-
-// Unsigned arithmetic: the same bits as int64 two's complement, and a garbage
-// value (out of range, reported by the caller) cannot be undefined behaviour.
-template <class T>
-void accumulate_typed(T* g, uint64_t* acc, int64_t n) {
+// acc (+)= round(g 2^40), g = 0, for n values; returns how many were out of
+// range. Unsigned arithmetic: the same bits as int64 two's complement, and a
+// garbage value (out of range) cannot be undefined behaviour.
+template <Mode mode, class T>
+int64_t accumulate_block(T* g, uint64_t* acc, int64_t n) {
   const uint64_t round_bits = std::bit_cast<uint64_t>(kRound);
+  int64_t out_of_range = 0;
   for (int64_t i = 0; i < n; ++i) {
     const double x = static_cast<double>(g[i]) * kScale;  // exact: a power of two
-    acc[i] += std::bit_cast<uint64_t>(x + kRound) - round_bits;
-    g[i] = T(0);
+    out_of_range += !(std::fabs(x) <= kLimit);
+    const uint64_t q = std::bit_cast<uint64_t>(x + kRound) - round_bits;
+    if constexpr (mode == Mode::Add) acc[i] += q;
+    else acc[i] = q;
   }
+  return out_of_range;
 }
 
-// acc = hi * 2^32 + lo with hi the signed high word and lo the unsigned low
-// word; both halves are exact doubles, so the one rounding is the sum's:
-// the result is acc correctly rounded, as static_cast<double>(acc) is, in
-// arithmetic AVX2 has for whole vectors.
+template <Mode mode, class T>
+std::optional<OutOfRange> accumulate_typed(T* g, uint64_t* acc, int64_t begin, int64_t end) {
+  // Blocks that stay in L1: the values are zeroed after the block's pass,
+  // so an offender can still be found and named.
+  constexpr int64_t kBlock = 1024;
+  std::optional<OutOfRange> first;
+  for (int64_t lo = begin; lo < end; lo += kBlock) {
+    const int64_t len = std::min(kBlock, end - lo);
+    if (accumulate_block<mode>(g + lo, acc + lo, len) != 0 && !first) {
+      for (int64_t i = lo; !first; ++i) {
+        if (!(std::fabs(static_cast<double>(g[i])) <= kMaxMagnitude)) first = OutOfRange{i, static_cast<double>(g[i])};
+      }
+    }
+    std::fill(g + lo, g + lo + len, T(0));
+  }
+  return first;
+}
+
+// int64 -> double, correctly rounded (as static_cast<double> is), in
+// arithmetic AVX2 has for whole vectors. Small sums (|acc| < 2^51, i.e.
+// |sum| < 2048): the rounding trick backwards, exact. Any sum: acc =
+// hi * 2^32 + lo with hi the signed high word and lo the unsigned low word;
+// both halves are exact doubles, so the one rounding is the sum's.
 template <class T>
-void to_float_typed(uint64_t* acc, T* g, int64_t n) {
+void to_float_block(const uint64_t* acc, T* g, int64_t n) {
+  const uint64_t round_bits = std::bit_cast<uint64_t>(kRound);
+  int64_t large = 0;
+  for (int64_t i = 0; i < n; ++i) large += (acc[i] + (uint64_t{1} << 51)) >> 52 != 0;  // |acc| >= 2^51
+  if (large == 0) {
+    for (int64_t i = 0; i < n; ++i) g[i] = static_cast<T>((std::bit_cast<double>(acc[i] + round_bits) - kRound) * kInverseScale);
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const double hi = static_cast<double>(static_cast<int32_t>(static_cast<uint32_t>(acc[i] >> 32)));
     const double lo = static_cast<double>(static_cast<int32_t>(static_cast<uint32_t>(acc[i]) ^ 0x80000000u)) + 0x1p31;
     g[i] = static_cast<T>((hi * 0x1p32 + lo) * kInverseScale);
-    acc[i] = 0;
   }
+}
+
+template <class T>
+void to_float_typed(const uint64_t* acc, T* g, int64_t n) {
+  constexpr int64_t kBlock = 1024;
+  for (int64_t lo = 0; lo < n; lo += kBlock) to_float_block(acc + lo, g + lo, std::min(kBlock, n - lo));
 }
 
 void check(const Tensor& grad, const Tensor& acc) {
@@ -63,32 +91,21 @@ void check(const Tensor& grad, const Tensor& acc) {
 
 }  // namespace
 
-std::optional<OutOfRange> accumulate(Tensor& grad, Tensor& acc) {
+std::optional<OutOfRange> accumulate(Tensor& grad, Tensor& acc, const AccumulateOptions& o) {
   check(grad, acc);
+  const int64_t end = o.end < 0 ? grad.numel() : o.end;
+  LOOM_ASSERT(0 <= o.begin && o.begin <= end && end <= grad.numel());
   auto* a = static_cast<uint64_t*>(acc.data_ptr());
-  const int64_t n = grad.numel();
-  return core::visit_float_dtype(grad.dtype(), "fixed_point::accumulate", [&]<class T>() -> std::optional<OutOfRange> {
+  return core::visit_float_dtype(grad.dtype(), "fixed_point::accumulate", [&]<class T>() {
     T* g = static_cast<T*>(grad.data_ptr());
-    // Blocks that stay in L1: the range check reads them, the add reads them
-    // again at no memory cost; an offender is found before it is zeroed.
-    constexpr int64_t kBlock = 2048;
-    std::optional<OutOfRange> first;
-    for (int64_t lo = 0; lo < n; lo += kBlock) {
-      const int64_t len = std::min(kBlock, n - lo);
-      if (!first && !in_range(g + lo, len)) {
-        for (int64_t i = lo; !first; ++i) {
-          if (!in_range(g + i, 1)) first = OutOfRange{.index = i, .value = static_cast<double>(g[i])};
-        }
-      }
-      accumulate_typed<T>(g + lo, a + lo, len);
-    }
-    return first;
+    return o.mode == Mode::Add ? accumulate_typed<Mode::Add>(g, a, o.begin, end)
+                               : accumulate_typed<Mode::Assign>(g, a, o.begin, end);
   });
 }
 
-void to_float(Tensor& acc, Tensor& grad) {
+void to_float(const Tensor& acc, Tensor& grad) {
   check(grad, acc);
-  auto* a = static_cast<uint64_t*>(acc.data_ptr());
+  const auto* a = static_cast<const uint64_t*>(acc.data_ptr());
   core::visit_float_dtype(grad.dtype(), "fixed_point::to_float", [&]<class T>() {
     to_float_typed<T>(a, static_cast<T*>(grad.data_ptr()), grad.numel());
   });

@@ -3,16 +3,19 @@
 // not depend on the order, so any grouping of the same atoms gives the same bits.
 //
 //   // given: Tensor grad_f32, Tensor acc_i64
-//   auto bad = parallel::fixed_point::accumulate(grad_f32, acc_i64);  // acc += round(grad 2^40); grad = 0
+//   using namespace parallel::fixed_point;
+//   auto bad = accumulate(grad_f32, acc_i64, {.mode = Mode::Assign});  // acc = round(grad 2^40); grad = 0
+//   bad = accumulate(grad_f32, acc_i64);                                // acc += round(grad 2^40); grad = 0
 //   if (bad) { ... }   // grad[bad->index] was bad->value, outside the range: the sum is not exact
-//   parallel::fixed_point::to_float(acc_i64, grad_f32);                    // grad = acc 2^-40; acc = 0
+//   to_float(acc_i64, grad_f32);                                        // grad = acc 2^-40
 //
 // Limits (docs/ARCHITECTURE.md, "Data parallelism"): each value added must
 // satisfy |g| <= kMaxMagnitude (2^51 - 1 units), so that kMaxAtoms of them
 // never overflow an int64 (4096 (2^51 - 1) < 2^63); values are rounded to the
-// nearest multiple of 2^-40 (ties to even). Both loops are
-// plain vectorizable arithmetic (the 1.5 * 2^52 rounding trick for
-// double -> int64, a hi/lo split for int64 -> double), exact in IEEE double.
+// nearest multiple of 2^-40 (ties to even). Both loops are plain vectorizable
+// arithmetic (the 1.5 * 2^52 rounding trick for double -> int64, a hi/lo
+// split for int64 -> double), exact in IEEE double; the range check rides
+// along in the same pass.
 #pragma once
 
 #include <cstdint>
@@ -26,19 +29,31 @@ inline constexpr int kFractionBits = 40;    // resolution 2^-40 (about 9.1e-13)
 inline constexpr double kMaxMagnitude = 0x1p11 - 0x1p-40;  // 2^51 - 1 units: the bound on one added value
 inline constexpr int64_t kMaxAtoms = 4096;  // values added into one element before it is read back
 
-// For i < numel: acc[i] += round(grad[i] * 2^40), grad[i] = 0. `grad` is a
-// contiguous floating tensor, `acc` a contiguous i64 tensor with at least as
-// many elements. Returns nothing, or the first grad[i] with
-// !(|grad[i]| <= kMaxMagnitude) (NaN and infinities included); then the
-// accumulator is no longer exact and the caller must fail.
+enum class Mode {
+  Add,     // acc += q
+  Assign,  // acc = q (the first value of a sum: acc is not read)
+};
+
+struct AccumulateOptions {
+  Mode mode = Mode::Add;
+  int64_t begin = 0, end = -1;  // the elements [begin, end) of both tensors (-1: grad.numel())
+};
+
+// A value outside the range: then the accumulator is no longer exact and
+// the caller must fail.
 struct OutOfRange {
   int64_t index = 0;  // into grad
   double value = 0;
 };
-std::optional<OutOfRange> accumulate(core::Tensor& grad, core::Tensor& acc);
 
-// For i < grad.numel(): grad[i] = acc[i] * 2^-40 (rounded to the nearest
-// double, then to grad's dtype), acc[i] = 0.
-void to_float(core::Tensor& acc, core::Tensor& grad);
+// For each i of the range: acc[i] (+)= round(grad[i] * 2^40), grad[i] = 0.
+// `grad` is a contiguous floating tensor, `acc` a contiguous i64 tensor with
+// at least as many elements. Returns the first grad[i] with
+// !(|grad[i]| <= kMaxMagnitude) (NaN and infinities included), if any.
+std::optional<OutOfRange> accumulate(core::Tensor& grad, core::Tensor& acc, const AccumulateOptions& options = {});
+
+// For i < grad.numel(): grad[i] = acc[i] * 2^-40, rounded to the nearest
+// double, then to grad's dtype. acc is left as it is.
+void to_float(const core::Tensor& acc, core::Tensor& grad);
 
 }  // namespace loom::parallel::fixed_point
