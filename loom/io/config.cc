@@ -384,6 +384,7 @@ const SectionTable<DistributedConfig> kDistributed{
         {"mode", &DistributedConfig::mode, one_of(mode_names())},
         {"workers", &DistributedConfig::workers, kAtLeast1},
         {"deterministic", &DistributedConfig::deterministic},
+        {"deterministic_atoms", &DistributedConfig::deterministic_atoms, kAtLeast1},  // and <= 4096, workers | it: parallel::check_atoms
         {"transport", &DistributedConfig::transport, one_of({"auto", "zmq", "shm"})},
         {"algorithm", &DistributedConfig::algorithm,
          one_of({"auto", "ring", "halving_doubling", "tree", "hierarchical"})},

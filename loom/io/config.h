@@ -66,7 +66,8 @@ struct TrainConfig {
 struct DistributedConfig {
   Mode mode = Mode::Local;        // local | allreduce | dist_sync | dist_async | dist_ssp (parameter servers)
   int64_t workers = 1;            // processes `loom train` starts (or the launcher did)
-  bool deterministic = false;     // bitwise-identical results for any worker count (slower)
+  bool deterministic = false;     // bitwise-identical results for any worker count that divides deterministic_atoms
+  int64_t deterministic_atoms = 8;  // deterministic: canonical parts of each batch (1..4096; workers must divide it)
   std::string transport = "auto"; // auto | zmq | shm
   std::string algorithm = "auto"; // auto | ring | halving_doubling | tree | hierarchical
   double bucket_mb = 25.0;

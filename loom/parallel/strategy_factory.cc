@@ -2,6 +2,7 @@
 
 #include "loom/comm/collectives.h"
 #include "loom/core/error.h"
+#include "loom/parallel/data_parallel_atoms.h"
 #include "loom/parallel/parameter_server_strategy.h"
 
 namespace loom::parallel {
@@ -51,6 +52,7 @@ ProcessRole choose_role(const io::JobConfig& job, const comm::JobEnv& env, const
   if (workers > 1 || d.deterministic) {
     LOOM_CHECK_T(ConfigError, d.mode != io::Mode::Local || options.workers > 0,
                  "{}: [distributed] workers = {} needs mode = \"allreduce\"", job.path, workers);
+    if (d.deterministic) check_atoms(d.deterministic_atoms, workers);  // before starting workers that would refuse
     return {.role = Role::Launch, .mode = d.mode, .workers = workers};
   }
   return {.role = Role::Train, .mode = io::Mode::Local};
@@ -61,7 +63,8 @@ DataParallelStrategyOptions data_parallel_options(const io::DistributedConfig& d
                             .first_bucket_bytes = mebibytes(d.first_bucket_mb),
                             .algorithm = comm::algorithm_from_name(d.algorithm),
                             .timeout = seconds(d.timeout_s)},
-          .deterministic = d.deterministic};
+          .deterministic = d.deterministic,
+          .deterministic_atoms = d.deterministic_atoms};
 }
 
 ProcessGroupOptions process_group_options(const io::DistributedConfig& d) {

@@ -101,6 +101,14 @@ TEST(ChooseRole, ParameterServerModes) {
   }
 }
 
+// Deterministic: the launcher refuses a worker count that does not divide the atoms.
+TEST(ChooseRole, DeterministicWorkersMustDivideTheAtoms) {
+  io::JobConfig job = job_with(io::Mode::Allreduce, 3, 0, true);
+  EXPECT_THROW(choose_role(job, kNoJob), ConfigError);  // 8 atoms
+  job.distributed.deterministic_atoms = 6;
+  expect_role(choose_role(job, kNoJob), Role::Launch, io::Mode::Allreduce, 3);
+}
+
 TEST(MakeStrategy, LocalAndRefusals) {
   const io::JobConfig job = job_with(io::Mode::Local);
   auto s = make_strategy(choose_role(job, kNoJob), job, kNoJob);
@@ -114,8 +122,10 @@ TEST(MakeStrategy, JobOptionsReachTheStrategies) {
   job.distributed.bucket_mb = 2;
   job.distributed.algorithm = "tree";
   job.distributed.timeout_s = 5;
+  job.distributed.deterministic_atoms = 16;
   const DataParallelStrategyOptions o = data_parallel_options(job.distributed);
   EXPECT_TRUE(o.deterministic);
+  EXPECT_EQ(o.deterministic_atoms, 16);
   EXPECT_EQ(o.data_parallel.bucket_bytes, size_t{2} << 20);
   EXPECT_EQ(o.data_parallel.algorithm, comm::Algorithm::Tree);
   EXPECT_EQ(o.data_parallel.timeout.count(), 5000);
