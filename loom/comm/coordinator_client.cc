@@ -166,10 +166,9 @@ struct CoordinatorClient::Impl {
       throw TimeoutError(format("coordinator {}: {} got no reply within {} ms", endpoint, what, wait.count()));
     }
     if (p->type == Type::Error) {
-      BodyReader r(p->body, "error");
-      const int64_t code = r.i64("code");
-      const std::string message = format("coordinator {}: {}: {}", endpoint, what, r.str("message", kMaxNameBytes));
-      switch (code) {
+      const ErrorBody error = decode_error(p->body);
+      const std::string message = format("coordinator {}: {}: {}", endpoint, what, error.message);
+      switch (error.code) {
         case kRefused:
           throw ConfigError(message);
         case kTimedOut:
@@ -276,26 +275,17 @@ struct CoordinatorClient::Impl {
     last_heard = Clock::now();
     try {
       if (h.type == Type::Lost) {
-        BodyReader r(body, "lost");
-        LostPeer l = decode_lost(r);
-        r.done();
-        note_lost(std::move(l));
+        note_lost(decode_lost(body));
         return;
       }
       if (h.type == Type::HeartbeatAck) {
-        BodyReader r(body, "heartbeat reply");
-        const int64_t n = r.i64("count", 0, kMaxProcesses);
-        std::vector<LostPeer> all;
-        for (int64_t i = 0; i < n; ++i) all.push_back(decode_lost(r));
-        r.done();
-        for (auto& l : all) note_lost(std::move(l));
+        for (LostPeer& l : decode_heartbeat_ack(body)) note_lost(std::move(l));
         return;
       }
       if (h.type == Type::Welcome && !welcomed) {
-        BodyReader r(body, "welcome");
-        heartbeat_interval = Ms(r.i64("heartbeat_interval_ms", 1, 3600000));
-        heartbeat_timeout = Ms(r.i64("heartbeat_timeout_ms", 1, 36000000));
-        r.done();
+        const WelcomeBody welcome = decode_welcome(body);
+        heartbeat_interval = welcome.heartbeat_interval;
+        heartbeat_timeout = welcome.heartbeat_timeout;
         welcomed = true;
       }
     } catch (const CommError&) {
@@ -355,7 +345,7 @@ CoordinatorClient::CoordinatorClient(std::string endpoint, const SecurityOptions
   }
   m.io = std::thread([&m] { m.run(); });
   try {
-    const std::string body = BodyWriter().i64(static_cast<int64_t>(::getpid())).take();
+    const std::string body = encode(HelloBody{.pid = ::getpid()});
     try {
       m.request(Type::Hello, body, Type::Welcome, timeout, "connecting");
     } catch (const TimeoutError&) {
@@ -386,9 +376,9 @@ CoordinatorClient::~CoordinatorClient() {
     std::lock_guard lock(m.mu);
     coordinator_gone = !m.coordinator_lost.empty();
     if (!m.left && !coordinator_gone) {
-      BodyWriter w;
-      w.i64(0).str("its process ended without leaving the job (crashed or stopped on an error)");
-      m.outbox.emplace_back(encode_header(Type::Leave, 0), w.take());
+      const LeaveBody leave{.clean = false,
+                            .reason = "its process ended without leaving the job (crashed or stopped on an error)"};
+      m.outbox.emplace_back(encode_header(Type::Leave, 0), encode(leave));
     }
     m.stopping = true;
   }
@@ -403,49 +393,21 @@ Membership CoordinatorClient::register_process(const RegisterRequest& req, std::
   LOOM_CHECK(req.rank >= -1, "register_process: rank must be -1 (any) or >= 0, got {}", req.rank);
   LOOM_CHECK(req.host.size() <= kMaxNameBytes && req.endpoint.size() <= kMaxNameBytes,
              "register_process: host or endpoint longer than {} bytes", kMaxNameBytes);
-  const std::string body =
-      BodyWriter().str(req.role).str(req.host).i64(req.rank).str(req.endpoint).i64(timeout.count()).take();
+  const RegisterBody reg{.role = req.role, .host = req.host, .rank = req.rank, .endpoint = req.endpoint,
+                         .timeout = timeout};
+  const std::string body = encode(reg);
   const std::string reply =
       impl_->request(Type::Register, body, Type::Registered, timeout + kReplyGrace, format("register as {}", req.role));
-  BodyReader r(reply, "registered");
-  Membership m;
-  m.role = r.str("role", kMaxNameBytes);
-  m.rank = static_cast<int>(r.i64("rank", 0, kMaxProcesses));
-  m.num_workers = static_cast<int>(r.i64("num_workers", 1, kMaxProcesses));
-  m.num_servers = static_cast<int>(r.i64("num_servers", 0, kMaxProcesses));
-  m.num_hosts = static_cast<int>(r.i64("num_hosts", 1, kMaxProcesses));
-  const int64_t count = r.i64("count", 1, 2 * kMaxProcesses);
-  if (count != m.num_workers + m.num_servers) {
-    throw CommError(format("coordinator protocol: {} processes listed for {} workers and {} servers", count,
-                           m.num_workers, m.num_servers));
-  }
-  std::vector<int> next = {0, 0};  // expected rank per role: workers, then servers, each in rank order
-  for (int64_t i = 0; i < count; ++i) {
-    ProcessInfo p;
-    p.role = r.str("process role", kMaxNameBytes);
-    p.rank = static_cast<int>(r.i64("process rank", 0, kMaxProcesses));
-    p.host = r.str("process host", kMaxNameBytes);
-    p.host_index = static_cast<int>(r.i64("host index", 0, m.num_hosts - 1));
-    p.local_rank = static_cast<int>(r.i64("local rank", 0, kMaxProcesses));
-    p.endpoint = r.str("endpoint", kMaxNameBytes);
-    const bool worker = i < m.num_workers;
-    if (p.role != (worker ? "worker" : "server") || p.rank != next[worker ? 0 : 1]++) {
-      throw CommError(format("coordinator protocol: process {} is {} {}, out of order", i, p.role, p.rank));
-    }
-    m.processes.push_back(std::move(p));
-  }
-  r.done();
+  Membership m = decode_registered(reply);
   if (m.role != req.role || (req.rank >= 0 && m.rank != req.rank)) {
     throw CommError(format("coordinator protocol: asked to be {} {}, told {} {}", req.role, req.rank, m.role, m.rank));
   }
-  m.world_size = m.role == "worker" ? m.num_workers : m.num_servers;
-  if (m.rank >= m.world_size) throw CommError(format("coordinator protocol: rank {} of {}", m.rank, m.world_size));
   return m;
 }
 
 void CoordinatorClient::barrier(const std::string& name, std::chrono::milliseconds timeout, const std::string& role) {
   LOOM_CHECK(name.size() <= kMaxNameBytes, "barrier: name longer than {} bytes", kMaxNameBytes);
-  const std::string body = BodyWriter().str(name).str(role).i64(timeout.count()).take();
+  const std::string body = encode(BarrierBody{.name = name, .scope = role, .timeout = timeout});
   impl_->request(Type::Barrier, body, Type::Done, timeout + kReplyGrace, format("barrier '{}'", name));
 }
 
@@ -453,21 +415,18 @@ void CoordinatorClient::set(const std::string& key, const std::string& value, st
   LOOM_CHECK(key.size() <= kMaxNameBytes, "set: key longer than {} bytes", kMaxNameBytes);
   LOOM_CHECK(value.size() <= kMaxValueBytes, "set: value of {} bytes is over the {}-byte limit", value.size(),
              kMaxValueBytes);
-  impl_->request(Type::Set, BodyWriter().str(key).str(value).take(), Type::Done, timeout, format("set '{}'", key));
+  impl_->request(Type::Set, encode(SetBody{.key = key, .value = value}), Type::Done, timeout, format("set '{}'", key));
 }
 
 std::string CoordinatorClient::get(const std::string& key, std::chrono::milliseconds timeout) {
   LOOM_CHECK(key.size() <= kMaxNameBytes, "get: key longer than {} bytes", kMaxNameBytes);
-  const std::string reply = impl_->request(Type::Get, BodyWriter().str(key).i64(timeout.count()).take(), Type::Value,
+  const std::string reply = impl_->request(Type::Get, encode(GetBody{.key = key, .timeout = timeout}), Type::Value,
                                            timeout + kReplyGrace, format("get '{}'", key));
-  BodyReader r(reply, "value");
-  std::string value = r.str("value", kMaxValueBytes);
-  r.done();
-  return value;
+  return decode_value(reply).value;
 }
 
 void CoordinatorClient::leave(std::chrono::milliseconds timeout) {
-  impl_->request(Type::Leave, BodyWriter().i64(1).str("").take(), Type::Done, timeout, "leave");
+  impl_->request(Type::Leave, encode(LeaveBody{.clean = true}), Type::Done, timeout, "leave");
   std::lock_guard lock(impl_->mu);
   impl_->left = true;
 }

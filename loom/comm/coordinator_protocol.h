@@ -1,25 +1,25 @@
 // Internal to the coordinator (coordinator_server.cc, coordinator_client.cc):
-// the wire format both ends speak and the eventfd that wakes their polling
-// loops. Not part of the public API; the format is described in coordinator.h.
+// the messages both ends speak, built from the frame codec (frame_codec.h),
+// and the eventfd that wakes their polling loops. Not part of the public API;
+// the format is described in coordinator.h: a 16-byte header {magic "LMCO",
+// u16 version (1), u16 type, u64 request id} and a body, the fields of its
+// type's struct below in order (i64 little-endian, strings as a u32 length and
+// the bytes; Done and Heartbeat are empty).
 //
-//   // given: uint64_t request_id, std::string name, int64_t timeout_ms, std::string_view frame
-//   using namespace comm::coordinator_protocol;
-//   std::string header = encode_header(Type::Get, request_id);   // 16 bytes
-//   std::string body = BodyWriter().str(name).i64(timeout_ms).take();
-//   Header h = decode_header(frame);                            // CommError if bad
-//   BodyReader r(body, "get");                                  // every field checked
-//   std::string key = r.str("key", kMaxNameBytes);
-//   r.done();                                                   // no trailing bytes
+// Every decoder checks every length against the frame and every field against
+// its limits, and throws CommError naming the message and the field
+// (fuzz/coordinator_message_fuzz.cc runs each of them).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
-#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "loom/comm/coordinator.h"
+#include "loom/comm/frame_codec.h"
 #include "loom/core/error.h"
 
 namespace loom::comm::coordinator_protocol {
@@ -28,13 +28,14 @@ using Ms = std::chrono::milliseconds;
 
 // ---- wire format --------------------------------------------------------
 
-inline constexpr char kMagic[4] = {'L', 'M', 'C', 'O'};
+inline constexpr std::array<char, 4> kMagic = {'L', 'M', 'C', 'O'};
 inline constexpr uint16_t kVersion = 1;
 inline constexpr size_t kHeaderBytes = 16;
 inline constexpr size_t kMaxBodyBytes = size_t{4} << 20;
 inline constexpr size_t kMaxNameBytes = 4096;  // role, host, endpoint, key, barrier name, reason
 inline constexpr size_t kMaxValueBytes = size_t{1} << 20;
 inline constexpr int64_t kMaxProcesses = 1 << 16;
+inline constexpr int64_t kMaxTimeoutMs = INT64_MAX / 2000000;  // a deadline of now + it cannot overflow
 
 enum class Type : uint16_t {
   // client -> coordinator
@@ -68,77 +69,84 @@ std::string encode_header(Type type, uint64_t request);
 // CommError for a wrong size, magic, version or type.
 Header decode_header(std::string_view h);
 
-class BodyWriter {
- public:
-  BodyWriter& i64(int64_t v) {
-    for (int i = 0; i < 8; ++i) buf_.push_back(static_cast<char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xff));
-    return *this;
-  }
-  BodyWriter& str(std::string_view s) {
-    const auto n = static_cast<uint32_t>(s.size());
-    for (int i = 0; i < 4; ++i) buf_.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
-    buf_.append(s);
-    return *this;
-  }
-  std::string take() { return std::move(buf_); }
+// ---- message bodies ------------------------------------------------------
+// One struct per body; encode() writes it, decode_<message>() reads it back.
 
- private:
-  std::string buf_;
+struct HelloBody {  // Hello
+  int64_t pid = 0;
 };
-
-// Reads fields in order; anything out of bounds is a CommError naming the field.
-class BodyReader {
- public:
-  BodyReader(std::string_view data, const char* message) : data_(data), message_(message) {}
-  int64_t i64(const char* field) {
-    need(8, field);
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i)
-      v |= static_cast<uint64_t>(static_cast<unsigned char>(data_[pos_ + static_cast<size_t>(i)])) << (8 * i);
-    pos_ += 8;
-    return static_cast<int64_t>(v);
-  }
-  int64_t i64(const char* field, int64_t min, int64_t max) {
-    const int64_t v = i64(field);
-    if (v < min || v > max) fail(field, format("value {} outside [{}, {}]", v, min, max));
-    return v;
-  }
-  std::string str(const char* field, size_t max) {
-    need(4, field);
-    uint32_t n = 0;
-    for (int i = 0; i < 4; ++i)
-      n |= static_cast<uint32_t>(static_cast<unsigned char>(data_[pos_ + static_cast<size_t>(i)])) << (8 * i);
-    pos_ += 4;
-    if (n > max) fail(field, format("{} bytes, limit {}", n, max));
-    need(n, field);
-    std::string s(data_.substr(pos_, n));
-    pos_ += n;
-    return s;
-  }
-  void done() {
-    if (pos_ != data_.size()) fail("end", format("{} unexpected trailing bytes", data_.size() - pos_));
-  }
-
- private:
-  void need(size_t n, const char* field) {
-    if (data_.size() - pos_ < n) fail(field, "truncated");
-  }
-  [[noreturn]] void fail(const char* field, const std::string& why) {
-    throw CommError(format("coordinator protocol: {} message, field '{}': {}", message_, field, why));
-  }
-  std::string_view data_;
-  size_t pos_ = 0;
-  const char* message_;
+struct WelcomeBody {  // Welcome
+  Ms heartbeat_interval{0};  // 1 ms .. 1 h
+  Ms heartbeat_timeout{0};   // 1 ms .. 10 h
 };
+struct RegisterBody {  // Register (Registered answers with the Membership)
+  std::string role;    // any string: the coordinator refuses a role it does not know
+  std::string host;
+  int rank = -1;       // -1 .. kMaxProcesses
+  std::string endpoint;
+  Ms timeout{0};       // 0 .. kMaxTimeoutMs
+};
+struct BarrierBody {  // Barrier
+  std::string name;
+  std::string scope;  // "" (everyone) or a role
+  Ms timeout{0};
+};
+struct SetBody {  // Set (Done answers)
+  std::string key;
+  std::string value;  // at most kMaxValueBytes
+};
+struct GetBody {  // Get (Value answers)
+  std::string key;
+  Ms timeout{0};
+};
+struct ValueBody {  // Value
+  std::string value;
+};
+struct LeaveBody {  // Leave (Done answers)
+  bool clean = true;   // false: the process ended on an error, report it lost
+  std::string reason;
+};
+struct ErrorBody {  // Error: an ErrorCode (others are read as kProtocol) and a message
+  int64_t code = kProtocol;
+  std::string message;
+};
+// Lost: a LostPeer. HeartbeatAck: every LostPeer so far, as a count and the list.
+
+std::string encode(const HelloBody& b);
+std::string encode(const WelcomeBody& b);
+std::string encode(const RegisterBody& b);
+std::string encode(const BarrierBody& b);
+std::string encode(const SetBody& b);
+std::string encode(const GetBody& b);
+std::string encode(const ValueBody& b);
+std::string encode(const LeaveBody& b);
+std::string encode(const ErrorBody& b);
+std::string encode(const LostPeer& p);
+std::string encode_heartbeat_ack(const std::vector<LostPeer>& lost);
+// The asker's role and rank, then the job: counts, then every process
+// (workers by rank, then servers by rank). world_size is not sent.
+std::string encode_registered(const Membership& m);
+
+HelloBody decode_hello(std::string_view body);
+WelcomeBody decode_welcome(std::string_view body);
+RegisterBody decode_register(std::string_view body);
+BarrierBody decode_barrier(std::string_view body);
+SetBody decode_set(std::string_view body);
+GetBody decode_get(std::string_view body);
+ValueBody decode_value(std::string_view body);
+LeaveBody decode_leave(std::string_view body);
+ErrorBody decode_error(std::string_view body);
+LostPeer decode_lost(std::string_view body);  // role worker or server
+std::vector<LostPeer> decode_heartbeat_ack(std::string_view body);
+// Checks the list (counts, roles and ranks in order, host indices) and sets world_size.
+Membership decode_registered(std::string_view body);
+// Heartbeat and Done: nothing.
+void decode_empty(std::string_view body, Type type);
 
 bool valid_role(const std::string& role);
 
 // "worker 3 on host a7"
 std::string describe_process(const std::string& role, int rank, const std::string& host);
-
-// A lost process, in Lost and HeartbeatAck bodies.
-void encode_lost(BodyWriter& w, const LostPeer& p);
-LostPeer decode_lost(BodyReader& r);
 
 // ---- waking a polling loop ----------------------------------------------
 

@@ -142,7 +142,7 @@ struct Coordinator::Impl {
     }
   }
   void reply_error(const std::string& id, uint64_t request, ErrorCode code, const std::string& message) {
-    reply(id, Type::Error, request, BodyWriter().i64(code).str(message.substr(0, kMaxNameBytes)).take());
+    reply(id, Type::Error, request, encode(ErrorBody{.code = code, .message = message.substr(0, kMaxNameBytes)}));
   }
 
   void handle(const std::string& id, const std::string& header, const std::string& body) {
@@ -163,28 +163,24 @@ struct Coordinator::Impl {
   void dispatch(const std::string& id, const Header& h, const std::string& body) {
     const auto now = Clock::now();
     if (h.type == Type::Hello) {
-      BodyReader r(body, "hello");
-      const int64_t pid = r.i64("pid");
-      r.done();
+      const int64_t pid = decode_hello(body).pid;
       auto [it, fresh] = procs.try_emplace(id);
       if (!fresh && it->second.state == State::Lost) {
         return reply_error(id, h.request, kPeerLost, "this process was declared lost");
       }
       it->second.pid = pid;
       it->second.last_heard = now;
-      return reply(id, Type::Welcome, h.request,
-                   BodyWriter().i64(opt.heartbeat_interval.count()).i64(opt.heartbeat_timeout.count()).take());
+      const WelcomeBody welcome{.heartbeat_interval = opt.heartbeat_interval,
+                                .heartbeat_timeout = opt.heartbeat_timeout};
+      return reply(id, Type::Welcome, h.request, encode(welcome));
     }
     auto it = procs.find(id);
     if (it == procs.end()) return reply_error(id, h.request, kProtocol, "no hello from this client");
     Proc& p = it->second;
     if (h.type == Type::Heartbeat) {  // answered even for a process declared lost: the list tells it so
-      BodyReader(body, "heartbeat").done();
+      decode_empty(body, Type::Heartbeat);
       p.last_heard = now;
-      BodyWriter w;
-      w.i64(static_cast<int64_t>(lost.size()));
-      for (const auto& l : lost) encode_lost(w, l);
-      return reply(id, Type::HeartbeatAck, h.request, w.take());
+      return reply(id, Type::HeartbeatAck, h.request, encode_heartbeat_ack(lost));
     }
     if (p.state == State::Lost) return reply_error(id, h.request, kPeerLost, "this process was declared lost");
     p.last_heard = now;
@@ -194,39 +190,31 @@ struct Coordinator::Impl {
       case Type::Barrier:
         return on_barrier(id, p, h.request, body, now);
       case Type::Set: {
-        BodyReader r(body, "set");
-        std::string key = r.str("key", kMaxNameBytes);
-        std::string value = r.str("value", kMaxValueBytes);
-        r.done();
-        auto [first, last] = gets.equal_range(key);
-        for (auto g = first; g != last; ++g)
-          reply(g->second.id, Type::Value, g->second.request, BodyWriter().str(value).take());
+        SetBody set = decode_set(body);
+        auto [first, last] = gets.equal_range(set.key);
+        const std::string value = encode(ValueBody{set.value});
+        for (auto g = first; g != last; ++g) reply(g->second.id, Type::Value, g->second.request, value);
         gets.erase(first, last);
-        kv[key] = std::move(value);
+        kv[set.key] = std::move(set.value);
         return reply(id, Type::Done, h.request, {});
       }
       case Type::Get: {
-        BodyReader r(body, "get");
-        std::string key = r.str("key", kMaxNameBytes);
-        const int64_t timeout_ms = r.i64("timeout_ms", 0, INT64_MAX / 2000000);
-        r.done();
-        if (auto v = kv.find(key); v != kv.end())
-          return reply(id, Type::Value, h.request, BodyWriter().str(v->second).take());
-        gets.emplace(key, Waiter{id, h.request, now + Ms(timeout_ms)});
+        GetBody get = decode_get(body);
+        if (auto v = kv.find(get.key); v != kv.end()) {
+          return reply(id, Type::Value, h.request, encode(ValueBody{v->second}));
+        }
+        gets.emplace(std::move(get.key), Waiter{id, h.request, now + get.timeout});
         return;
       }
       case Type::Leave: {
-        BodyReader r(body, "leave");
-        const bool clean = r.i64("clean", 0, 1) == 1;
-        std::string reason = r.str("reason", kMaxNameBytes);
-        r.done();
+        const LeaveBody leave = decode_leave(body);
         reply(id, Type::Done, h.request, {});
         if (p.state == State::Member) {
-          if (clean) {
+          if (leave.clean) {
             p.state = State::Left;
             fail_barriers_of(p, format("{} left the job", describe_process(p.role, p.rank, p.host)));
           } else {
-            declare_lost(id, reason);
+            declare_lost(id, leave.reason);
           }
         } else if (p.state != State::Left) {
           procs.erase(it);  // not part of the job yet: forget it (its slot is free again)
@@ -242,46 +230,42 @@ struct Coordinator::Impl {
   int expected(const std::string& role) const { return role == "worker" ? opt.num_workers : opt.num_servers; }
 
   void on_register(const std::string& id, Proc& p, uint64_t request, const std::string& body, Clock::time_point now) {
-    BodyReader r(body, "register");
-    std::string role = r.str("role", kMaxNameBytes);
-    std::string host = r.str("host", kMaxNameBytes);
-    const int rank = static_cast<int>(r.i64("rank", -1, kMaxProcesses));
-    std::string endpoint = r.str("endpoint", kMaxNameBytes);
-    const int64_t timeout_ms = r.i64("timeout_ms", 0, INT64_MAX / 2000000);
-    r.done();
-    if (!valid_role(role))
-      return reply_error(id, request, kRefused, format("unknown role '{}' (worker or server)", role));
+    RegisterBody reg = decode_register(body);
+    if (!valid_role(reg.role))
+      return reply_error(id, request, kRefused, format("unknown role '{}' (worker or server)", reg.role));
     if (p.state != State::Connected) return reply_error(id, request, kRefused, "this process registered already");
     if (formed) {
       return reply_error(
           id, request, kRefused,
           format("the job has formed already ({} workers, {} servers)", opt.num_workers, opt.num_servers));
     }
-    const int want = expected(role);
-    if (want == 0) return reply_error(id, request, kRefused, format("this job has no {}s", role));
-    if (rank >= want) {
-      return reply_error(id, request, kRefused, format("rank {} asked for, but the job has {} {}s", rank, want, role));
+    const int want = expected(reg.role);
+    if (want == 0) return reply_error(id, request, kRefused, format("this job has no {}s", reg.role));
+    if (reg.rank >= want) {
+      return reply_error(id, request, kRefused,
+                         format("rank {} asked for, but the job has {} {}s", reg.rank, want, reg.role));
     }
     int registered = 0;
     for (const auto& [other_id, o] : procs) {
-      if (o.state != State::Registering || o.role != role) continue;
+      if (o.state != State::Registering || o.role != reg.role) continue;
       ++registered;
-      if (rank >= 0 && o.preferred == rank) {
+      if (reg.rank >= 0 && o.preferred == reg.rank) {
         return reply_error(id, request, kRefused,
-                           format("{} rank {} is taken already by host {} (pid {})", role, rank, o.host, o.pid));
+                           format("{} rank {} is taken already by host {} (pid {})", reg.role, reg.rank, o.host,
+                                  o.pid));
       }
     }
     if (registered >= want) {
-      return reply_error(id, request, kRefused, format("all {} {}s have registered already", want, role));
+      return reply_error(id, request, kRefused, format("all {} {}s have registered already", want, reg.role));
     }
     p.state = State::Registering;
-    p.role = std::move(role);
-    p.host = std::move(host);
-    p.endpoint = std::move(endpoint);
-    p.preferred = rank;
+    p.role = std::move(reg.role);
+    p.host = std::move(reg.host);
+    p.endpoint = std::move(reg.endpoint);
+    p.preferred = reg.rank;
     p.order = next_order++;
     p.register_request = request;
-    p.register_deadline = now + Ms(timeout_ms);
+    p.register_deadline = now + reg.timeout;
     try_form();
   }
 
@@ -326,18 +310,15 @@ struct Coordinator::Impl {
       info.host_index = h->second;
       info.local_rank = local[{info.role, info.host}]++;
     }
-    BodyWriter common;
-    common.i64(opt.num_workers).i64(opt.num_servers).i64(static_cast<int64_t>(host_index.size()));
-    common.i64(static_cast<int64_t>(all.size()));
-    for (const auto& info : all) {
-      common.str(info.role).i64(info.rank).str(info.host).i64(info.host_index).i64(info.local_rank).str(info.endpoint);
-    }
-    const std::string tail = common.take();
+    Membership job{.num_workers = opt.num_workers, .num_servers = opt.num_servers,
+                   .num_hosts = static_cast<int>(host_index.size()), .processes = std::move(all)};
     formed = true;
     for (auto& [pid, p] : procs) {
       if (p.state != State::Registering) continue;
       p.state = State::Member;
-      reply(pid, Type::Registered, p.register_request, BodyWriter().str(p.role).i64(p.rank).take() + tail);
+      job.role = p.role;
+      job.rank = p.rank;
+      reply(pid, Type::Registered, p.register_request, encode_registered(job));
     }
     changed.notify_all();
   }
@@ -355,11 +336,9 @@ struct Coordinator::Impl {
   }
 
   void on_barrier(const std::string& id, Proc& p, uint64_t request, const std::string& body, Clock::time_point now) {
-    BodyReader r(body, "barrier");
-    std::string name = r.str("name", kMaxNameBytes);
-    std::string scope = r.str("scope", kMaxNameBytes);
-    const int64_t timeout_ms = r.i64("timeout_ms", 0, INT64_MAX / 2000000);
-    r.done();
+    const BarrierBody barrier = decode_barrier(body);
+    const std::string& name = barrier.name;
+    const std::string& scope = barrier.scope;
     if (p.state != State::Member) return reply_error(id, request, kRefused, "barrier before this process registered");
     if (!scope.empty() && !valid_role(scope))
       return reply_error(id, request, kRefused, format("unknown role '{}'", scope));
@@ -382,7 +361,7 @@ struct Coordinator::Impl {
     }
     auto same = std::find_if(b.waiters.begin(), b.waiters.end(), [&](const Waiter& w) { return w.id == id; });
     if (same != b.waiters.end()) b.waiters.erase(same);  // a retry replaces the earlier arrival
-    b.waiters.push_back({id, request, now + Ms(timeout_ms)});
+    b.waiters.push_back({id, request, now + barrier.timeout});
     if (b.waiters.size() == scope_members(scope).size()) {
       for (const auto& w : b.waiters) reply(w.id, Type::Done, w.request, {});
       barriers.erase(it);
@@ -419,9 +398,7 @@ struct Coordinator::Impl {
     p.state = State::Lost;
     LostPeer l{p.role, p.rank, p.host, reason};
     lost.push_back(l);
-    BodyWriter w;
-    encode_lost(w, l);
-    const std::string body = w.take();
+    const std::string body = encode(l);
     for (const auto& [pid, o] : procs) {
       if (pid != id && (o.state == State::Connected || o.state == State::Registering || o.state == State::Member)) {
         reply(pid, Type::Lost, 0, body);

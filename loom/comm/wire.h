@@ -21,9 +21,11 @@
 //       36    4  reserved (must be 0)
 //
 // The bytes come from the network, so decode_header trusts nothing: it checks
-// the length, magic, version, header length and checksum before it reads a
+// the magic, version, header length, size and checksum before it trusts a
 // field, then the kind, flags, sender rank (against the world size) and payload
-// length (against a limit), and throws CommError naming what is wrong.
+// length (against a limit), and throws CommError naming the field and what is
+// wrong. The prefix, the fields and the checksum are written and read by
+// comm/frame_codec.h, the codec of every Loom framing.
 // A future version that adds fields grows the header length; this version
 // refuses any other length rather than guess.
 #pragma once
@@ -74,8 +76,5 @@ HeaderBytes encode_header(const Header& h);
 // Decodes and validates `bytes` (exactly one header; the transport receives
 // it as its own frame). Throws CommError on anything wrong.
 Header decode_header(std::span<const std::byte> bytes, const DecodeLimits& limits);
-
-// CRC-32C (Castagnoli) of `data`; crc32c("123456789") == 0xE3069283.
-uint32_t crc32c(std::span<const std::byte> data);
 
 }  // namespace loom::comm::wire

@@ -1,12 +1,16 @@
 // The coordinator's framing (LMCO), pinned: the 16-byte header and one body of
-// every message type, each built as the client or the coordinator builds it,
-// must be exactly these bytes, so a change to the codec cannot move the layout.
+// every message type must be exactly these bytes (the same as when the client
+// and the coordinator wrote them field by field), so a change to the codec
+// cannot move the layout; every body decodes back, and malformed ones are
+// refused naming the message and the field.
 #include "loom/comm/coordinator_protocol.h"
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace loom::comm::coordinator_protocol {
 namespace {
@@ -35,35 +39,91 @@ TEST(CoordinatorFraming, HeaderBytesArePinned) {
 }
 
 TEST(CoordinatorFraming, BodyBytesArePinned) {
-  EXPECT_EQ(hex(BodyWriter().i64(4242).take()), "9210000000000000");  // hello
-  EXPECT_EQ(hex(BodyWriter().i64(1000).i64(10000).take()), "e8030000000000001027000000000000");  // welcome
-  EXPECT_EQ(hex(BodyWriter().str("server").str("a7").i64(-1).str("tcp://a7:5").i64(120000).take()),  // register
+  using namespace std::chrono_literals;
+  EXPECT_EQ(hex(encode(HelloBody{.pid = 4242})), "9210000000000000");
+  EXPECT_EQ(hex(encode(WelcomeBody{.heartbeat_interval = 1000ms, .heartbeat_timeout = 10000ms})),
+            "e8030000000000001027000000000000");
+  const RegisterBody reg{.role = "server", .host = "a7", .rank = -1, .endpoint = "tcp://a7:5", .timeout = 120000ms};
+  EXPECT_EQ(hex(encode(reg)),
             "06000000736572766572020000006137ffffffffffffffff0a0000007463703a2f2f61373a35c0d4010000000000");
-  BodyWriter roster;  // registered: the asker's role and rank, then the whole job
-  roster.str("server").i64(0).i64(1).i64(1).i64(2).i64(2);
-  roster.str("worker").i64(0).str("a7").i64(0).i64(0).str("tcp://a7:4");
-  roster.str("server").i64(0).str("b2").i64(1).i64(0).str("tcp://b2:5");
-  EXPECT_EQ(hex(roster.take()),
+  Membership job{.role = "server", .rank = 0, .num_workers = 1, .num_servers = 1, .num_hosts = 2};
+  job.processes.push_back({.role = "worker", .rank = 0, .host = "a7", .host_index = 0, .local_rank = 0,
+                           .endpoint = "tcp://a7:4"});
+  job.processes.push_back({.role = "server", .rank = 0, .host = "b2", .host_index = 1, .local_rank = 0,
+                           .endpoint = "tcp://b2:5"});
+  EXPECT_EQ(hex(encode_registered(job)),
             "060000007365727665720000000000000000010000000000000001000000000000000200000000000000020000000000000006"
             "000000776f726b65720000000000000000020000006137000000000000000000000000000000000a0000007463703a2f2f6137"
             "3a34060000007365727665720000000000000000020000006232010000000000000000000000000000000a0000007463703a2f"
             "2f62323a35");
-  EXPECT_EQ(hex(BodyWriter().str("start").str("worker").i64(60000).take()),  // barrier
+  EXPECT_EQ(hex(encode(BarrierBody{.name = "start", .scope = "worker", .timeout = 60000ms})),
             "05000000737461727406000000776f726b657260ea000000000000");
-  EXPECT_EQ(hex(BodyWriter().str("ps/type").str("dist_sync").take()),  // set
+  EXPECT_EQ(hex(encode(SetBody{.key = "ps/type", .value = "dist_sync"})),
             "0700000070732f7479706509000000646973745f73796e63");
-  EXPECT_EQ(hex(BodyWriter().str("ps/type").i64(30000).take()), "0700000070732f747970653075000000000000");  // get
-  EXPECT_EQ(hex(BodyWriter().str("dist_sync").take()), "09000000646973745f73796e63");  // value
-  EXPECT_EQ(hex(BodyWriter().i64(0).str("crashed").take()), "00000000000000000700000063726173686564");  // leave
-  BodyWriter lost;
-  encode_lost(lost, kLost);
-  EXPECT_EQ(hex(lost.take()), kLostBytes);
-  BodyWriter ack;  // heartbeat reply: the lost processes so far
-  ack.i64(1);
-  encode_lost(ack, kLost);
-  EXPECT_EQ(hex(ack.take()), "0100000000000000" + std::string(kLostBytes));
-  EXPECT_EQ(hex(BodyWriter().i64(kTimedOut).str("timed out").take()),  // error
+  EXPECT_EQ(hex(encode(GetBody{.key = "ps/type", .timeout = 30000ms})), "0700000070732f747970653075000000000000");
+  EXPECT_EQ(hex(encode(ValueBody{.value = "dist_sync"})), "09000000646973745f73796e63");
+  EXPECT_EQ(hex(encode(LeaveBody{.clean = false, .reason = "crashed"})), "00000000000000000700000063726173686564");
+  EXPECT_EQ(hex(encode(kLost)), kLostBytes);
+  EXPECT_EQ(hex(encode_heartbeat_ack({kLost})), "0100000000000000" + std::string(kLostBytes));
+  EXPECT_EQ(hex(encode(ErrorBody{.code = kTimedOut, .message = "timed out"})),
             "02000000000000000900000074696d6564206f7574");
+}
+
+// Every body decodes back to what was encoded.
+TEST(CoordinatorFraming, BodiesRoundTrip) {
+  using namespace std::chrono_literals;
+  EXPECT_EQ(decode_hello(encode(HelloBody{.pid = 77})).pid, 77);
+  const WelcomeBody w = decode_welcome(encode(WelcomeBody{.heartbeat_interval = 5ms, .heartbeat_timeout = 50ms}));
+  EXPECT_EQ(w.heartbeat_interval, 5ms);
+  EXPECT_EQ(w.heartbeat_timeout, 50ms);
+  const RegisterBody reg = decode_register(encode(RegisterBody{.role = "worker", .host = "h", .rank = 2,
+                                                               .endpoint = "e", .timeout = 9ms}));
+  EXPECT_EQ(reg.role, "worker");
+  EXPECT_EQ(reg.rank, 2);
+  EXPECT_EQ(reg.endpoint, "e");
+  EXPECT_EQ(reg.timeout, 9ms);
+  const BarrierBody b = decode_barrier(encode(BarrierBody{.name = "n", .scope = "server", .timeout = 3ms}));
+  EXPECT_EQ(b.name, "n");
+  EXPECT_EQ(b.scope, "server");
+  EXPECT_EQ(decode_set(encode(SetBody{.key = "k", .value = std::string(1000, 'v')})).value, std::string(1000, 'v'));
+  EXPECT_EQ(decode_get(encode(GetBody{.key = "k", .timeout = 1ms})).key, "k");
+  EXPECT_EQ(decode_value(encode(ValueBody{.value = ""})).value, "");
+  EXPECT_FALSE(decode_leave(encode(LeaveBody{.clean = false, .reason = "r"})).clean);
+  EXPECT_EQ(decode_error(encode(ErrorBody{.code = kRefused, .message = "no"})).message, "no");
+  EXPECT_EQ(decode_lost(encode(kLost)).describe(), kLost.describe());
+  EXPECT_EQ(decode_heartbeat_ack(encode_heartbeat_ack({kLost, kLost})).size(), 2u);
+  Membership job{.role = "worker", .rank = 1, .num_workers = 2, .num_servers = 0, .num_hosts = 1};
+  job.processes.push_back({.role = "worker", .rank = 0, .host = "a", .host_index = 0, .local_rank = 0, .endpoint = "x"});
+  job.processes.push_back({.role = "worker", .rank = 1, .host = "a", .host_index = 0, .local_rank = 1, .endpoint = "y"});
+  const Membership m = decode_registered(encode_registered(job));
+  EXPECT_EQ(m.world_size, 2);
+  EXPECT_EQ(m.endpoints("worker"), (std::vector<std::string>{"x", "y"}));
+  EXPECT_NO_THROW(decode_empty("", Type::Heartbeat));
+}
+
+// Malformed bodies are CommErrors naming the message and the field.
+TEST(CoordinatorFraming, MalformedBodiesNameMessageAndField) {
+  auto message_of = [](auto decode) -> std::string {
+    try {
+      decode();
+    } catch (const CommError& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  EXPECT_EQ(message_of([] { decode_get(encode(SetBody{.key = "k", .value = "v"})); }),
+            "coordinator protocol: get message, field 'timeout_ms': truncated: 5 bytes left, need 8");
+  EXPECT_EQ(message_of([] { decode_leave(FrameWriter().i64(2).str("").take()); }),
+            "coordinator protocol: leave message, field 'clean': value 2 outside [0, 1]");
+  EXPECT_EQ(message_of([] { decode_empty("x", Type::Heartbeat); }),
+            "coordinator protocol: heartbeat message, field 'end': 1 unexpected trailing bytes");
+  EXPECT_NE(message_of([] { decode_lost(encode(LostPeer{.role = "coordinator"})); }).find("field 'role'"),
+            std::string::npos);
+  Membership job{.role = "worker", .rank = 0, .num_workers = 1, .num_servers = 0, .num_hosts = 1};
+  job.processes.push_back({.role = "server", .rank = 0, .host = "a", .host_index = 0, .local_rank = 0});
+  EXPECT_NE(message_of([&] { decode_registered(encode_registered(job)); }).find("out of order"), std::string::npos);
+  EXPECT_NE(message_of([] { decode_header(std::string("LMCO\1\0\x63\0", 8) + std::string(8, '\0')); }).find("unknown message type 99"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "loom/core/crc32c.h"
+
 #include <cstring>
 #include <string>
 #include <vector>
@@ -31,14 +33,8 @@ void put_u16(std::vector<std::byte>& b, size_t off, uint16_t v) {
 
 // Rewrites the checksum after an edit, so a check behind it is reached.
 void reseal(std::vector<std::byte>& b) {
-  const uint32_t c = crc32c(std::span<const std::byte>(b).first(32));
+  const uint32_t c = core::crc32c(b.data(), 32);
   for (int i = 0; i < 4; ++i) b[32 + static_cast<size_t>(i)] = std::byte((c >> (8 * i)) & 0xFF);
-}
-
-TEST(Crc32c, KnownValues) {
-  const char* s = "123456789";
-  EXPECT_EQ(crc32c(std::as_bytes(std::span(s, 9))), 0xE3069283u);
-  EXPECT_EQ(crc32c({}), 0u);
 }
 
 TEST(WireHeader, RoundTrip) {
@@ -149,7 +145,7 @@ TEST(WireHeader, SaysWhatIsWrong) {
 
   auto reserved = good;
   reserved[37] = std::byte{1};
-  expect_refused(reserved, "reserved header field");
+  expect_refused(reserved, "field 'reserved'");
 }
 
 TEST(WireHeader, SenderRankIsCheckedAgainstTheWorldSize) {
