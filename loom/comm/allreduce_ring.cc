@@ -12,11 +12,8 @@
 // starts from the chunk the reduce-scatter completed. A rank runs at most
 // kSegmentsInFlight segments ahead of its receives, which bounds the bytes in
 // flight per link (transports with flow control never block the ring).
-//
-// On a transport that all-reduces in shared memory itself
-// (Transport::allreduce_in_place: shm, all ranks on one host), an all-reduce
-// over the whole world runs there instead of around the ring: the same
-// bandwidth-bound case, in fewer passes over memory (shm_allreduce.h).
+// It runs over messages on every transport; the shared-memory schedule is an
+// algorithm of its own (allreduce_shm.cc).
 #include <algorithm>
 #include <span>
 #include <vector>
@@ -102,20 +99,9 @@ void run_ring(const Call& call, const Group& g, Buffer buf, ReduceOp op, size_t 
   }
 }
 
-// Hands the all-reduce to the transport when it offers one and `g` is its
-// whole world (not a subgroup, like the hierarchical algorithm's leaders).
-bool transport_allreduce(const Call& call, const Group& g, Buffer buf, ReduceOp op) {
-  if (g.size() != call.transport->size()) return false;
-  // Communicators on different channels may run at once: one stream each.
-  const auto channel = static_cast<int>((call.tag_base >> (kTagPhaseBits + kTagSequenceBits)) & 0xff);
-  return call.transport->allreduce_in_place(
-      {.stream = channel, .data = buf.data, .numel = buf.numel, .dtype = buf.dtype, .op = op}, call.deadline);
-}
-
 }  // namespace
 
 void ring_allreduce(const Call& call, const Group& g, Buffer buf, ReduceOp op, size_t seg, uint32_t phase) {
-  if (g.size() > 1 && buf.numel > 0 && transport_allreduce(call, g, buf, op)) return;
   // Reduce-scatter leaves chunk i+1 complete on rank i; the all-gather starts there.
   const RingPass passes[] = {{true, 0, phase}, {false, 1, phase + 1}};
   run_ring(call, g, buf, op, seg, passes);

@@ -127,6 +127,7 @@ std::string_view name(Algorithm a) {
     case Algorithm::HalvingDoubling: return "halving_doubling";
     case Algorithm::Tree: return "tree";
     case Algorithm::Hierarchical: return "hierarchical";
+    case Algorithm::SharedMemory: return "shm";
   }
   return "?";
 }
@@ -139,7 +140,9 @@ Algorithm algorithm_from_name(std::string_view s) {
   }
   if (s == "tree") return Algorithm::Tree;
   if (s == "hierarchical") return Algorithm::Hierarchical;
-  throw ValueError(format("unknown allreduce algorithm '{}' (expected auto, ring, halving_doubling, tree or hierarchical)", s));
+  if (s == "shm") return Algorithm::SharedMemory;
+  throw ValueError(format(
+      "unknown allreduce algorithm '{}' (expected auto, ring, halving_doubling, tree, hierarchical or shm)", s));
 }
 
 Algorithm choose_algorithm(const Communicator& c, size_t nbytes) {
@@ -147,6 +150,7 @@ Algorithm choose_algorithm(const Communicator& c, size_t nbytes) {
   if (is_multi_host_multi_rank(c)) return Algorithm::Hierarchical;
   if (nbytes <= kTreeMaxBytes) return Algorithm::Tree;
   if (nbytes <= kHalvingDoublingMaxBytes) return Algorithm::HalvingDoubling;
+  if (shared_memory_available(c)) return Algorithm::SharedMemory;
   return Algorithm::Ring;
 }
 
@@ -157,6 +161,10 @@ Algorithm resolve_algorithm(const Communicator& c, const Tensor& t, const Allred
 void allreduce(Communicator& c, Tensor& t, const AllreduceOptions& o) {
   check_communicator(c, "allreduce");
   check_tensor(t, "allreduce", "t", true);
+  if (o.algorithm == Algorithm::SharedMemory) {
+    const std::string why = shared_memory_unavailable(c);
+    LOOM_CHECK_T(ConfigError, why.empty(), "allreduce: algorithm 'shm' cannot run here: {}", why);
+  }
   const Algorithm algo = resolve_algorithm(c, t, o);
   Call call = begin(c, o.timeout);
   if (c.size == 1 || t.numel() == 0) return;
@@ -176,6 +184,7 @@ void allreduce(Communicator& c, Tensor& t, const AllreduceOptions& o) {
     case Algorithm::HalvingDoubling: detail::halving_doubling_allreduce(call, world, buf, combine, seg, kPhaseMain); break;
     case Algorithm::Tree: detail::tree_allreduce(call, world, buf, combine, seg, kPhaseMain); break;
     case Algorithm::Hierarchical: detail::hierarchical_allreduce(call, c, buf, combine, seg, kPhaseMain); break;
+    case Algorithm::SharedMemory: detail::shared_memory_allreduce(call, c, buf, combine); break;
     case Algorithm::Auto: LOOM_ASSERT(false);
   }
   if (o.op == ReduceOp::Avg) divide(t.dtype(), t.data_ptr(), buf.numel, c.size);

@@ -17,11 +17,17 @@
 // mismatch surfaces as a CommError about the message size). Collectives are called by all ranks of
 // the communicator in the same order (see communicator.h).
 //
+// All-reduce algorithms (AllreduceOptions::algorithm): the message ones use
+// only the Transport interface, so they run over inproc, shm and ZeroMQ
+// alike; SharedMemory ("shm") runs on the lanes of a ShmTransport instead
+// (shm_allreduce.h) and needs one: every rank on one host, a world of 2 to 16
+// ranks, channel 0 or 1 (ConfigError otherwise). Auto picks it for large
+// messages wherever it can run.
+//
 // Every call finishes within its timeout (options.timeout, else c.timeout;
 // one deadline for the whole call): a rank that never joins gives
 // TimeoutError, a peer declared lost gives PeerLostError to the ranks waiting
-// on it (the others reach the deadline); nothing hangs. Only the Transport
-// interface is used, so the same code runs over inproc, shm and ZeroMQ.
+// on it (the others reach the deadline); nothing hangs.
 //
 // Numbers: 16-bit floats are combined in f32 and rounded to the storage type
 // once per reduction step (each pairwise combination of two partial results),
@@ -33,16 +39,18 @@
 //                                      rounded once; Avg then divides once)
 // so the bits do not depend on the algorithm, the topology or the timing.
 // Each rank folds one chunk of the buffer from all ranks' contributions
-// (Ring, HalvingDoubling, Hierarchical, and Auto for large messages: the same
-// bandwidth as a ring reduce-scatter) or rank 0 folds the whole buffer (Tree,
-// and Auto for messages up to kTreeMaxBytes), then the result is distributed
-// unchanged.
+// (Ring, HalvingDoubling, Hierarchical, SharedMemory, and Auto for large
+// messages: the same bandwidth as a ring reduce-scatter) or rank 0 folds the
+// whole buffer (Tree, and Auto for messages up to kTreeMaxBytes), then the
+// result is distributed unchanged. Both run over messages, whatever the
+// algorithm named.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -58,11 +66,12 @@ enum class Algorithm {
   HalvingDoubling,  // Rabenseifner: recursive halving reduce-scatter, doubling all-gather; 2 log2(n) steps
   Tree,             // binomial tree: reduce to rank 0, broadcast back; for small messages
   Hierarchical,     // reduce within each host to its leader, allreduce among leaders, broadcast within hosts
+  SharedMemory,     // one host, ShmTransport: each rank reduces its slice of every rank's block in shared memory
 };
 
 std::string_view name(Algorithm a);
 // Parses "auto", "ring", "halving_doubling" (or "hd", "rabenseifner"), "tree",
-// "hierarchical"; ValueError otherwise.
+// "hierarchical", "shm"; ValueError otherwise.
 Algorithm algorithm_from_name(std::string_view s);
 
 // Pipeline segment: the largest message a step sends. A ring or tree step
@@ -112,11 +121,22 @@ struct SendRecvOptions {
 //   several hosts, some with several ranks    -> Hierarchical
 //   nbytes <= kTreeMaxBytes                   -> Tree             (latency-bound)
 //   nbytes <= kHalvingDoublingMaxBytes        -> HalvingDoubling  (few steps, little data per step)
+//   shared_memory_available(c)                -> SharedMemory     (bandwidth-bound, one host)
 //   otherwise                                 -> Ring             (bandwidth-bound)
-// The hierarchical algorithm applies the same rule among the host leaders.
+// The hierarchical algorithm applies the same rule among the host leaders
+// (all over messages: leaders are on different hosts).
 inline constexpr size_t kTreeMaxBytes = size_t{4} << 10;
 inline constexpr size_t kHalvingDoublingMaxBytes = size_t{512} << 10;
 Algorithm choose_algorithm(const Communicator& c, size_t nbytes);
+
+// "" when Algorithm::SharedMemory can run on `c`: its transport is a
+// ShmTransport (whose ranks share one host) with a lane for c.channel, and
+// host_of_rank names one host; otherwise why not (the ConfigError an explicit
+// SharedMemory call gives). The same on every rank.
+std::string shared_memory_unavailable(const Communicator& c);
+// Whether Auto may pick SharedMemory: available and its lane not put out of
+// use by an earlier call that failed half way (every rank sees that too).
+bool shared_memory_available(const Communicator& c);
 
 // The algorithm allreduce(c, t, o) runs (Auto resolved).
 Algorithm resolve_algorithm(const Communicator& c, const core::Tensor& t, const AllreduceOptions& o = {});
@@ -224,6 +244,8 @@ void tree_broadcast(const Call& call, const Group& g, Buffer buf, int root, size
 void tree_allreduce(const Call& call, const Group& g, Buffer buf, ReduceOp op, size_t seg, uint32_t phase);
 void hierarchical_allreduce(const Call& call, const Communicator& c, Buffer buf, ReduceOp op, size_t seg,
                             uint32_t phase);
+// On the lanes of c's ShmTransport (shared_memory_unavailable(c) is ""); no messages.
+void shared_memory_allreduce(const Call& call, const Communicator& c, Buffer buf, ReduceOp op);
 // Rank-ordered fold of chunk i of `in` from every rank into `out` (chunk i's
 // numel) on index i: a deterministic reduce-scatter. `in` and `out` may alias.
 void deterministic_reduce_scatter(const Call& call, const Group& g, Buffer in, std::byte* out, ReduceOp op,

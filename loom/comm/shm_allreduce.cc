@@ -22,8 +22,13 @@ std::string describe(uint32_t kind) {
 
 }  // namespace
 
-LaneAllreduce::LaneAllreduce(const Segment& segment, int rank, int size, std::function<void(int)> check_peer)
-    : segment_(segment), rank_(rank), size_(size), check_peer_(std::move(check_peer)) {
+LaneAllreduce::LaneAllreduce(const Segment& segment, int rank, int size, std::function<void(int)> check_declared,
+                             std::function<void(int)> check_alive)
+    : segment_(segment),
+      rank_(rank),
+      size_(size),
+      check_declared_(std::move(check_declared)),
+      check_alive_(std::move(check_alive)) {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   spins_ = static_cast<unsigned>(size) <= cores ? 4 * kSpins : kSpins / 8;
   if (!segment_.has_lanes()) return;
@@ -34,6 +39,31 @@ LaneAllreduce::LaneAllreduce(const Segment& segment, int rank, int size, std::fu
     lanes_[static_cast<size_t>(s)].progress = reinterpret_cast<RankProgress*>(base + sizeof(LaneHeader));
     lanes_[static_cast<size_t>(s)].blocks = base + l.lane_blocks_off;
   }
+}
+
+std::string LaneAllreduce::missing_lane(int stream) const {
+  if (size_ < 2 || size_ > kMaxLaneRanks) {
+    return format("the shared-memory all-reduce has lanes for worlds of 2 to {} ranks, this one has {}",
+                  kMaxLaneRanks, size_);
+  }
+  if (!segment_.has_lanes()) return "the shared-memory transport was opened without all-reduce lanes "
+                                    "(allreduce_block_nbytes = 0)";
+  if (stream < 0 || stream >= kLanes) {
+    return format("the shared-memory all-reduce has lanes for channels 0 to {}, not {}", kLanes - 1, stream);
+  }
+  return "";
+}
+
+bool LaneAllreduce::broken(int stream) const {
+  LOOM_ASSERT(missing_lane(stream).empty());
+  return lanes_[static_cast<size_t>(stream)].header->broken.load() != 0;
+}
+
+uint64_t LaneAllreduce::rounds(int stream) {
+  LOOM_ASSERT(missing_lane(stream).empty());
+  Lane& lane = lanes_[static_cast<size_t>(stream)];
+  std::lock_guard lock(lane.mu);
+  return lane.rounds;
 }
 
 std::byte* LaneAllreduce::staging(const Lane& lane, int rank, uint64_t round) const {
@@ -67,7 +97,7 @@ void LaneAllreduce::wait_all(Lane& lane, std::atomic<uint64_t> RankProgress::*fi
     WaitingGuard waiting(lane.header->waiting);
     if (all_there()) return;
     for (int j = behind; j < size_; ++j) {
-      if ((lane.progress[j].*field).load(std::memory_order_acquire) < target) check_peer_(j);
+      if ((lane.progress[j].*field).load(std::memory_order_acquire) < target) check_alive_(j);
     }
     if (deadline.expired()) {
       throw TimeoutError(
@@ -88,17 +118,23 @@ void LaneAllreduce::check_same_call(const Lane& lane, size_t numel, uint32_t kin
   }
 }
 
-bool LaneAllreduce::run(const AllreduceInPlace& a, const Deadline& deadline) {
-  if (!segment_.has_lanes() || a.stream < 0 || a.stream >= kLanes || a.op == ReduceOp::Avg) return false;
+void LaneAllreduce::run(const LaneCall& a, const Deadline& deadline) {
+  if (std::string why = missing_lane(a.stream); !why.empty()) throw CommError(format("shm all-reduce: {}", why));
+  LOOM_CHECK(a.op != ReduceOp::Avg, "shm all-reduce: Avg is the caller's Sum, then a division");
   check_reducible(a.dtype, "shm all-reduce");
+  for (int p = 0; p < size_; ++p) check_declared_(p);
   Lane& lane = lanes_[static_cast<size_t>(a.stream)];
   std::unique_lock lock(lane.mu, std::defer_lock);
   if (!lock.try_lock_until(deadline.at)) {
     throw TimeoutError(format("shm all-reduce: rank {} timed out waiting for another thread's call on stream {}",
                               rank_, a.stream));
   }
-  if (lane.header->broken.load() != 0) return false;
-  if (a.numel == 0) return true;
+  if (lane.header->broken.load() != 0) {
+    throw CommError(format("shm all-reduce: the lane of stream {} is out of use since a call on it failed half way; "
+                           "use an algorithm over messages (e.g. ring)",
+                           a.stream));
+  }
+  if (a.numel == 0) return;
   try {
     run_rounds(lane, a, deadline);
   } catch (...) {
@@ -106,10 +142,9 @@ bool LaneAllreduce::run(const AllreduceInPlace& a, const Deadline& deadline) {
     bump(lane.header->bell, lane.header->waiting);
     throw;
   }
-  return true;
 }
 
-void LaneAllreduce::run_rounds(Lane& lane, const AllreduceInPlace& a, const Deadline& deadline) {
+void LaneAllreduce::run_rounds(Lane& lane, const LaneCall& a, const Deadline& deadline) {
   const size_t item = core::itemsize(a.dtype);
   const size_t block_numel = segment_.layout().block_nbytes / item;
   const size_t nrounds = (a.numel - 1) / block_numel + 1;

@@ -1,6 +1,6 @@
 // The shared-memory transport: construction, closing, and what it knows
 // about its peers. Sending is shm_send.cc, receiving shm_recv.cc, the
-// segment shm_segment.cc, the all-reduce shm_allreduce.cc.
+// segment shm_segment.cc, the all-reduce lanes shm_allreduce.cc.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -116,8 +116,9 @@ ShmTransport::ShmTransport(const ShmOptions& options) {
     } else {
       m.segment.attach();
     }
-    m.lanes = std::make_unique<shm::LaneAllreduce>(m.segment, options.rank, options.size,
-                                                   [&m](int peer) { m.check_alive(peer); });
+    m.lanes = std::make_unique<shm::LaneAllreduce>(
+        m.segment, options.rank, options.size, [&m](int peer) { m.check_declared(peer); },
+        [&m](int peer) { m.check_alive(peer); });
     m.progress = std::thread([&m] { m.run_progress(); });
   } catch (...) {
     m.close();
@@ -140,9 +141,6 @@ void ShmTransport::recv(int peer, uint64_t tag, std::span<std::byte> out, Deadli
 
 void ShmTransport::fail_peer(int peer, const std::string& why) { impl_->fail_peer(peer, why); }
 
-bool ShmTransport::allreduce_in_place(const AllreduceInPlace& a, Deadline deadline) {
-  for (int p = 0; p < impl_->opt.size; ++p) impl_->check_declared(p);
-  return impl_->lanes->run(a, deadline);
-}
+shm::LaneAllreduce& ShmTransport::lanes() { return *impl_->lanes; }
 
 }  // namespace loom::comm

@@ -34,9 +34,10 @@
 //   Lost means PeerLostError from recv() and send(), and queued bytes for it
 //   are dropped.
 // - Closing waits up to `linger` for queued bytes to reach the rings.
-// - allreduce_in_place (transport.h) is offered for worlds of 2 to 16 ranks
-//   on streams 0 and 1 (communicator channels): two all-reduce lanes in the
-//   segment, each with two staging blocks per rank and two result blocks of
+// - Beside the messages, the segment holds the lanes of the shared-memory
+//   all-reduce (lanes(); the "shm" algorithm of collectives.h) for worlds of
+//   2 to 16 ranks: two lanes, one per communicator channel 0 and 1, each with
+//   two staging blocks per rank and two result blocks of
 //   `allreduce_block_nbytes`. Each rank stages its buffer block by block and
 //   reduces its slice of every rank's block straight from shared memory
 //   (shm_allreduce.h has the schedule); no messages, no copies out of rings.
@@ -56,6 +57,10 @@
 
 namespace loom::comm {
 
+namespace shm {
+class LaneAllreduce;
+}
+
 struct ShmOptions {
   std::string job_id;  // [A-Za-z0-9._-], up to 200 characters
   int rank = 0;
@@ -65,7 +70,7 @@ struct ShmOptions {
   std::chrono::milliseconds heartbeat_timeout{10000};  // a peer silent this long is lost; 0: no heartbeat
   std::size_t max_queued_nbytes = 64 << 20;            // per peer; one message may always be queued whole
   std::chrono::milliseconds linger{10000};             // how long closing waits for queued bytes to go out
-  // Block of one all-reduce round (a multiple of 64); 0: no lanes, allreduce_in_place says no.
+  // Block of one all-reduce round (a multiple of 64); 0: no lanes (no "shm" all-reduce algorithm).
   std::size_t allreduce_block_nbytes = 512 << 10;
 };
 
@@ -82,7 +87,10 @@ class ShmTransport final : public Transport {
   void recv(int peer, uint64_t tag, std::span<std::byte> out, Deadline deadline) override;
   void fail_peer(int peer, const std::string& why) override;
   const char* kind() const override { return "shm"; }
-  bool allreduce_in_place(const AllreduceInPlace& a, Deadline deadline) override;
+
+  // The all-reduce lanes in this transport's segment (shm_allreduce.h), which
+  // the "shm" all-reduce algorithm runs on. Lives as long as the transport.
+  shm::LaneAllreduce& lanes();
 
   // "/loom-<job_id>" (checks the id).
   static std::string segment_name(const std::string& job_id);

@@ -22,13 +22,10 @@
 //   known to be gone (see fail_peer), never hangs.
 // - Transports are thread-safe: several threads may send and receive at once.
 //
-// Optional capability (the default says "not offered"): a transport whose
-// ranks share memory may all-reduce a buffer over all its ranks itself, with
-// a schedule messages cannot express (shm: each rank reduces its slice of
-// every rank's block straight from shared memory). The ring all-reduce asks
-// first and runs over messages when the answer is false.
-//   comm::AllreduceInPlace a{.stream = channel, .data = p, .numel = n, .dtype = t, .op = ReduceOp::Sum};
-//   if (!transport.allreduce_in_place(a, deadline)) { /* messages */ }
+// Transports move bytes and know nothing of reductions: an all-reduce is an
+// algorithm of the collectives (collectives.h), written over send and recv,
+// or over what one transport alone offers (the shared-memory all-reduce,
+// shm_allreduce.h, reached through ShmTransport).
 #pragma once
 
 #include <chrono>
@@ -37,8 +34,6 @@
 #include <span>
 #include <string>
 
-#include "loom/comm/reduce_kernels.h"
-#include "loom/core/dtype.h"
 #include "loom/core/error.h"
 
 namespace loom::comm {
@@ -50,18 +45,6 @@ struct Deadline {
   static Deadline in(std::chrono::milliseconds d) { return {Clock::now() + d}; }
   static Deadline never() { return {Clock::time_point::max()}; }
   bool expired() const { return Clock::now() >= at; }
-};
-
-// One in-place all-reduce over every rank of a transport (see above).
-struct AllreduceInPlace {
-  // Calls that may run at the same time (from communicators on different
-  // channels) pass different streams; calls on one stream come in the same
-  // order on every rank, as collectives do.
-  int stream = 0;
-  std::byte* data = nullptr;  // numel elements of dtype, contiguous; the result replaces them
-  size_t numel = 0;
-  core::DType dtype = core::DType::F32;
-  ReduceOp op = ReduceOp::Sum;  // Sum, Max or Min (for Avg the caller sums, then divides)
 };
 
 class Transport {
@@ -79,14 +62,6 @@ class Transport {
   virtual void fail_peer(int peer, const std::string& why) = 0;
   // A short name for messages and benchmarks: "inproc", "shm", "zmq".
   virtual const char* kind() const = 0;
-
-  // Optional: all-reduces `a` over all ranks, in place, and returns true; or
-  // returns false at once, having done nothing, when this transport does not
-  // offer it for these arguments (the default). The answer depends only on
-  // the arguments, the transport's configuration and (as everything after a
-  // failed collective) earlier calls that threw, so all ranks agree.
-  // Errors and deadline as for recv (TimeoutError, PeerLostError, CommError).
-  virtual bool allreduce_in_place(const AllreduceInPlace& a, Deadline deadline) { return false; }
 };
 
 }  // namespace loom::comm

@@ -282,13 +282,21 @@ TEST(Allreduce, AutoChoosesBySizeAndTopology) {
   EXPECT_EQ(resolve_algorithm(flat, t, {.algorithm = Algorithm::Tree}), Algorithm::Tree);
   InProcHub single(1);
   EXPECT_EQ(choose_algorithm(make_communicator(single.transport(0)), 1 << 30), Algorithm::Ring);
+  // The shared-memory algorithm needs a ShmTransport (shm_allreduce_test.cc):
+  // never chosen here, and refused when asked for, before anything is sent.
+  EXPECT_FALSE(shared_memory_available(flat));
+  EXPECT_NE(shared_memory_unavailable(flat).find("transport is 'inproc'"), std::string::npos)
+      << shared_memory_unavailable(flat);
+  EXPECT_THROW(allreduce(flat, t, {.algorithm = Algorithm::SharedMemory}), ConfigError);
+  EXPECT_EQ(flat.next_sequence, 0u);
 }
 
 TEST(Allreduce, AlgorithmNames) {
   for (Algorithm a : {Algorithm::Auto, Algorithm::Ring, Algorithm::HalvingDoubling, Algorithm::Tree,
-                      Algorithm::Hierarchical}) {
+                      Algorithm::Hierarchical, Algorithm::SharedMemory}) {
     EXPECT_EQ(algorithm_from_name(name(a)), a);
   }
+  EXPECT_EQ(name(Algorithm::SharedMemory), "shm");
   EXPECT_EQ(algorithm_from_name("hd"), Algorithm::HalvingDoubling);
   EXPECT_THROW(algorithm_from_name("butterfly"), ValueError);
   EXPECT_EQ(reduce_op_from_name("mean"), ReduceOp::Avg);

@@ -1,8 +1,10 @@
-// The shared-memory transport's all-reduce (allreduce_in_place, used by the
-// ring on one host): exact results for every dtype, op and size the message
-// algorithms are tested with, several rounds per call and uneven slices
-// (small blocks), calls of any shape back to back, two channels at once,
-// fallbacks, and failures that end in an error, never a hang.
+// The shared-memory all-reduce (Algorithm::SharedMemory, "shm", on the lanes
+// of a ShmTransport; Auto's choice for large messages on one host): exact
+// results for every dtype, op and size the message algorithms are tested
+// with, several rounds per call and uneven slices (small blocks), the bits of
+// a rank-ordered fold, calls of any shape back to back, two channels at once,
+// where it is offered and where Auto and Ring run over messages instead, and
+// failures that end in an error, never a hang.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -17,8 +19,12 @@
 #include <vector>
 
 #include "loom/comm/collectives.h"
+#include "loom/comm/inproc_transport.h"
+#include "loom/comm/shm_allreduce.h"
 #include "loom/comm/shm_transport.h"
+#include "loom/ops/creation.h"
 #include "tests/comm/exact_values.h"
+#include "tests/comm/zmq_test_worlds.h"
 
 namespace loom::comm {
 namespace {
@@ -73,8 +79,10 @@ void run_shm_ranks(int n, size_t block, const std::function<void(Communicator&)>
 using testing::exact_value;
 using testing::expected_of;
 
-// Fills, all-reduces (Ring: the transport's all-reduce on one host), checks every element.
-void exact_case(Communicator& c, DType dtype, int64_t count, ReduceOp op, Algorithm algo = Algorithm::Ring,
+shm::LaneAllreduce& lanes_of(Communicator& c) { return dynamic_cast<ShmTransport&>(*c.transport).lanes(); }
+
+// Fills, all-reduces (by default the shm algorithm), checks every element.
+void exact_case(Communicator& c, DType dtype, int64_t count, ReduceOp op, Algorithm algo = Algorithm::SharedMemory,
                 bool deterministic = false) {
   core::visit_dtype(dtype, [&]<class T>() {
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, BFloat16> ||
@@ -135,7 +143,10 @@ TEST_P(ShmAllreduceMatrix, RandomDataWithinToleranceAndSameEverywhere) {
   std::vector<std::vector<float>> results(static_cast<size_t>(n));
   run_shm_ranks(n, size_t{64} << 10, [&](Communicator& c) {
     Tensor t = Tensor::from_vector<float>(inputs[static_cast<size_t>(c.rank)], {count});
+    ASSERT_EQ(resolve_algorithm(c, t), Algorithm::SharedMemory);  // Auto, large message, one host
+    const uint64_t rounds = lanes_of(c).rounds(0);
     allreduce(c, t);
+    EXPECT_EQ(lanes_of(c).rounds(0), rounds + (t.nbytes() - 1) / (size_t{64} << 10) + 1);
     double worst = 0;
     for (int64_t i = 0; i < count; ++i) {
       worst = std::max(worst, std::abs(t.data<float>()[i] - sum[static_cast<size_t>(i)]));
@@ -149,10 +160,49 @@ TEST_P(ShmAllreduceMatrix, RandomDataWithinToleranceAndSameEverywhere) {
 INSTANTIATE_TEST_SUITE_P(Sizes, ShmAllreduceMatrix, ::testing::Values(2, 3, 4, 7, 8),
                          [](const auto& info) { return "size" + std::to_string(info.param); });
 
-// The transport reports what it does: lanes for streams 0 and 1 of a world
-// of 2 to 16 ranks with blocks; otherwise false, and the ring runs on messages.
+// The bits are those of the left fold x_0 + x_1 + ... + x_{p-1} in rank
+// order (in f32 for bf16, rounded once), which is also what deterministic
+// mode computes over messages: the lanes' schedule changes where slices are
+// reduced, never the order of the operands.
+TEST(ShmAllreduce, BitsOfTheRankOrderedFold) {
+  const int n = 5;
+  const int64_t count = 200003;  // several 64 KiB blocks, uneven slices
+  std::vector<std::vector<float>> inputs(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    std::mt19937_64 rng(static_cast<uint64_t>(r * 31 + 7));
+    std::uniform_real_distribution<float> u(-1e3f, 1e3f);
+    for (int64_t i = 0; i < count; ++i) inputs[static_cast<size_t>(r)].push_back(u(rng) * (i % 3 == 0 ? 1e-4f : 1.0f));
+  }
+  std::vector<float> fold_f32(static_cast<size_t>(count));
+  std::vector<BFloat16> fold_bf16(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    float acc = inputs[0][static_cast<size_t>(i)], acc16 = static_cast<float>(BFloat16(acc));
+    for (int r = 1; r < n; ++r) {
+      acc += inputs[static_cast<size_t>(r)][static_cast<size_t>(i)];
+      acc16 += static_cast<float>(BFloat16(inputs[static_cast<size_t>(r)][static_cast<size_t>(i)]));
+    }
+    fold_f32[static_cast<size_t>(i)] = acc;
+    fold_bf16[static_cast<size_t>(i)] = BFloat16(acc16);
+  }
+  run_shm_ranks(n, size_t{64} << 10, [&](Communicator& c) {
+    const std::vector<float>& mine = inputs[static_cast<size_t>(c.rank)];
+    for (bool deterministic : {false, true}) {
+      Tensor t = Tensor::from_vector<float>(mine, {count});
+      allreduce(c, t, {.algorithm = Algorithm::SharedMemory, .deterministic = deterministic});
+      EXPECT_EQ(std::memcmp(t.data_ptr(), fold_f32.data(), t.nbytes()), 0) << "f32, deterministic " << deterministic;
+      Tensor h = Tensor::empty({count}, DType::BF16);
+      for (int64_t i = 0; i < count; ++i) h.data<BFloat16>()[i] = BFloat16(mine[static_cast<size_t>(i)]);
+      allreduce(c, h, {.algorithm = Algorithm::SharedMemory, .deterministic = deterministic});
+      EXPECT_EQ(std::memcmp(h.data_ptr(), fold_bf16.data(), h.nbytes()), 0) << "bf16, deterministic " << deterministic;
+    }
+  });
+}
+
+// Where the lanes are: streams (channels) 0 and 1 of a world of 2 to 16
+// ranks with blocks. There Auto picks shm for large messages; elsewhere it
+// picks the ring, and an explicit shm is a ConfigError saying why.
 TEST(ShmAllreduce, OfferedOnlyWhereItHasLanes) {
-  auto offered = [](int n, size_t block, int stream) {
+  auto offered = [](int n, size_t block, int channel) {
     std::atomic<int> yes{0};
     const std::string job = unique_job("offer");
     std::vector<std::thread> threads;
@@ -160,21 +210,26 @@ TEST(ShmAllreduce, OfferedOnlyWhereItHasLanes) {
       threads.emplace_back([&, r] {
         auto o = opts(job, r, n, block);
         o.ring_nbytes = 4096;
-        ShmTransport t(o);
-        std::vector<float> x(100, 1.0f);
-        if (t.allreduce_in_place({.stream = stream, .data = reinterpret_cast<std::byte*>(x.data()), .numel = x.size()},
-                                 Deadline::in(10s))) {
+        Communicator c = make_communicator(std::make_shared<ShmTransport>(o));
+        c.channel = static_cast<uint8_t>(channel);
+        c.timeout = 10s;
+        Tensor x = ops::ones({1 << 18});  // 1 MiB: Auto's bandwidth-bound case
+        const bool here = shared_memory_unavailable(c).empty();
+        EXPECT_EQ(shared_memory_available(c), here);
+        EXPECT_EQ(resolve_algorithm(c, x), n == 1 ? Algorithm::Ring : here ? Algorithm::SharedMemory : Algorithm::Ring);
+        if (n > 1 && here) {
+          allreduce(c, x, {.algorithm = Algorithm::SharedMemory});
+          EXPECT_EQ(x.data<float>()[12345], static_cast<float>(n));
           ++yes;
-          EXPECT_EQ(x[99], static_cast<float>(n));
+        } else if (n > 1) {
+          try {
+            allreduce(c, x, {.algorithm = Algorithm::SharedMemory});
+            ADD_FAILURE() << "shm ran without a lane";
+          } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find("algorithm 'shm' cannot run here"), std::string::npos) << e.what();
+          }
         }
-        // Stay until every rank is done with the lane.
-        std::byte token{};
-        for (int p = 0; p < n; ++p) {
-          if (p != r) t.send(p, 1, {&token, 1}, Deadline::in(10s));
-        }
-        for (int p = 0; p < n; ++p) {
-          if (p != r) t.recv(p, 1, {&token, 1}, Deadline::in(10s));
-        }
+        barrier(c);  // stay until every rank is done with the lane
       });
     }
     for (auto& th : threads) th.join();
@@ -183,27 +238,71 @@ TEST(ShmAllreduce, OfferedOnlyWhereItHasLanes) {
   EXPECT_EQ(offered(2, 4096, 0), 2);
   EXPECT_EQ(offered(3, 4096, 1), 3);
   EXPECT_EQ(offered(16, 4096, 0), 16);
-  EXPECT_EQ(offered(2, 4096, 2), 0);  // no lane for a third channel
-  EXPECT_EQ(offered(2, 0, 0), 0);     // lanes switched off
+  EXPECT_EQ(offered(2, 4096, 2), 0);   // no lane for a third channel
+  EXPECT_EQ(offered(2, 0, 0), 0);      // lanes switched off
   EXPECT_EQ(offered(17, 4096, 0), 0);  // too many ranks
-  EXPECT_EQ(offered(1, 4096, 0), 0);
+  EXPECT_EQ(offered(1, 4096, 0), 0);   // nothing to reduce (and nothing refused)
 }
 
-// Channels 2 and up, subgroups (the hierarchical algorithm's leaders) and
-// deterministic mode take the message paths over the same transport.
-TEST(ShmAllreduce, MessagePathsStillRightBesideIt) {
+// Auto picks by size (tree, halving-doubling, then shm), and the message
+// algorithms really run over messages beside the lanes: Ring (`--algo ring`),
+// halving-doubling, tree, hierarchical, deterministic mode and channels
+// without a lane leave the lanes untouched and are right.
+TEST(ShmAllreduce, MessageAlgorithmsLeaveTheLanesAlone) {
   run_shm_ranks(4, 4096, [&](Communicator& c) {
+    shm::LaneAllreduce& lanes = lanes_of(c);
+    EXPECT_EQ(choose_algorithm(c, kTreeMaxBytes), Algorithm::Tree);
+    EXPECT_EQ(choose_algorithm(c, kHalvingDoublingMaxBytes), Algorithm::HalvingDoubling);
+    EXPECT_EQ(choose_algorithm(c, kHalvingDoublingMaxBytes + 1), Algorithm::SharedMemory);
+    const uint64_t before = lanes.rounds(0);
     Communicator other = c;
     other.channel = 5;
-    exact_case(other, DType::F32, 100000, ReduceOp::Sum);
+    EXPECT_EQ(choose_algorithm(other, 64 << 20), Algorithm::Ring);
+    exact_case(other, DType::F32, 200000, ReduceOp::Sum, Algorithm::Auto);
+    exact_case(c, DType::F32, 300000, ReduceOp::Sum, Algorithm::Ring);
+    exact_case(c, DType::F16, 300000, ReduceOp::Avg, Algorithm::Ring);
     exact_case(c, DType::F32, 100000, ReduceOp::Max, Algorithm::HalvingDoubling);
     exact_case(c, DType::BF16, 5000, ReduceOp::Sum, Algorithm::Tree);
     Communicator two_hosts = c;
     two_hosts.host_of_rank = {0, 0, 1, 1};
+    EXPECT_EQ(choose_algorithm(two_hosts, 64 << 20), Algorithm::Hierarchical);
+    EXPECT_NE(shared_memory_unavailable(two_hosts).find("2 hosts"), std::string::npos);
     exact_case(two_hosts, DType::I64, 70000, ReduceOp::Min, Algorithm::Hierarchical);
     exact_case(c, DType::F64, 70000, ReduceOp::Sum, Algorithm::Ring, /*deterministic=*/true);
-    exact_case(c, DType::F32, 100000, ReduceOp::Sum);  // and the lane again
+    exact_case(c, DType::F64, 70000, ReduceOp::Sum, Algorithm::Auto, /*deterministic=*/true);
+    EXPECT_EQ(lanes.rounds(0), before) << "a message algorithm went through the lane";
+    exact_case(c, DType::F32, 200000, ReduceOp::Sum, Algorithm::Auto);  // and the lane again
+    EXPECT_EQ(lanes.rounds(0), before + 196);  // 800000 bytes in 4 KiB blocks
   });
+}
+
+// Explicit shm on transports without lanes (ZeroMQ, in-process): ConfigError
+// naming the transport, before anything is sent; Auto takes the ring there.
+TEST(ShmAllreduce, RefusedOnOtherTransports) {
+  const contract::World zmq = testing_worlds::make_zmq(testing_worlds::tcp_endpoints(2), testing_worlds::curve());
+  InProcHub hub(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      for (Communicator c : {make_communicator(zmq[static_cast<size_t>(r)]), make_communicator(hub.transport(r))}) {
+        const std::string kind = c.transport->kind();
+        Tensor x = ops::ones({1 << 20});
+        EXPECT_EQ(resolve_algorithm(c, x), Algorithm::Ring) << kind;
+        EXPECT_FALSE(shared_memory_available(c)) << kind;
+        try {
+          allreduce(c, x, {.algorithm = Algorithm::SharedMemory, .timeout = 5s});
+          ADD_FAILURE() << "shm ran on " << kind;
+        } catch (const ConfigError& e) {
+          const std::string what = e.what();
+          EXPECT_NE(what.find("algorithm 'shm' cannot run here"), std::string::npos) << what;
+          EXPECT_NE(what.find("transport is '" + kind + "'"), std::string::npos) << what;
+        }
+        allreduce(c, x, {.timeout = 10s});  // the ranks are still in step
+        EXPECT_EQ(x.data<float>()[77], 2.0f) << kind;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
 }
 
 // Calls of every size, dtype and op back to back, between other collectives,
@@ -252,15 +351,17 @@ TEST(ShmAllreduce, RanksThatDisagreeGetCommError) {
       std::memset(t.data_ptr(), 0, t.nbytes());
       const ReduceOp op = variant == 2 && odd ? ReduceOp::Max : ReduceOp::Sum;
       try {
-        allreduce(c, t, {.op = op, .algorithm = Algorithm::Ring, .timeout = 5s});
+        allreduce(c, t, {.op = op, .algorithm = Algorithm::SharedMemory, .timeout = 5s});
         ADD_FAILURE() << "rank " << c.rank << " variant " << variant << " returned";
       } catch (const CommError& e) {
         ++errors;
         EXPECT_NE(std::string(e.what()).find("but rank"), std::string::npos) << e.what();
       }
-      std::vector<float> x(10, 1.0f);
-      EXPECT_FALSE(c.transport->allreduce_in_place({.data = reinterpret_cast<std::byte*>(x.data()), .numel = 10},
-                                                   Deadline::in(1s)));
+      EXPECT_TRUE(lanes_of(c).broken(0));
+      EXPECT_FALSE(shared_memory_available(c));
+      Tensor x = ops::ones({1 << 20});
+      EXPECT_EQ(resolve_algorithm(c, x), Algorithm::Ring);  // Auto now goes over messages
+      EXPECT_THROW(allreduce(c, x, {.algorithm = Algorithm::SharedMemory, .timeout = 1s}), CommError);
     });
     EXPECT_EQ(errors.load(), 3) << "variant " << variant;
   }
@@ -274,7 +375,7 @@ TEST(ShmAllreduce, BadBlockSizesAreRefused) {
 }
 
 // One rank never calls: the others get TimeoutError at the deadline, and the
-// lane is then out of use (later calls run on messages and are right).
+// lane is then out of use (Auto then runs the ring over messages, right).
 TEST(ShmAllreduce, MissingRankTimesOutThenMessagesTakeOver) {
   const int n = 3;
   const std::string job = unique_job("timeout");
@@ -287,8 +388,8 @@ TEST(ShmAllreduce, MissingRankTimesOutThenMessagesTakeOver) {
       std::vector<float> x(100000, 1.0f);
       const auto start = Clock::now();
       try {
-        world[static_cast<size_t>(r)]->allreduce_in_place(
-            {.data = reinterpret_cast<std::byte*>(x.data()), .numel = x.size()}, Deadline::in(200ms));
+        world[static_cast<size_t>(r)]->lanes().run({.data = reinterpret_cast<std::byte*>(x.data()), .numel = x.size()},
+                                                   Deadline::in(200ms));
         ADD_FAILURE() << "returned without rank " << n - 1;
       } catch (const TimeoutError& e) {
         ++timeouts;
@@ -301,15 +402,19 @@ TEST(ShmAllreduce, MissingRankTimesOutThenMessagesTakeOver) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(timeouts.load(), n - 1);
   std::vector<float> x(10, 1.0f);
-  EXPECT_FALSE(world[2]->allreduce_in_place({.data = reinterpret_cast<std::byte*>(x.data()), .numel = x.size()},
-                                            Deadline::in(1s)));
+  EXPECT_TRUE(world[2]->lanes().broken(0));
+  EXPECT_THROW(
+      world[2]->lanes().run({.data = reinterpret_cast<std::byte*>(x.data()), .numel = x.size()}, Deadline::in(1s)),
+      CommError);
   threads.clear();
   for (int r = 0; r < n; ++r) {
     threads.emplace_back([&, r] {
       try {
         Communicator c = make_communicator(world[static_cast<size_t>(r)]);
         c.next_sequence = 100;  // a fresh start, as after rebuilding the communicator
-        exact_case(c, DType::F32, 100000, ReduceOp::Sum);
+        Tensor big = ops::ones({200000});  // 800 KB: the bandwidth-bound case
+        EXPECT_EQ(resolve_algorithm(c, big), Algorithm::Ring);
+        exact_case(c, DType::F32, 200000, ReduceOp::Sum, Algorithm::Auto);
         barrier(c);
       } catch (const std::exception& e) {
         ADD_FAILURE() << "rank " << r << ": " << e.what();
@@ -333,8 +438,8 @@ TEST(ShmAllreduce, LostPeerGivesPeerLostError) {
       std::vector<float> x(100000, 1.0f);
       const auto start = Clock::now();
       try {
-        world[static_cast<size_t>(r)]->allreduce_in_place(
-            {.data = reinterpret_cast<std::byte*>(x.data()), .numel = x.size()}, Deadline::in(10s));
+        world[static_cast<size_t>(r)]->lanes().run({.data = reinterpret_cast<std::byte*>(x.data()), .numel = x.size()},
+                                                   Deadline::in(10s));
         ADD_FAILURE() << "returned without rank " << n - 1;
       } catch (const PeerLostError& e) {
         ++lost;
@@ -371,9 +476,9 @@ TEST(ShmAllreduce, KilledProcessIsLost) {
   ::kill(child, SIGKILL);  // not reaped yet: a zombie, so only the heartbeat tells
   std::vector<float> x(100000, 1.0f);
   const auto start = Clock::now();
-  EXPECT_THROW(t0.allreduce_in_place({.data = reinterpret_cast<std::byte*>(x.data()), .numel = x.size()},
-                                     Deadline::in(10s)),
-               PeerLostError);
+  EXPECT_THROW(
+      t0.lanes().run({.data = reinterpret_cast<std::byte*>(x.data()), .numel = x.size()}, Deadline::in(10s)),
+      PeerLostError);
   EXPECT_LT(Clock::now() - start, 2s + 1500ms);  // heartbeat_timeout = 2 s
   int status = 0;
   ::waitpid(child, &status, 0);

@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   auto* bar = b->add_subcommand("allreduce", "all-reduce bus bandwidth across worker processes (JSON lines)");
   bar->add_option("--workers", bench_ar.workers, "number of worker processes")->check(CLI::PositiveNumber);
   bar->add_option("--sizes", bench_ar.sizes, "message sizes, e.g. 1M,4M,16M,64M")->delimiter(',');
-  bar->add_option("--algo", bench_ar.algorithm, "auto, ring, halving_doubling, tree or hierarchical");
+  bar->add_option("--algo", bench_ar.algorithm, "auto, ring, halving_doubling, tree, hierarchical or shm");
   bar->add_option("--transport", bench_ar.transport, "auto, zmq or shm");
   bar->add_option("--hosts", bench_ar.hosts, "placement, as for launch")->delimiter(',');
   bar->add_flag("--insecure", bench_ar.insecure, "no CURVE encryption (as the plaintext references)");
