@@ -46,26 +46,38 @@ std::vector<int64_t> row_ids_of(int64_t key, const core::Tensor& ids, bool sorte
   return out;
 }
 
+namespace {
+
+// The names of the store's own file (save_optimizer_states) and of what
+// optimizer_states hands over: a key's value, its slot j, its counters.
+constexpr const char* kFormat = "loom-kvstore-state-v1";
+std::string value_name(const std::string& prefix, int64_t key) { return format("{}key{}", prefix, key); }
+std::string slot_name(const std::string& prefix, int64_t key, size_t j) { return format("{}key{}.state{}", prefix, key, j); }
+std::string updates_name(const std::string& prefix, int64_t key) { return format("{}key{}.updates", prefix, key); }
+std::string slots_name(const std::string& prefix, int64_t key) { return format("{}key{}.slots", prefix, key); }
+
+}  // namespace
+
 void put_states(const std::map<int64_t, KeyState>& states, const std::string& prefix, io::NamedTensors& tensors,
                 io::Metadata& meta) {
-  meta[prefix + "format"] = "loom-kvstore-state-v1";
+  meta[prefix + "format"] = kFormat;
   for (const auto& [key, s] : states) {
     for (size_t j = 0; j < s.parts.size(); ++j) {
       core::Tensor t = ops::empty(s.shape, s.dtype);
       LOOM_CHECK(t.nbytes() == s.parts[j].size(), "kvstore: key {}: state part of {} bytes", key, s.parts[j].size());
       if (t.nbytes() > 0) std::memcpy(t.data_ptr(), s.parts[j].data(), t.nbytes());
-      tensors.emplace_back(j == 0 ? format("{}key{}", prefix, key) : format("{}key{}.state{}", prefix, key, j - 1), t);
+      tensors.emplace_back(j == 0 ? value_name(prefix, key) : slot_name(prefix, key, j - 1), t);
     }
-    meta[format("{}key{}.updates", prefix, key)] = std::to_string(s.updates);
-    meta[format("{}key{}.slots", prefix, key)] = std::to_string(s.parts.size() - 1);
+    meta[updates_name(prefix, key)] = std::to_string(s.updates);
+    meta[slots_name(prefix, key)] = std::to_string(s.parts.size() - 1);
   }
 }
 
 std::map<int64_t, KeyState> get_states(const io::SafetensorsFile& f, const std::string& prefix,
                                        const std::string& source) {
   auto it = f.metadata.find(prefix + "format");
-  LOOM_CHECK_T(IoError, it != f.metadata.end() && it->second == "loom-kvstore-state-v1",
-               "{}: no KVStore state (no {}format = loom-kvstore-state-v1 in its metadata)", source, prefix);
+  LOOM_CHECK_T(IoError, it != f.metadata.end() && it->second == kFormat,
+               "{}: no KVStore state (no {}format = {} in its metadata)", source, prefix, kFormat);
   std::map<int64_t, KeyState> out;
   auto number = [&](const std::string& name) {
     auto m = f.metadata.find(name);
@@ -87,10 +99,10 @@ std::map<int64_t, KeyState> get_states(const io::SafetensorsFile& f, const std::
     } catch (const std::exception&) {
       throw IoError(format("{}: unexpected tensor '{}'", source, full));
     }
-    KeyState s{.shape = t.shape(), .dtype = t.dtype(), .updates = number(format("{}key{}.updates", prefix, key))};
-    const int64_t slots = number(format("{}key{}.slots", prefix, key));
+    KeyState s{.shape = t.shape(), .dtype = t.dtype(), .updates = number(updates_name(prefix, key))};
+    const int64_t slots = number(slots_name(prefix, key));
     for (int64_t j = -1; j < slots; ++j) {
-      const core::Tensor& part = j < 0 ? t : f.at(format("{}key{}.state{}", prefix, key, j));
+      const core::Tensor& part = j < 0 ? t : f.at(slot_name(prefix, key, static_cast<size_t>(j)));
       LOOM_CHECK_T(IoError, part.shape() == s.shape && part.dtype() == s.dtype, "{}: key {}: state {} has another shape",
                    source, key, j);
       const core::Tensor dense = ops::contiguous(part);
@@ -204,6 +216,24 @@ class LocalKVStore final : public KVStore {
     }
   }
 
+  std::map<int64_t, KeySnapshot> key_states(std::span<const int64_t> keys) override {
+    std::map<int64_t, KeySnapshot> out;
+    for (int64_t k : keys) {
+      const Shard& shard = *entry(k, "key_states").shard;
+      const ShardState s = shard.state();
+      auto tensor_of = [&](const std::vector<std::byte>& bytes) {
+        Tensor t = ops::empty(shard.options().key_shape, shard.options().dtype);
+        if (!bytes.empty()) std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
+        return t;
+      };
+      KeySnapshot& snap = out[k];
+      snap.value = tensor_of(s.weights);
+      for (const auto& slot : s.slots) snap.slots.push_back(tensor_of(slot));
+      snap.updates = s.updates;
+    }
+    return out;
+  }
+
   KVStoreStats stats() const override { return stats_; }
 
  private:
@@ -237,6 +267,45 @@ void KVStore::save_optimizer_states(const std::filesystem::path& path) {
 
 void KVStore::load_optimizer_states(const std::filesystem::path& path) {
   restore_optimizer_states(rank() == 0 ? io::read_safetensors(path) : io::SafetensorsFile{}, "", path.string());
+}
+
+std::map<int64_t, KeySnapshot> KVStore::key_states(std::span<const int64_t> keys) {
+  io::NamedTensors tensors;
+  io::Metadata meta;
+  optimizer_states("", tensors, meta);
+  std::map<int64_t, KeySnapshot> out;
+  if (rank() != 0) return out;
+  std::map<std::string, const Tensor*, std::less<>> by_name;
+  for (const auto& [name, t] : tensors) by_name.emplace(name, &t);
+  auto find = [&](const std::string& name) {
+    auto it = by_name.find(name);
+    LOOM_CHECK(it != by_name.end(), "kvstore: key_states: the store handed over no '{}'", name);
+    return *it->second;
+  };
+  for (int64_t k : keys) {
+    auto m = meta.find(detail::slots_name("", k));
+    LOOM_CHECK(m != meta.end(), "kvstore: key_states of key {}, which is not initialized (call init first)", k);
+    KeySnapshot& snap = out[k];
+    snap.value = find(detail::value_name("", k));
+    const size_t slots = std::stoull(m->second);
+    for (size_t j = 0; j < slots; ++j) snap.slots.push_back(find(detail::slot_name("", k, j)));
+    snap.updates = std::stoll(meta.at(detail::updates_name("", k)));
+  }
+  return out;
+}
+
+void KVStore::restore_key_states(const std::map<int64_t, KeySnapshot>& states) {
+  io::SafetensorsFile f;
+  if (rank() == 0) {
+    f.metadata["format"] = detail::kFormat;
+    for (const auto& [k, snap] : states) {
+      f.tensors.emplace_back(detail::value_name("", k), snap.value);
+      for (size_t j = 0; j < snap.slots.size(); ++j) f.tensors.emplace_back(detail::slot_name("", k, j), snap.slots[j]);
+      f.metadata[detail::updates_name("", k)] = std::to_string(snap.updates);
+      f.metadata[detail::slots_name("", k)] = std::to_string(snap.slots.size());
+    }
+  }
+  restore_optimizer_states(f, "", "the state put back");
 }
 
 void KVStore::broadcast(std::span<const int64_t> keys, std::span<const Tensor> values, std::span<const Tensor> outs) {

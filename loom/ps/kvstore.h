@@ -36,6 +36,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -79,6 +80,16 @@ struct KVStoreStats {
   uint64_t bytes_received = 0;
   uint64_t shm_bytes_sent = 0;  // the part of those that went through shared memory
   uint64_t shm_bytes_received = 0;
+};
+
+// One key's state, whole (its slices gathered): the value, the servers'
+// optimizer slots in the rule's state_names() order (none before the first
+// update) and the updates applied, the rule's step count. Every tensor has the
+// key's shape and dtype.
+struct KeySnapshot {
+  Tensor value;
+  std::vector<Tensor> slots;
+  int64_t updates = 0;
 };
 
 class KVStore {
@@ -125,6 +136,13 @@ class KVStore {
   // 0 again as the restored servers do.
   virtual void restore_optimizer_states(const io::SafetensorsFile& file, const std::string& prefix,
                                         const std::string& source) = 0;
+  // The same, typed, for `keys` (rank 0; the others get an empty map): what
+  // a checkpoint names by parameter (ParameterServerStrategy). The default
+  // fetches every key's state and keeps those asked for.
+  virtual std::map<int64_t, KeySnapshot> key_states(std::span<const int64_t> keys);
+  // Every worker: rank 0 puts back the keys of `states` (the others' are
+  // ignored), then as restore_optimizer_states.
+  void restore_key_states(const std::map<int64_t, KeySnapshot>& states);
 
   virtual KVStoreStats stats() const = 0;
   // Tells the job this worker is done (the destructor does it too).

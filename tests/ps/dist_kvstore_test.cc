@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -335,6 +336,58 @@ TEST(DistKVStore, ServerOptimizerStateSavesAndLoadsAcrossJobs) {
   EXPECT_EQ(straight, resumed);
   EXPECT_FALSE(straight.empty());
   std::filesystem::remove(path);
+}
+
+// The typed form (what a checkpoint names by parameter): every slice of a
+// key gathered whole, and scattered back into the slices of another job.
+TEST(DistKVStore, KeyStatesGatherSlicesWholeAndPutThemBack) {
+  auto rounds = [](int rank, KVStore& kv, int from, int to) {
+    for (int i = from; i < to; ++i) {
+      kv.push(0, ops::full({30}, 0.1 * (i + 1) * (rank + 1)));
+      kv.push(1, ops::full({4, 5}, -0.2 * (i + 1)));
+    }
+  };
+  std::vector<float> straight, resumed;
+  std::map<int64_t, KeySnapshot> saved;
+  {
+    Cluster cluster({.workers = 2, .servers = 2, .split_bound = 8});
+    cluster.run([&](int rank, KVStore& kv) {
+      kv.init(std::vector<int64_t>{0, 1}, std::vector<Tensor>{ops::ones({30}), ops::ones({4, 5})});
+      kv.set_optimizer({.rule = optim::Rule::Adam, .lr = 0.01});
+      rounds(rank, kv, 0, 3);
+      const std::vector<int64_t> keys = {0, 1};
+      auto states = kv.key_states(keys);
+      EXPECT_EQ(states.size(), rank == 0 ? 2u : 0u);
+      if (rank == 0) {
+        Tensor w = ops::zeros({30});
+        kv.pull(0, w);
+        EXPECT_EQ(states[0].value.to_vector<float>(), w.to_vector<float>());  // the slices, whole
+        EXPECT_EQ(states[0].slots.size(), 2u);                                // exp_avg, exp_avg_sq
+        EXPECT_EQ(states[1].slots[0].shape(), core::Shape({4, 5}));
+        EXPECT_EQ(states[0].updates, 3);
+        saved = states;
+      }
+      kv.barrier();
+      rounds(rank, kv, 3, 5);
+      Tensor w = ops::zeros({30});
+      kv.pull(0, w);
+      if (rank == 0) straight = w.to_vector<float>();
+    });
+  }
+  {
+    Cluster cluster({.workers = 2, .servers = 2, .split_bound = 8});
+    cluster.run([&](int rank, KVStore& kv) {
+      kv.init(std::vector<int64_t>{0, 1}, std::vector<Tensor>{ops::zeros({30}), ops::zeros({4, 5})});
+      kv.set_optimizer({.rule = optim::Rule::Adam, .lr = 0.01});
+      kv.restore_key_states(rank == 0 ? saved : std::map<int64_t, KeySnapshot>{});
+      rounds(rank, kv, 3, 5);
+      Tensor w = ops::zeros({30});
+      kv.pull(0, w);
+      if (rank == 0) resumed = w.to_vector<float>();
+    });
+  }
+  EXPECT_EQ(straight, resumed);
+  EXPECT_FALSE(straight.empty());
 }
 
 }  // namespace

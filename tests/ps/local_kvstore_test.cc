@@ -103,6 +103,34 @@ TEST(LocalKVStore, OptimizerStateSavesAndLoads) {
   std::filesystem::remove(path);
 }
 
+TEST(LocalKVStore, KeyStatesAreTheShardsStateTyped) {
+  auto a = KVStore::create(io::Mode::Local);
+  a->init(std::vector<int64_t>{0, 1}, std::vector<Tensor>{ops::ones({3}), ops::ones({2, 2})});
+  a->set_optimizer({.rule = optim::Rule::Sgd, .lr = 0.1, .momentum = 0.9});
+  a->push(0, ops::full({3}, 0.5));
+  const std::vector<int64_t> keys = {0, 1};
+  auto states = a->key_states(keys);
+  ASSERT_EQ(states.size(), 2u);
+  EXPECT_EQ(states[0].updates, 1);
+  ASSERT_EQ(states[0].slots.size(), 1u);                                   // momentum_buffer
+  EXPECT_EQ(states[0].slots[0].to_vector<float>(), std::vector<float>(3, 0.5f));  // the first gradient
+  EXPECT_EQ(states[1].updates, 0);
+  EXPECT_TRUE(states[1].slots.empty());  // never updated
+  const std::vector<int64_t> unknown = {7};
+  EXPECT_THROW(a->key_states(unknown), ValueError);
+
+  auto b = KVStore::create(io::Mode::Local);
+  b->init(std::vector<int64_t>{0, 1}, std::vector<Tensor>{ops::zeros({3}), ops::zeros({2, 2})});
+  b->set_optimizer({.rule = optim::Rule::Sgd, .lr = 0.1, .momentum = 0.9});
+  b->restore_key_states(states);
+  a->push(0, ops::full({3}, 0.25));
+  b->push(0, ops::full({3}, 0.25));
+  Tensor wa = ops::zeros({3}), wb = ops::zeros({3});
+  a->pull(0, wa);
+  b->pull(0, wb);
+  EXPECT_EQ(wa.to_vector<float>(), wb.to_vector<float>());
+}
+
 TEST(Shard, SyncRoundMergesInRankOrderAndIgnoresReplays) {
   Shard s({.key = 0, .dtype = core::DType::F32, .key_shape = {2}, .num_rows = 2, .num_workers = 3, .sync = true});
   const std::vector<float> z = {0, 0};
