@@ -387,7 +387,7 @@ const SectionTable<DistributedConfig> kDistributed{
         {"deterministic_atoms", &DistributedConfig::deterministic_atoms, kAtLeast1},  // and <= 4096, workers | it: parallel::check_atoms
         {"transport", &DistributedConfig::transport, one_of({"auto", "zmq", "shm"})},
         {"algorithm", &DistributedConfig::algorithm,
-         one_of({"auto", "ring", "halving_doubling", "tree", "hierarchical"})},
+         one_of({"auto", "ring", "halving_doubling", "tree", "hierarchical", "shm"})},
         {"bucket_mb", &DistributedConfig::bucket_mb},  // with first_bucket_mb: check_distributed
         {"first_bucket_mb", &DistributedConfig::first_bucket_mb},
         {"timeout_s", &DistributedConfig::timeout_s, kPositive},

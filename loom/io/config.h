@@ -69,7 +69,7 @@ struct DistributedConfig {
   bool deterministic = false;     // bitwise-identical results for any worker count that divides deterministic_atoms
   int64_t deterministic_atoms = 8;  // deterministic: canonical parts of each batch (1..4096; workers must divide it)
   std::string transport = "auto"; // auto | zmq | shm
-  std::string algorithm = "auto"; // auto | ring | halving_doubling | tree | hierarchical
+  std::string algorithm = "auto"; // auto | ring | halving_doubling | tree | hierarchical | shm (one host)
   double bucket_mb = 25.0;
   double first_bucket_mb = 1.0;
   double timeout_s = 60.0;        // one collective call
