@@ -155,8 +155,19 @@ void DataParallel::add_fixed_point(size_t b, size_t k) {
   // The step's first atom assigns: the accumulator is neither read nor zeroed between steps.
   const fixed_point::Mode mode = bucket.in_sum[k] ? fixed_point::Mode::Add : fixed_point::Mode::Assign;
   const auto bad = fixed_point::accumulate(bucket.flat, bucket.fixed, {.mode = mode, .begin = bucket.offsets[k], .end = end});
+  const bool first_time = !bucket.added[k];
   bucket.added[k] = 1;
   bucket.in_sum[k] = 1;
+  // The rank's last atom: a bucket whose sums are complete goes on the wire
+  // while backward goes on (not the last bucket: it carries the out-of-range
+  // count, which any later gradient may still raise).
+  if (last_atom_ && first_time && b + 1 < buckets_.size()) {
+    std::lock_guard lock(mu_);
+    if (--bucket.pending == 0) {
+      is_ready_[b] = true;
+      cv_.notify_all();
+    }
+  }
   if (!bad) return;
   buckets_.back().fixed.data<int64_t>()[buckets_.back().flat.numel()] += 1;
   if (!range_error_.empty()) return;
@@ -165,6 +176,11 @@ void DataParallel::add_fixed_point(size_t b, size_t k) {
                         "the sums would not be exact; the training is diverging or its loss is scaled far up "
                         "(lower [optimizer] lr, or set deterministic = false)", bucket.names[k],
                         bad->index - bucket.offsets[k], bad->value);
+}
+
+void DataParallel::begin_last_atom() {
+  LOOM_CHECK(options_.deterministic, "DataParallel::begin_last_atom needs the .deterministic option");
+  last_atom_ = true;
 }
 
 void DataParallel::accumulate_fixed_point() {
@@ -217,6 +233,7 @@ void DataParallel::begin_fixed_point_sync() {
 
 void DataParallel::end_fixed_point_sync(bool reduced) {
   accumulated_ = 0;
+  last_atom_ = false;
   for (auto& bucket : buckets_) std::fill(bucket.in_sum.begin(), bucket.in_sum.end(), 0);
   if (buckets_.empty()) return;
   int64_t& out_of_range = buckets_.back().fixed.data<int64_t>()[buckets_.back().flat.numel()];

@@ -93,6 +93,10 @@ class DataParallel {
   // throw ValueError on every rank (the rank that saw it names the parameter
   // and the value).
   void accumulate_fixed_point();
+  // Deterministic mode: the next atom is this rank's last of the step, so each
+  // bucket is all-reduced as soon as its sums are complete, while backward
+  // goes on (as the hooks do in normal mode). Optional.
+  void begin_last_atom();
 
   size_t num_buckets() const { return buckets_.size(); }
   // Parameter names per bucket, in bucket order (for logs and tests).
@@ -121,6 +125,7 @@ class DataParallel {
   std::vector<Bucket> buckets_;
   bool sync_ = true;
   int64_t accumulated_ = 0;  // deterministic: accumulate_fixed_point() calls this step
+  bool last_atom_ = false;   // deterministic: begin_last_atom() was called this step
   std::string range_error_;  // deterministic: the first out-of-range gradient this step
 
   std::mutex mu_;

@@ -63,9 +63,14 @@ double DataParallelStrategy::deterministic_forward_backward(const train::StepBat
              "[B r / N, B (r + 1) / N) (train::share_of_batch)", r, n, rows, global_rows);
   const std::vector<Atom> atoms = atoms_of_rank(global_rows, options_.deterministic_atoms, r, n);
   AtomScope scope(parts.model, deterministic_step_, atoms);
+  const Atom* last = nullptr;
+  for (const Atom& atom : atoms) {
+    if (atom.rows() > 0) last = &atom;
+  }
   double loss_sum = 0.0;
   for (const Atom& atom : atoms) {
     if (atom.rows() == 0) continue;  // a batch with fewer rows than atoms
+    if (&atom == last) dp_->begin_last_atom();  // its buckets go out while backward runs
     scope.begin_atom(atom);
     Tensor loss = parts.loss(parts.model(ops::slice(batch.inputs, 0, atom.begin, atom.end)),
                              ops::slice(batch.targets, 0, atom.begin, atom.end));

@@ -231,6 +231,7 @@ struct Run {
   int64_t atoms = 8;
   int64_t max_steps = 50;
   std::string checkpoint_dir;  // set: resume from it when it holds a checkpoint
+  size_t bucket_bytes = 25u << 20;  // small: several buckets, all-reduced during the last atom's backward
 };
 
 // The bytes of every state_dict entry (weights and buffers) after the run, rank 0's; every rank agrees.
@@ -241,7 +242,9 @@ std::vector<std::vector<std::byte>> train(const Run& run) {
     auto model = run.model == Model::Mlp ? mlp_with_dropout() : cnn_with_batch_norm();
     auto strategy = std::make_shared<DataParallelStrategy>(
         comm::make_communicator(hub->transport(r)),
-        DataParallelStrategyOptions{.data_parallel = {.timeout = std::chrono::milliseconds(30000)},
+        DataParallelStrategyOptions{.data_parallel = {.bucket_bytes = run.bucket_bytes,
+                                                      .first_bucket_bytes = std::min<size_t>(run.bucket_bytes, 1u << 20),
+                                                      .timeout = std::chrono::milliseconds(30000)},
                                     .deterministic = true,
                                     .deterministic_atoms = run.atoms});
     io::TrainConfig loop{.epochs = 100, .max_steps = run.max_steps, .eval_interval = 0};
@@ -292,6 +295,16 @@ TEST(Deterministic, SixAtomsAreBitwiseEqualFor136Ranks) {
     for (int world : {3, 6}) {
       expect_same_bits(train({.model = m, .world = world, .atoms = 6}), one, format("world {}", world));
     }
+  }
+}
+
+// Buckets only group the integer sums: small ones (each all-reduced as soon
+// as the last atom's backward completes it) give the same bits.
+TEST(Deterministic, BucketsDoNotChangeTheBits) {
+  const auto one = train({.model = Model::Cnn, .world = 1, .max_steps = 20});
+  for (int world : {1, 2, 4}) {
+    expect_same_bits(train({.model = Model::Cnn, .world = world, .max_steps = 20, .bucket_bytes = 96}), one,
+                     format("world {}, buckets of 96 bytes", world));
   }
 }
 
