@@ -1,6 +1,8 @@
 #include "loom/parallel/parameter_server_strategy.h"
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "loom/core/error.h"
 #include "loom/ops/creation.h"
@@ -29,8 +31,12 @@ void ParameterServerStrategy::attach(nn::Module& model, const optim::OptimizerSp
     if (auto* e = dynamic_cast<ServerEmbedding*>(m)) {
       e->bind(*kv_, next_key++);
       embeddings_.push_back(e);
+      table_names_.push_back(name + ".weight");
     }
   }
+  const auto rule = optim::make_update_rule(spec);
+  rule_ = std::string(rule->name());
+  slots_ = rule->state_names();
   kv_->set_optimizer(spec);
   kv_->pull(keys_, params_);  // everyone starts from rank 0's weights
 }
@@ -50,19 +56,117 @@ double ParameterServerStrategy::step(const train::StepBatch& batch, train::StepP
   }
   kv_->pushpull(keys_, grads_, params_);
   kv_->advance_clock();
+  ++steps_;
   return loss;
 }
 
+// The Trainer's local optimizer is over the same tensors, in the same order, as the keys.
+void ParameterServerStrategy::check_parameters(const optim::Optimizer& local) const {
+  LOOM_CHECK(local.params().size() == params_.size(), "parameter servers: the optimizer has {} parameters, the servers "
+             "hold {} keys for the model's", local.params().size(), params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    LOOM_CHECK(local.params()[i].impl() == params_[i].impl(), "parameter servers: the optimizer's parameter {} ('{}') "
+               "is not the model's parameter of key {}", i, local.param_names()[i], keys_[i]);
+  }
+}
+
+optim::OptimizerState ParameterServerStrategy::optimizer_state(const optim::Optimizer& local) {
+  check_parameters(local);
+  std::map<int64_t, ps::KeySnapshot> keys = kv_->key_states(keys_);
+  optim::OptimizerState state{.step = steps_, .lr = local.lr()};
+  for (size_t i = 0; i < keys_.size(); ++i) {
+    ps::KeySnapshot& k = keys.at(keys_[i]);
+    core::Tensor& w = params_[i];
+    std::memcpy(w.data_ptr(), k.value.data_ptr(), w.nbytes());  // as a pull: the weights this state goes with
+    optim::ParamState& p = state.params.emplace_back();
+    p.step = k.updates;
+    if (p.step == 0) continue;
+    p.slots = std::move(k.slots);
+    // Updated before the servers had an optimizer: zero, as the rule starts them.
+    if (p.slots.empty()) {
+      for (size_t j = 0; j < slots_.size(); ++j) p.slots.push_back(ops::zeros(w.shape(), w.dtype()));
+    }
+  }
+  return state;
+}
+
+void ParameterServerStrategy::load_optimizer_state(const optim::OptimizerState& state, optim::Optimizer& local) {
+  check_parameters(local);
+  optim::check_state(local.state_layout(), state);
+  std::map<int64_t, ps::KeySnapshot> keys;
+  if (rank() == 0) {
+    for (size_t i = 0; i < keys_.size(); ++i) {
+      const optim::ParamState& p = state.params[i];
+      ps::KeySnapshot& k = keys[keys_[i]];
+      k.value = params_[i];  // the checkpoint's weights, loaded into the model
+      for (const core::Tensor& slot : p.slots) {
+        k.slots.push_back(ops::contiguous(ops::to_dtype(slot, params_[i].dtype())));
+      }
+      k.updates = p.step;
+    }
+  }
+  kv_->restore_key_states(keys);  // rank 0 sends, everyone waits
+  kv_->pull(keys_, params_);
+  steps_ = state.step;
+}
+
+optim::StateLayout ParameterServerStrategy::table_layout(std::vector<core::Shape> shapes) const {
+  return {.rule = rule_, .slots = slots_, .params = table_names_, .shapes = std::move(shapes), .counters = false};
+}
+
 void ParameterServerStrategy::add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) {
-  kv_->optimizer_states(train::kServerStatePrefix, tensors, meta);
+  if (embeddings_.empty()) return;
+  std::vector<int64_t> table_keys;
+  for (const ServerEmbedding* e : embeddings_) table_keys.push_back(e->key());
+  std::map<int64_t, ps::KeySnapshot> keys = kv_->key_states(table_keys);
+  std::vector<core::Shape> shapes;
+  optim::OptimizerState state;
+  for (size_t i = 0; i < table_keys.size(); ++i) {
+    ps::KeySnapshot& k = keys.at(table_keys[i]);
+    tensors.emplace_back(train::kServerStatePrefix + table_names_[i], k.value);
+    shapes.push_back(k.value.shape());
+    state.params.push_back({.step = k.updates, .slots = std::move(k.slots)});
+  }
+  for (auto& [name, t] : optim::to_state_dict(table_layout(std::move(shapes)), state)) {
+    tensors.emplace_back(train::kServerStatePrefix + name, std::move(t));
+  }
 }
 
 void ParameterServerStrategy::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {
-  LOOM_CHECK_T(IoError, file.metadata.contains(std::string(train::kServerStatePrefix) + "format"),
-               "{}: the checkpoint has no parameter-server state (it was written without parameter servers): "
-               "resuming with them would start the servers' optimizer afresh", source);
-  kv_->restore_optimizer_states(file, train::kServerStatePrefix, source);
-  kv_->pull(keys_, params_);  // the servers' weights, as checkpointed
+  if (embeddings_.empty()) {
+    train::Strategy::restore_checkpoint_state(file, source);  // no tables here: refuses a checkpoint with some
+    return;
+  }
+  const std::string prefix = train::kServerStatePrefix;
+  std::vector<core::Shape> shapes;
+  std::map<int64_t, ps::KeySnapshot> keys;
+  for (size_t i = 0; i < embeddings_.size(); ++i) {
+    const core::Tensor* value = file.find(prefix + table_names_[i]);
+    LOOM_CHECK_T(IoError, value != nullptr, "{}: the checkpoint has no '{}{}' for this model's server-embedding "
+                 "table (it was written by a model without it)", source, prefix, table_names_[i]);
+    shapes.push_back(value->shape());
+    keys[embeddings_[i]->key()].value = ops::contiguous(*value);
+  }
+  io::NamedTensors entries;
+  for (const auto& [name, t] : file.tensors) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string rest = name.substr(prefix.size());
+    if (std::find(table_names_.begin(), table_names_.end(), rest) == table_names_.end()) entries.emplace_back(rest, t);
+  }
+  optim::OptimizerState state;
+  try {
+    state = optim::from_state_dict(table_layout(std::move(shapes)), entries);
+  } catch (const ValueError& e) {
+    throw IoError(format("{}: the server-embedding tables' state does not fit: {}", source, e.what()));
+  }
+  for (size_t i = 0; i < embeddings_.size(); ++i) {
+    ps::KeySnapshot& k = keys[embeddings_[i]->key()];
+    for (const core::Tensor& slot : state.params[i].slots) {
+      k.slots.push_back(ops::contiguous(ops::to_dtype(slot, k.value.dtype())));
+    }
+    k.updates = state.params[i].step;
+  }
+  kv_->restore_key_states(rank() == 0 ? keys : std::map<int64_t, ps::KeySnapshot>{});
 }
 
 }  // namespace loom::parallel

@@ -16,9 +16,14 @@
 // float summation order. dist_async: each worker's gradient is applied when
 // it arrives. dist_ssp: as async, with advance_clock() after each step.
 //
-// Checkpoints (rank 0's) hold the servers' weights and optimizer state
-// beside the model, so `loom train --resume` goes on with the servers'
-// momentum and Adam moments where they were.
+// Checkpoints (rank 0's) hold the servers' weights and optimizer state in
+// the layout every strategy writes (optim/state_dict.h): "model.<p>" and
+// "optim.<p>.<slot>", "optim.<p>.step", each key gathered whole from its
+// slices. So `loom train --resume` goes on with the servers' momentum and
+// Adam moments where they were, and a checkpoint of a local or all-reduce
+// run resumes on servers, and the other way round. Server-embedding tables,
+// which only servers hold, go in as "servers.<module>.weight" with their
+// state beside ("servers.<module>.weight.<slot>", ".step").
 #pragma once
 
 #include <memory>
@@ -47,8 +52,15 @@ class ParameterServerStrategy final : public train::Strategy {
   // The local optimizer is left alone: the servers update.
   double step(const train::StepBatch& batch, train::StepParts& parts) override;
   void barrier() override { kv_->barrier(); }
-  // The servers' weights and optimizer state go into rank 0's checkpoints;
-  // on resume rank 0 puts them back on the servers and every worker pulls.
+  // The servers' optimizer state of the dense keys, by parameter (the local
+  // optimizer stays idle and keeps none); rank 0's model takes the servers'
+  // weights it goes with. On resume rank 0 puts the model's weights and the
+  // state back on the servers (update counts too; rounds from 0) and every
+  // worker pulls.
+  optim::OptimizerState optimizer_state(const optim::Optimizer& local) override;
+  void load_optimizer_state(const optim::OptimizerState& state, optim::Optimizer& local) override;
+  // The server-embedding tables ("servers.*"); a checkpoint without the
+  // model's tables is refused (IoError).
   void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) override;
   void restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) override;
   // Closes the store: worker 0 tells the servers the job is done.
@@ -57,11 +69,18 @@ class ParameterServerStrategy final : public train::Strategy {
   ps::KVStore& kv() { return *kv_; }
 
  private:
+  void check_parameters(const optim::Optimizer& local) const;
+  optim::StateLayout table_layout(std::vector<core::Shape> shapes) const;
+
   std::unique_ptr<ps::KVStore> owned_;
   ps::KVStore* kv_;
   std::vector<int64_t> keys_;
   std::vector<core::Tensor> params_, grads_;
   std::vector<ServerEmbedding*> embeddings_;
+  std::vector<std::string> table_names_;     // "<module>.weight" per embedding
+  std::string rule_;                         // the servers' rule and its slots
+  std::vector<std::string> slots_;
+  int64_t steps_ = 0;                        // this worker's steps (the layout's "step")
 };
 
 }  // namespace loom::parallel

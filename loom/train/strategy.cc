@@ -29,12 +29,12 @@ double forward_backward(const StepBatch& batch, StepParts& parts) {
 }
 
 void Strategy::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {
-  // Resuming without parameter servers from a checkpoint of a run with them
-  // would drop the servers' optimizer state (momentum, Adam moments): refused.
+  // Tables that live only on parameter servers (server embeddings) have no
+  // home without them: refused.
   for (const auto& [name, t] : file.tensors) {
     LOOM_CHECK_T(IoError, name.rfind(kServerStatePrefix, 0) != 0,
-                 "{}: the checkpoint holds parameter-server state ('{}'): resume it with the [distributed] mode it was "
-                 "written in (dist_sync, dist_async or dist_ssp)", source, name);
+                 "{}: the checkpoint holds a table that lives on parameter servers ('{}'): resume it with a parameter-"
+                 "server [distributed] mode (dist_sync, dist_async or dist_ssp)", source, name);
   }
 }
 

@@ -14,8 +14,8 @@
 // A strategy owns everything between "here is this rank's share of the
 // batch" and "the weights are updated": forward and backward (a pipeline
 // schedule overrides them), the gradient path (all-reduce, compression,
-// push/pull), the optimizer step (local, on servers, sharded) and what
-// checkpoints must hold beyond the model and the local optimizer. The
+// push/pull), the optimizer step (local, on servers, sharded), where the
+// optimizer's state lives and what checkpoints must hold beyond it. The
 // Trainer only feeds batches, steps the LR schedule, evaluates, logs and
 // checkpoints. docs/ARCHITECTURE.md ("Strategies") shows a step of each.
 #pragma once
@@ -88,11 +88,27 @@ class Strategy {
   // Waits for every rank (the end of training).
   virtual void barrier() {}
 
-  // Checkpoints hold what the strategy keeps outside the model and the local
-  // optimizer (the parameter servers' weights and optimizer state, as
+  // The optimizer's state in optim's one layout (optim/state_dict.h), from
+  // wherever it lives, so that a checkpoint does not depend on the strategy
+  // that wrote it: the local optimizer's by default; the servers' with
+  // parameter servers (each key gathered whole), whose weights rank 0's model
+  // then takes, as a pull would, so that the checkpoint's weights and state
+  // go together. The main rank calls it when writing a checkpoint, before it
+  // takes the model's tensors. (A sharded optimizer would gather here.)
+  virtual optim::OptimizerState optimizer_state(const optim::Optimizer& local) { return local.state_snapshot(); }
+  // Every rank on resume, after the model's weights are loaded: puts `state`
+  // (it fits local.state_layout()) where the optimizer lives: the local
+  // optimizer by default; the servers with parameter servers (collective).
+  virtual void load_optimizer_state(const optim::OptimizerState& state, optim::Optimizer& local) {
+    local.load_state(state);
+  }
+
+  // Checkpoints also hold what only this strategy has, beyond the model and
+  // the optimizer's state (tables that live only on parameter servers, as
   // tensors named "servers.*"): the main rank adds it to each checkpoint it
   // writes; on resume every rank hands the checkpoint back after loading the
-  // model (collective). The default refuses a checkpoint with such state.
+  // model and the optimizer's state (collective). The default refuses a
+  // checkpoint with such tensors.
   virtual void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) {}
   virtual void restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source);
 

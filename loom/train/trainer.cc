@@ -10,6 +10,7 @@
 #include "loom/nn/nn.h"
 #include "loom/ops/ops.h"
 #include "loom/train/metrics_log.h"
+#include "loom/train/legacy_checkpoint.h"
 #include "loom/train/progress.h"
 #include "loom/train/tensorboard.h"
 #include "loom/train/zoo.h"
@@ -288,10 +289,12 @@ EpochReport Trainer::fit() {
   return report;
 }
 
-io::NamedTensors Trainer::checkpoint_tensors() const {
+io::NamedTensors Trainer::checkpoint_tensors(const optim::OptimizerState& optimizer_state) const {
   io::NamedTensors out;
   for (const auto& [name, t] : parts_.model->state_dict()) out.emplace_back("model." + name, t);
-  for (const auto& [name, t] : optimizer_->state_dict()) out.emplace_back("optim." + name, t);
+  for (const auto& [name, t] : optim::to_state_dict(optimizer_->state_layout(), optimizer_state)) {
+    out.emplace_back("optim." + name, t);
+  }
   return out;
 }
 
@@ -312,7 +315,9 @@ io::Metadata Trainer::checkpoint_metadata() const {
 
 std::filesystem::path Trainer::save_checkpoint() {
   LOOM_CHECK(checkpoints_ != nullptr, "save_checkpoint: no checkpoint directory (set [train] checkpoint_dir or --checkpoint-dir)");
-  io::NamedTensors tensors = checkpoint_tensors();
+  // The optimizer's state first: with parameter servers it brings their weights into the model.
+  const optim::OptimizerState optimizer_state = parts_.strategy->optimizer_state(*optimizer_);
+  io::NamedTensors tensors = checkpoint_tensors(optimizer_state);
   io::Metadata meta = checkpoint_metadata();
   parts_.strategy->add_checkpoint_state(tensors, meta);
   return checkpoints_->save(step_, tensors, meta);
@@ -329,20 +334,22 @@ bool Trainer::resume_from_latest() {
 void Trainer::load_checkpoint(const std::filesystem::path& path) {
   io::SafetensorsFile f = io::read_safetensors(path);
   const std::string file = path.string();
+  const int64_t step = metadata_int(f.metadata, "loom.step", file);
+  upgrade_legacy_server_state(f, optimizer_->state_layout(), file);
   nn::StateDict model_state;
-  io::NamedTensors optim_state;
+  io::NamedTensors optim_tensors;
   for (const auto& [name, t] : f.tensors) {
     if (name.rfind("model.", 0) == 0) model_state.insert(name.substr(6), t);
-    else if (name.rfind("optim.", 0) == 0) optim_state.emplace_back(name.substr(6), t);
-    else if (name.rfind(kServerStatePrefix, 0) != 0)  // the distributed context's, below
+    else if (name.rfind("optim.", 0) == 0) optim_tensors.emplace_back(name.substr(6), t);
+    else if (name.rfind(kServerStatePrefix, 0) != 0)  // the strategy's, below
       throw IoError(format("{}: unexpected tensor '{}' (expected model.*, optim.* and servers.*)", file, name));
   }
-  const int64_t step = metadata_int(f.metadata, "loom.step", file);
   const data::LoaderPosition pos{metadata_int(f.metadata, "loom.loader_epoch", file),
                                  metadata_int(f.metadata, "loom.loader_batch", file)};
+  optim::OptimizerState optimizer_state;
   try {
     parts_.model->load_state_dict(model_state);
-    optimizer_->load_state_dict(optim_state);
+    optimizer_state = optim::from_state_dict(optimizer_->state_layout(), optim_tensors);
     parts_.train_loader->set_position(pos);
   } catch (const ValueError& e) {
     throw IoError(format("{}: the checkpoint does not fit this job's model: {}", file, e.what()));
@@ -358,6 +365,7 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
     d->generator().set_state(seed, offset);
   }
   step_ = step;
+  parts_.strategy->load_optimizer_state(optimizer_state, *optimizer_);  // wherever the strategy keeps it
   scheduler_ = std::make_unique<optim::LRScheduler>(*optimizer_, optim::make_schedule(run_optimizer_spec()), step_);
   parts_.strategy->restore_checkpoint_state(f, file);
 }

@@ -16,10 +16,14 @@
 //   train::ClassificationResult r = from_job.evaluate();
 //
 // Checkpoints are safetensors files: tensors "model.<name>" (the state dict)
-// and "optim.<key>" (optimizer state), and metadata "loom.step",
-// "loom.loader_epoch", "loom.loader_batch", "loom.rng.<module>" (dropout
-// generators) — everything an exact resume needs — plus what the strategy
-// keeps elsewhere ("servers.*").
+// and "optim.<key>" (the optimizer's state in optim's one layout,
+// optim/state_dict.h, wherever the strategy keeps it), and metadata
+// "loom.step", "loom.loader_epoch", "loom.loader_batch", "loom.rng.<module>"
+// (dropout generators) — everything an exact resume needs — plus what only
+// the strategy has ("servers.*": tables that live on parameter servers). So
+// a run resumes under another strategy (local, all-reduce, parameter
+// servers); old parameter-server checkpoints ("servers.key<k>") are renamed
+// into this layout on loading.
 #pragma once
 
 #include <cstdio>
@@ -123,7 +127,7 @@ class Trainer {
   bool is_main() const { return parts_.strategy->is_main(); }
   bool can_evaluate() const { return parts_.test_loader && parts_.num_classes > 0; }
   optim::OptimizerSpec run_optimizer_spec() const;
-  io::NamedTensors checkpoint_tensors() const;
+  io::NamedTensors checkpoint_tensors(const optim::OptimizerState& optimizer_state) const;
   io::Metadata checkpoint_metadata() const;
 
   TrainerParts parts_;

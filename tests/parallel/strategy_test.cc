@@ -2,13 +2,16 @@
 // process: DataParallelStrategy with its `deterministic` option gives the
 // same bits for 1, 2 and 3 ranks (threads over in-process queues; more in
 // deterministic_test.cc); a
-// ServerEmbedding on a local KVStore trains only the rows its batches touch.
+// ServerEmbedding on a local KVStore trains only the rows its batches touch,
+// and its table with its optimizer state goes into checkpoints.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <thread>
 
 #include "loom/comm/inproc_transport.h"
 #include "loom/data/data.h"
+#include "loom/io/checkpoint.h"
 #include "loom/nn/nn.h"
 #include "loom/ops/ops.h"
 #include "loom/parallel/data_parallel_strategy.h"
@@ -120,6 +123,59 @@ TEST(ServerEmbedding, TrainsOnlyTheRowsItsBatchesTouch) {
     EXPECT_EQ(changed, row < 20) << "row " << row;
   }
   strategy->finish();
+}
+
+// The table and its Adam moments live only on the servers: checkpoints hold
+// them as "servers.table.weight" with its state beside, and 2 epochs + 2
+// resumed equal 4 straight, bit for bit.
+TEST(ServerEmbedding, TableAndItsStateResume) {
+  const auto dir = std::filesystem::temp_directory_path() / ("loom_table_resume_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < 40; ++i) ids.push_back((i * 7) % 20);
+  auto set = std::make_shared<data::TensorDataset>(Tensor::from_vector<int64_t>(ids, {20, 2}), ops::ones({20, 1}));
+  // The weights after `epochs` (the table, then the head's), resuming from `ckpt`.
+  auto run = [&](int64_t epochs, const std::string& ckpt) {
+    auto strategy = std::make_shared<ParameterServerStrategy>(ps::KVStore::create(io::Mode::Local));
+    auto model = std::make_shared<TableModel>();
+    train::Trainer trainer(
+        {.model = model,
+         .train_loader = std::make_shared<data::DataLoader>(set, data::LoaderOptions{.batch_size = 5, .shuffle = true}),
+         .loss = kMse,
+         .optimizer = {.rule = optim::Rule::Adam, .lr = 0.05},
+         .strategy = strategy},
+        io::TrainConfig{.epochs = epochs, .eval_interval = 0}, {.checkpoint_dir = (dir / ckpt).string(), .log = nullptr});
+    trainer.resume_from_latest();
+    trainer.fit();
+    Tensor table = ops::zeros({50, 3});
+    strategy->kv().pull(model->table->key(), table);
+    std::vector<std::vector<float>> out = {table.to_vector<float>()};
+    for (auto& [name, p] : model->named_parameters()) out.push_back(p.to_vector<float>());
+    strategy->finish();
+    return out;
+  };
+  const auto straight = run(4, "straight");
+  run(2, "resumed");
+  const io::SafetensorsFile f = io::read_safetensors(*io::CheckpointManager(dir / "resumed").latest());
+  for (const char* name : {"servers.table.weight", "servers.table.weight.exp_avg", "servers.table.weight.exp_avg_sq",
+                           "servers.table.weight.step", "optim.head.weight.exp_avg"}) {
+    EXPECT_NE(f.find(name), nullptr) << name;
+  }
+  EXPECT_EQ(run(4, "resumed"), straight);
+
+  // Without the table's state the checkpoint is refused, naming what is missing.
+  io::NamedTensors without;
+  for (const auto& [name, t] : f.tensors) {
+    if (name != "servers.table.weight.exp_avg") without.emplace_back(name, t);
+  }
+  io::write_safetensors(io::CheckpointManager(dir / "broken").path_for(8), without, f.metadata);
+  try {
+    run(4, "broken");
+    ADD_FAILURE() << "a table without its state was accepted";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("exp_avg"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 #  3. `loom launch --describe` prints where each key of a job's model lives;
 #  4. a job file asking for parameter servers without any gets one clear line;
 #  5. --resume goes on with the servers' weights and optimizer state: 2 epochs then 2 resumed equal 4
-#     straight, bit for bit; resuming such a checkpoint without parameter servers is refused.
+#     straight, bit for bit;
+#  6. checkpoints do not depend on the strategy: 2 epochs local then 2 resumed on dist_sync (1 worker,
+#     1 server), and the other way round, equal 4 local epochs, every tensor of the last checkpoint bit for bit.
 # Usage: ps_cli.sh path/to/loom
 set -u
 loom="$1"
@@ -91,10 +93,25 @@ grep -q "resuming at step 64" "$tmp/resume.out" || { fail "the resumed run did n
 d=$(max_rel "$tmp/straight.safetensors" "$tmp/resumed.safetensors")
 python3 -c "import sys; sys.exit(0 if $d == 0 else 1)" && echo "ok   2 epochs + 2 resumed = 4 straight, bit for bit" ||
   fail "resumed vs straight: max relative difference $d (expected 0)"
-out=$("$loom" train "$job" --set train.epochs=4 --set train.max_steps=0 --checkpoint-dir "$tmp/ck" --resume 2>&1); status=$?
-[ "$status" -eq 1 ] && echo "$out" | grep -q "holds parameter-server state" \
-  && echo "ok   resuming it without parameter servers is refused: $(echo "$out" | tail -1)" ||
-  fail "resume without servers: status $status, output: $out"
+
+# 6. Across strategies. One worker: a dist_sync round is its one push, so the server's update is the local one.
+one=(--set distributed.mode=dist_sync --set distributed.workers=1 --set distributed.servers=1)
+local=(--set train.max_steps=0)
+"$loom" train "$job" "${local[@]}" --set train.epochs=4 --checkpoint-dir "$tmp/x_local" >/dev/null 2>&1 ||
+  fail "4 local epochs did not train"
+for order in local_then_ps ps_then_local; do
+  if [ $order = local_then_ps ]; then first=("${local[@]}"); second=("${local[@]}" "${one[@]}"); else
+    first=("${local[@]}" "${one[@]}"); second=("${local[@]}"); fi
+  "$loom" train "$job" "${first[@]}" --set train.epochs=2 --checkpoint-dir "$tmp/x_$order" >/dev/null 2>&1 ||
+    fail "$order: the first 2 epochs did not train"
+  "$loom" train "$job" "${second[@]}" --set train.epochs=4 --checkpoint-dir "$tmp/x_$order" --resume \
+    >"$tmp/x_$order.out" 2>&1 || { fail "$order: the resumed run failed"; cat "$tmp/x_$order.out"; }
+  last=$(ls "$tmp/x_$order"/ckpt-*.safetensors | tail -1)
+  d=$("$loom" inspect --diff "$tmp/x_local/$(basename "$last")" "$last" | tail -1)
+  echo "$d" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["max_abs_diff"] != 0 or d["mismatched_tensors"] != 0)' &&
+    echo "ok   $order (2 + 2 resumed) = 4 local: every tensor of $(basename "$last") bit for bit" ||
+    fail "$order vs 4 local: $d (expected no difference)"
+done
 
 [ "$failures" -eq 0 ] && echo "all parameter-server command-line checks passed"
 exit "$failures"
