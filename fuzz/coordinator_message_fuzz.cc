@@ -46,7 +46,8 @@ void check_body(cp::Type type, std::string_view body) {
     case cp::Type::HeartbeatAck: return expect_same(cp::encode_heartbeat_ack(cp::decode_heartbeat_ack(body)), body);
     case cp::Type::Registered: {
       const loom::comm::Membership m = cp::decode_registered(body);
-      if (m.rank < 0 || m.rank >= m.world_size || static_cast<int>(m.processes.size()) != m.num_workers + m.num_servers) {
+      const int listed = static_cast<int>(m.processes.size());
+      if (m.rank < 0 || m.rank >= m.world_size || listed != m.num_workers + m.num_servers) {
         throw loom::InternalError("coordinator_message_fuzz: a membership outside its limits");
       }
       return expect_same(cp::encode_registered(m), body);

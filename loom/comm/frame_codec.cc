@@ -174,7 +174,9 @@ FrameReader open_frame(std::span<const std::byte> bytes, const FrameFormat& f) {
                               f.message, f.nbytes));
     }
   }
-  if (bytes.size() != f.nbytes) r.fail("length", format("a {} of {} bytes, expected {}", f.message, bytes.size(), f.nbytes));
+  if (bytes.size() != f.nbytes) {
+    r.fail("length", format("a {} of {} bytes, expected {}", f.message, bytes.size(), f.nbytes));
+  }
   return r;
 }
 

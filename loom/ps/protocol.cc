@@ -1,22 +1,25 @@
 #include "loom/ps/protocol.h"
 
-#include <cstring>
 #include <limits>
 
-#include "loom/core/crc32c.h"
+#include "loom/comm/frame_codec.h"
 #include "loom/core/error.h"
-#include "loom/core/le_bytes.h"
+#include "loom/ps/placement.h"
 
 namespace loom::ps {
 namespace {
 
-using core::get_le;
-using core::put_le;
+using comm::FrameReader;
+using comm::FrameWriter;
 
-constexpr size_t kOffChecksum = 88;
+constexpr std::string_view kProtocol = "ps protocol";
+constexpr comm::FrameFormat kHeaderFormat{.protocol = kProtocol, .message = "header", .magic = {'L', 'M', 'P', 'S'},
+                                          .version = kProtocolVersion, .nbytes = kHeaderBytes, .length_field = true};
 constexpr int64_t kMaxRows = int64_t{1} << 40;
 constexpr int64_t kMaxRowNumel = int64_t{1} << 32;
 constexpr int64_t kMaxElements = int64_t{1} << 40;  // per key: sizes in bytes then cannot overflow
+constexpr int64_t kMaxDim = int64_t{1} << 40;
+constexpr size_t kMaxDims = 8;
 
 bool known_op(uint16_t op) { return op >= static_cast<uint16_t>(Op::Init) && op <= static_cast<uint16_t>(Op::ShmAttach); }
 
@@ -45,86 +48,112 @@ uint64_t Header::slice_nbytes() const {
 
 HeaderBytes encode_header(const Header& h) {
   HeaderBytes b{};
-  std::byte* p = b.data();
-  std::memcpy(p, "LMPS", 4);
-  put_le<uint16_t>(p + 4, kProtocolVersion);
-  put_le<uint16_t>(p + 6, static_cast<uint16_t>(kHeaderBytes));
-  put_le<uint16_t>(p + 8, static_cast<uint16_t>(h.op));
-  put_le<uint16_t>(p + 10, h.flags);
-  put_le<uint16_t>(p + 12, static_cast<uint16_t>(h.status));
-  put_le<uint16_t>(p + 14, static_cast<uint16_t>(h.dtype));
-  put_le<uint32_t>(p + 16, static_cast<uint32_t>(h.sender));
-  put_le<uint32_t>(p + 20, h.num_frames);
-  put_le<uint64_t>(p + 24, h.request_id);
-  put_le<uint64_t>(p + 32, static_cast<uint64_t>(h.key));
-  put_le<uint64_t>(p + 40, static_cast<uint64_t>(h.version));
-  put_le<uint64_t>(p + 48, static_cast<uint64_t>(h.seq));
-  put_le<uint64_t>(p + 56, static_cast<uint64_t>(h.row_begin));
-  put_le<uint64_t>(p + 64, static_cast<uint64_t>(h.num_rows));
-  put_le<uint64_t>(p + 72, static_cast<uint64_t>(h.row_numel));
-  put_le<uint64_t>(p + 80, static_cast<uint64_t>(h.total_rows));
-  put_le<uint32_t>(p + kOffChecksum, core::crc32c(p, kOffChecksum));
+  FrameWriter(b)
+      .prefix(kHeaderFormat)
+      .u16(static_cast<uint16_t>(h.op))
+      .u16(h.flags)
+      .u16(static_cast<uint16_t>(h.status))
+      .u16(static_cast<uint16_t>(h.dtype))
+      .i32(h.sender)
+      .u32(h.num_frames)
+      .u64(h.request_id)
+      .i64(h.key)
+      .i64(h.version)
+      .i64(h.seq)
+      .i64(h.row_begin)
+      .i64(h.num_rows)
+      .i64(h.row_numel)
+      .i64(h.total_rows)
+      .checksum()
+      .zeros(4);
   return b;
 }
 
 Header decode_header(std::span<const std::byte> bytes) {
-  LOOM_CHECK_T(CommError, bytes.size() == kHeaderBytes, "ps protocol: header of {} bytes, expected {}", bytes.size(),
-               kHeaderBytes);
-  const std::byte* p = bytes.data();
-  LOOM_CHECK_T(CommError, std::memcmp(p, "LMPS", 4) == 0, "ps protocol: bad magic (not a Loom parameter-server message)");
-  const auto version = get_le<uint16_t>(p + 4);
-  LOOM_CHECK_T(CommError, version == kProtocolVersion, "ps protocol: version {} (this build speaks {})", version,
-               kProtocolVersion);
-  LOOM_CHECK_T(CommError, get_le<uint16_t>(p + 6) == kHeaderBytes, "ps protocol: header length {} (expected {})",
-               get_le<uint16_t>(p + 6), kHeaderBytes);
-  const uint32_t want = core::crc32c(p, kOffChecksum), got = get_le<uint32_t>(p + kOffChecksum);
-  LOOM_CHECK_T(CommError, want == got, "ps protocol: header checksum mismatch ({} != {})", got, want);
-  LOOM_CHECK_T(CommError, get_le<uint32_t>(p + 92) == 0, "ps protocol: reserved bytes are not zero");
+  // The prefix and the checksum first: no field is trusted before both passed.
+  FrameReader r = comm::open_frame(bytes, kHeaderFormat);
   Header h;
-  const auto op = get_le<uint16_t>(p + 8);
-  LOOM_CHECK_T(CommError, known_op(op), "ps protocol: unknown op {}", op);
+  const uint16_t op = r.u16("op");
+  h.flags = r.u16("flags");
+  const uint16_t status = r.u16("status");
+  const uint16_t dtype = r.u16("dtype");
+  h.sender = r.i32("sender");
+  h.num_frames = r.u32("num_frames");
+  h.request_id = r.u64("request id");
+  h.key = r.i64("key");
+  h.version = r.i64("version");
+  h.seq = r.i64("seq");
+  h.row_begin = r.i64("row_begin");
+  h.num_rows = r.i64("num_rows");
+  h.row_numel = r.i64("row_numel");
+  h.total_rows = r.i64("total_rows");
+  r.checksum();
+  r.zeros(4, "reserved");
+  r.done();
+
+  if (!known_op(op)) r.fail("op", format("unknown op {}", op));
   h.op = static_cast<Op>(op);
-  h.flags = get_le<uint16_t>(p + 10);
-  LOOM_CHECK_T(CommError, (h.flags & ~flag::kAll) == 0, "ps protocol: unknown flags {}", h.flags);
-  const auto status = get_le<uint16_t>(p + 12);
-  LOOM_CHECK_T(CommError, status <= 1, "ps protocol: unknown status {}", status);
+  if ((h.flags & ~flag::kAll) != 0) r.fail("flags", format("unknown flags {}", h.flags));
+  if (status > 1) r.fail("status", format("unknown status {}", status));
   h.status = static_cast<Status>(status);
-  const auto dtype = get_le<uint16_t>(p + 14);
-  LOOM_CHECK_T(CommError, dtype <= static_cast<uint16_t>(core::DType::Bool), "ps protocol: unknown dtype {}", dtype);
+  if (dtype > static_cast<uint16_t>(core::DType::Bool)) r.fail("dtype", format("unknown dtype {}", dtype));
   h.dtype = static_cast<core::DType>(dtype);
-  h.sender = static_cast<int32_t>(get_le<uint32_t>(p + 16));
-  h.num_frames = get_le<uint32_t>(p + 20);
-  LOOM_CHECK_T(CommError, h.num_frames <= 16, "ps protocol: {} payload frames (at most 16)", h.num_frames);
-  h.request_id = get_le<uint64_t>(p + 24);
-  h.key = static_cast<int64_t>(get_le<uint64_t>(p + 32));
-  h.version = static_cast<int64_t>(get_le<uint64_t>(p + 40));
-  h.seq = static_cast<int64_t>(get_le<uint64_t>(p + 48));
-  h.row_begin = static_cast<int64_t>(get_le<uint64_t>(p + 56));
-  h.num_rows = static_cast<int64_t>(get_le<uint64_t>(p + 64));
-  h.row_numel = static_cast<int64_t>(get_le<uint64_t>(p + 72));
-  h.total_rows = static_cast<int64_t>(get_le<uint64_t>(p + 80));
-  LOOM_CHECK_T(CommError, h.version >= 0 && h.seq >= 0, "ps protocol: negative version or seq");
-  LOOM_CHECK_T(CommError, h.total_rows >= 0 && h.total_rows <= kMaxRows, "ps protocol: key of {} rows", h.total_rows);
-  LOOM_CHECK_T(CommError, h.row_numel >= 0 && h.row_numel <= kMaxRowNumel, "ps protocol: rows of {} elements",
-               h.row_numel);
-  LOOM_CHECK_T(CommError, h.row_numel == 0 || h.total_rows <= kMaxElements / h.row_numel,
-               "ps protocol: a key of {} rows of {} elements is larger than 2^40 elements", h.total_rows, h.row_numel);
-  LOOM_CHECK_T(CommError, h.row_begin >= 0 && h.num_rows >= 0 && h.row_begin <= h.total_rows &&
-                              h.num_rows <= h.total_rows - h.row_begin,
-               "ps protocol: slice rows [{}, {}+{}) outside the key's {} rows", h.row_begin, h.row_begin, h.num_rows,
-               h.total_rows);
+  if (h.num_frames > 16) r.fail("num_frames", format("{} payload frames (at most 16)", h.num_frames));
+  if (h.version < 0) r.fail("version", format("negative version {}", h.version));
+  if (h.seq < 0) r.fail("seq", format("negative seq {}", h.seq));
+  if (h.total_rows < 0 || h.total_rows > kMaxRows) r.fail("total_rows", format("a key of {} rows", h.total_rows));
+  if (h.row_numel < 0 || h.row_numel > kMaxRowNumel) r.fail("row_numel", format("rows of {} elements", h.row_numel));
+  if (h.row_numel != 0 && h.total_rows > kMaxElements / h.row_numel) {
+    r.fail("row_numel", format("a key of {} rows of {} elements is larger than 2^40 elements", h.total_rows,
+                               h.row_numel));
+  }
+  if (h.row_begin < 0 || h.num_rows < 0 || h.row_begin > h.total_rows || h.num_rows > h.total_rows - h.row_begin) {
+    r.fail("num_rows", format("slice rows [{}, {}+{}) outside the key's {} rows", h.row_begin, h.row_begin,
+                              h.num_rows, h.total_rows));
+  }
   return h;
+}
+
+// ---- payload frames -----------------------------------------------------
+
+std::vector<int64_t> decode_i64_frame(std::span<const std::byte> frame, const char* what) {
+  return FrameReader(frame, kProtocol, what).i64_list("values");
+}
+
+std::vector<int64_t> decode_dims(std::span<const std::byte> frame, const Header& h) {
+  FrameReader r(frame, kProtocol, "dims");
+  std::vector<int64_t> dims = r.i64_list("dims");
+  if (dims.size() > kMaxDims) r.fail("dims", format("{} dims (at most {})", dims.size(), kMaxDims));
+  for (int64_t d : dims) {
+    if (d < 0 || d > kMaxDim) r.fail("dims", format("dim {}", d));
+  }
+  const core::Shape shape(dims.begin(), dims.end());
+  if (key_rows(shape) != h.total_rows || key_row_numel(shape) != h.row_numel) {
+    r.fail("dims", format("shape {} does not match the header's {} rows of {}", core::to_string(shape), h.total_rows,
+                          h.row_numel));
+  }
+  return dims;
+}
+
+ReplicateCountersBytes encode_replicate_counters(const ReplicateCounters& c) {
+  ReplicateCountersBytes b{};
+  FrameWriter(b).i64(c.worker).i64(c.version);
+  return b;
+}
+
+ReplicateCounters decode_replicate_counters(std::span<const std::byte> frame) {
+  FrameReader r(frame, kProtocol, "replicate counters");
+  ReplicateCounters c;
+  c.worker = static_cast<int>(r.i64("worker", -1, std::numeric_limits<int32_t>::max()));
+  c.version = r.i64("version", 0, std::numeric_limits<int64_t>::max());
+  r.done();
+  return c;
 }
 
 EncodedShardState encode_shard_state(const ShardState& state) {
   EncodedShardState out;
   out.counters.resize(8 * (2 + state.versions.size()));
-  std::byte* p = out.counters.data();
-  put_le<uint64_t>(p, static_cast<uint64_t>(state.updates));
-  put_le<uint64_t>(p + 8, static_cast<uint64_t>(state.round));
-  for (size_t i = 0; i < state.versions.size(); ++i) {
-    put_le<uint64_t>(p + 16 + 8 * i, static_cast<uint64_t>(state.versions[i]));
-  }
+  FrameWriter(out.counters).i64(state.updates).i64(state.round).i64_list(state.versions);
   out.frames.reserve(state.slots.size() + 2);
   out.frames.emplace_back(state.weights);
   for (const auto& slot : state.slots) out.frames.emplace_back(slot);
@@ -135,23 +164,16 @@ EncodedShardState encode_shard_state(const ShardState& state) {
 ShardState decode_shard_state(std::span<const std::span<const std::byte>> frames) {
   LOOM_CHECK_T(CommError, frames.size() >= 2, "ps protocol: a slice's state needs weights and counters, got {} frames",
                frames.size());
-  const std::span<const std::byte> counters = frames.back();
-  LOOM_CHECK_T(CommError, counters.size() % 8 == 0 && counters.size() >= 16,
-               "ps protocol: state counters of {} bytes (whole i64: updates, round, versions)", counters.size());
   const size_t nbytes = frames[0].size();
   for (size_t k = 1; k + 1 < frames.size(); ++k) {
     LOOM_CHECK_T(CommError, frames[k].size() == nbytes, "ps protocol: state slot {} is {} bytes, the weights {}", k - 1,
                  frames[k].size(), nbytes);
   }
   ShardState s;
-  s.updates = static_cast<int64_t>(get_le<uint64_t>(counters.data()));
-  s.round = static_cast<int64_t>(get_le<uint64_t>(counters.data() + 8));
-  LOOM_CHECK_T(CommError, s.updates >= 0 && s.round >= 0, "ps protocol: negative state counters ({} updates, round {})",
-               s.updates, s.round);
-  s.versions.resize(counters.size() / 8 - 2);
-  for (size_t i = 0; i < s.versions.size(); ++i) {
-    s.versions[i] = static_cast<int64_t>(get_le<uint64_t>(counters.data() + 16 + 8 * i));
-  }
+  FrameReader r(frames.back(), kProtocol, "state counters");
+  s.updates = r.i64("updates", 0, std::numeric_limits<int64_t>::max());
+  s.round = r.i64("round", 0, std::numeric_limits<int64_t>::max());
+  s.versions = r.i64_list("versions");
   s.weights.assign(frames[0].begin(), frames[0].end());
   s.slots.reserve(frames.size() - 2);
   for (size_t k = 1; k + 1 < frames.size(); ++k) s.slots.emplace_back(frames[k].begin(), frames[k].end());

@@ -10,7 +10,10 @@
 //   ps::ShardState copy = ps::decode_shard_state(e.frames);  // throws CommError if bad
 //
 // A message is a header frame followed by `num_frames` payload frames (the
-// ROUTER side adds the peer's routing id in front). Header layout, version 1:
+// ROUTER side adds the peer's routing id in front). The header, the config
+// (messages.h) and the payload frames' integers are written and read by the
+// frame codec of every Loom framing (comm/frame_codec.h). Header layout,
+// version 1:
 //
 //   offset size  field
 //        0    4  magic "LMPS"
@@ -51,8 +54,11 @@
 // Every field is checked before it is used (decode_header): magic, version,
 // length, checksum, known op/status/dtype, no unknown flags, non-negative
 // sizes, the slice inside the key, at most 2^40 elements per key (so byte
-// counts cannot overflow). Payload frame
-// sizes are checked by the receiver against what the op and header imply.
+// counts cannot overflow). Payload frames of integers (dims, slice lists, row
+// ids, state and replication counters) are i64 little-endian, decoded below;
+// the sizes of data frames are checked by the receiver against what the op
+// and header imply. fuzz/ps_header_fuzz.cc and fuzz/ps_frames_fuzz.cc run
+// every decoder here.
 #pragma once
 
 #include <array>
@@ -124,8 +130,27 @@ struct Header {
 inline int32_t server_sender(int server) { return -1 - server; }
 
 HeaderBytes encode_header(const Header& h);
-// Throws CommError naming what is wrong.
+// Throws CommError naming the field and what is wrong.
 Header decode_header(std::span<const std::byte> bytes);
+
+// ---- payload frames (every decoder throws CommError naming what is wrong) --
+
+// A frame of i64 values (a sparse request's slice list and row ids), copied
+// (frames need not be aligned); `what` names it in errors.
+std::vector<int64_t> decode_i64_frame(std::span<const std::byte> frame, const char* what);
+// Init's and SetState's [dims]: at most 8 dims, each in [0, 2^40], giving the
+// key `h` describes (total_rows, row_numel).
+std::vector<int64_t> decode_dims(std::span<const std::byte> frame, const Header& h);
+
+// Replicate's first frame: whose push the merged update was (dist_async; -1
+// in dist_sync) and that push's version, two i64.
+struct ReplicateCounters {
+  int worker = -1;
+  int64_t version = 0;
+};
+using ReplicateCountersBytes = std::array<std::byte, 16>;
+ReplicateCountersBytes encode_replicate_counters(const ReplicateCounters& c);
+ReplicateCounters decode_replicate_counters(std::span<const std::byte> frame);
 
 // One slice's state as a server holds it (ps/shard.h): what GetState answers
 // and SetState carries, for checkpoints and for a backup taking over.

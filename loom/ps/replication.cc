@@ -69,8 +69,8 @@ void Replication::applied(const SliceId& id, Entry& e) {
   Header r{.op = Op::Replicate, .dtype = so.dtype, .key = id.key, .version = u.version, .seq = e.shard->updates(),
            .row_begin = so.row_begin, .num_rows = so.num_rows, .row_numel = e.shard->row_numel(),
            .total_rows = key_rows(so.key_shape)};
-  const int64_t meta[2] = {u.worker, u.version};
-  std::vector<std::span<const std::byte>> f = {{reinterpret_cast<const std::byte*>(meta), sizeof meta}};
+  const ReplicateCountersBytes counters = encode_replicate_counters({.worker = u.worker, .version = u.version});
+  std::vector<std::span<const std::byte>> f = {counters};
   if (!u.rows.empty() || u.data.size() != e.shard->nbytes()) {
     r.flags = flag::kSparse;
     f.push_back({reinterpret_cast<const std::byte*>(u.rows.data()), u.rows.size() * 8});
@@ -83,7 +83,7 @@ void Replication::from_primary(const std::vector<MsgPtr>& route, const Header& h
                                const SliceId& id, int owner) {
   if (h.op == Op::Init || h.op == Op::SetState) {
     LOOM_CHECK_T(CommError, h.num_frames >= 2, "ps protocol: replicated {} without its frames", op_name(h.op));
-    const auto dims = check_dims(frames[2]->bytes(), h);
+    const auto dims = decode_dims(frames[2]->bytes(), h);
     Entry& e = slices_.create(id, h, dims, owner);
     if (h.op == Op::Init) e.shard->init(frames[3]->bytes());
     else e.shard->set_state(decode_shard_state(spans(frames, 3)));
@@ -92,12 +92,11 @@ void Replication::from_primary(const std::vector<MsgPtr>& route, const Header& h
     LOOM_CHECK_T(CommError, h.op == Op::Replicate && h.num_frames >= 2, "ps protocol: a server sent {}",
                  op_name(h.op));
     Entry& e = slices_.at(id, "replicate");
-    const auto meta = read_i64(frames[2]->bytes(), "replication counters");
-    LOOM_CHECK_T(CommError, meta.size() == 2, "ps protocol: replication counters of {} values", meta.size());
-    MergedUpdate u{.worker = static_cast<int>(meta[0]), .version = meta[1]};
+    const ReplicateCounters counters = decode_replicate_counters(frames[2]->bytes());
+    MergedUpdate u{.worker = counters.worker, .version = counters.version};
     if (h.sparse()) {
       LOOM_CHECK_T(CommError, h.num_frames == 3, "ps protocol: a sparse replicate needs 3 frames");
-      u.rows = read_i64(frames[3]->bytes(), "row ids");
+      u.rows = decode_i64_frame(frames[3]->bytes(), "row ids");
     }
     const Payload p = aligned(frames.back(), h.dtype);
     u.data = p.bytes;

@@ -105,7 +105,7 @@ void RequestHandlers::init(const std::vector<MsgPtr>& route, const Header& h, st
                            const SliceId& id, int owner) {
   const bool has_data = (h.flags & flag::kHasData) != 0;
   LOOM_CHECK_T(CommError, h.num_frames == (has_data ? 2u : 1u), "ps protocol: init needs {} frames", has_data ? 2 : 1);
-  const auto dims = check_dims(frames[2]->bytes(), h);
+  const auto dims = decode_dims(frames[2]->bytes(), h);
   const core::Shape shape(dims.begin(), dims.end());
   Entry& e = slices_.create(id, h, dims, owner);
   e.shard->check_request(slice_request(h, shape));
@@ -196,8 +196,8 @@ void RequestHandlers::sparse(const std::vector<MsgPtr>& route, const Header& h, 
 }
 
 bool RequestHandlers::sparse_parts(const Header& h, std::vector<MsgPtr>& frames, std::vector<SparsePart>& parts) {
-  const auto firsts = read_i64(frames[2]->bytes(), "slice list");
-  const auto ids = read_i64(frames[3]->bytes(), "row ids");
+  const auto firsts = decode_i64_frame(frames[2]->bytes(), "slice list");
+  const auto ids = decode_i64_frame(frames[3]->bytes(), "row ids");
   const size_t row_bytes = static_cast<size_t>(h.row_numel) * core::itemsize(h.dtype);
   Payload rows;
   if (h.op == Op::Push) {
@@ -238,7 +238,7 @@ void RequestHandlers::get_state(const std::vector<MsgPtr>& route, const Header& 
 void RequestHandlers::set_state(const std::vector<MsgPtr>& route, const Header& h, std::vector<MsgPtr>& frames,
                                 const SliceId& id, int owner) {
   LOOM_CHECK_T(CommError, h.num_frames >= 3, "ps protocol: set_state needs dims, weights and counters");
-  const auto dims = check_dims(frames[2]->bytes(), h);
+  const auto dims = decode_dims(frames[2]->bytes(), h);
   const core::Shape shape(dims.begin(), dims.end());
   Entry& e = slices_.create(id, h, dims, owner);
   e.shard->check_request(slice_request(h, shape));

@@ -1,6 +1,5 @@
 #include "loom/ps/server_slices.h"
 
-#include <cstring>
 
 #include "loom/core/error.h"
 
@@ -57,24 +56,6 @@ int SliceTable::owner_of(const Header& h) const {
   LOOM_CHECK_T(ShapeError, s.num_rows == h.num_rows, "kvstore: key {}: the slice at row {} has {} rows, not {}", h.key,
                s.row_begin, s.num_rows, h.num_rows);
   return s.server;
-}
-
-std::vector<int64_t> read_i64(std::span<const std::byte> bytes, const char* what) {
-  LOOM_CHECK_T(CommError, bytes.size() % 8 == 0, "ps protocol: {} frame of {} bytes is not a list of i64", what,
-               bytes.size());
-  std::vector<int64_t> out(bytes.size() / 8);
-  if (!out.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
-  return out;
-}
-
-std::vector<int64_t> check_dims(std::span<const std::byte> frame, const Header& h) {
-  std::vector<int64_t> dims = read_i64(frame, "dims");
-  LOOM_CHECK_T(CommError, dims.size() <= 8, "ps protocol: {} dims", dims.size());
-  for (int64_t d : dims) LOOM_CHECK_T(CommError, d >= 0 && d <= (int64_t{1} << 40), "ps protocol: dim {}", d);
-  const core::Shape shape(dims.begin(), dims.end());
-  LOOM_CHECK_T(CommError, key_rows(shape) == h.total_rows && key_row_numel(shape) == h.row_numel,
-               "ps protocol: shape {} does not match {} rows of {}", core::to_string(shape), h.total_rows, h.row_numel);
-  return dims;
 }
 
 Payload aligned(const MsgPtr& m, core::DType dtype) {

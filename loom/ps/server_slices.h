@@ -94,10 +94,7 @@ class SliceTable {
 };
 
 // Reading a request's frames.
-// A frame as i64 values (copied: frames need not be aligned). CommError naming `what` if it is not.
-std::vector<int64_t> read_i64(std::span<const std::byte> bytes, const char* what);
-// A [dims] frame, checked against the key the header describes.
-std::vector<int64_t> check_dims(std::span<const std::byte> frame, const Header& h);
+// (The integer frames, dims and counters, are decoded by protocol.h.)
 // A frame's bytes as a payload aligned for its dtype (ZeroMQ keeps small frames inline).
 Payload aligned(const MsgPtr& m, core::DType dtype);
 // The bytes of frames[from...].

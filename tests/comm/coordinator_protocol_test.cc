@@ -93,8 +93,10 @@ TEST(CoordinatorFraming, BodiesRoundTrip) {
   EXPECT_EQ(decode_lost(encode(kLost)).describe(), kLost.describe());
   EXPECT_EQ(decode_heartbeat_ack(encode_heartbeat_ack({kLost, kLost})).size(), 2u);
   Membership job{.role = "worker", .rank = 1, .num_workers = 2, .num_servers = 0, .num_hosts = 1};
-  job.processes.push_back({.role = "worker", .rank = 0, .host = "a", .host_index = 0, .local_rank = 0, .endpoint = "x"});
-  job.processes.push_back({.role = "worker", .rank = 1, .host = "a", .host_index = 0, .local_rank = 1, .endpoint = "y"});
+  job.processes.push_back(
+      {.role = "worker", .rank = 0, .host = "a", .host_index = 0, .local_rank = 0, .endpoint = "x"});
+  job.processes.push_back(
+      {.role = "worker", .rank = 1, .host = "a", .host_index = 0, .local_rank = 1, .endpoint = "y"});
   const Membership m = decode_registered(encode_registered(job));
   EXPECT_EQ(m.world_size, 2);
   EXPECT_EQ(m.endpoints("worker"), (std::vector<std::string>{"x", "y"}));
@@ -122,8 +124,8 @@ TEST(CoordinatorFraming, MalformedBodiesNameMessageAndField) {
   Membership job{.role = "worker", .rank = 0, .num_workers = 1, .num_servers = 0, .num_hosts = 1};
   job.processes.push_back({.role = "server", .rank = 0, .host = "a", .host_index = 0, .local_rank = 0});
   EXPECT_NE(message_of([&] { decode_registered(encode_registered(job)); }).find("out of order"), std::string::npos);
-  EXPECT_NE(message_of([] { decode_header(std::string("LMCO\1\0\x63\0", 8) + std::string(8, '\0')); }).find("unknown message type 99"),
-            std::string::npos);
+  const std::string type99 = std::string("LMCO\1\0\x63\0", 8) + std::string(8, '\0');
+  EXPECT_NE(message_of([&] { decode_header(type99); }).find("field 'type': unknown message type 99"), std::string::npos);
 }
 
 }  // namespace

@@ -29,7 +29,8 @@ constexpr FrameFormat kWithoutLength{.protocol = "test protocol", .message = "re
                                      .version = 2, .nbytes = 10};
 
 TEST(FrameCodec, FieldsAreLittleEndianInOrder) {
-  const std::string b = FrameWriter().u16(0x0102).u32(0x03040506).u64(0x0708090a0b0c0d0e).i32(-2).i64(-3).str("hi").take();
+  const std::string b =
+      FrameWriter().u16(0x0102).u32(0x03040506).u64(0x0708090a0b0c0d0e).i32(-2).i64(-3).str("hi").take();
   ASSERT_EQ(b.size(), 2u + 4 + 8 + 4 + 8 + 4 + 2);
   EXPECT_EQ(b.substr(0, 6), std::string("\x02\x01\x06\x05\x04\x03", 6));
   EXPECT_EQ(static_cast<unsigned char>(b[6]), 0x0e);
@@ -55,7 +56,8 @@ TEST(FrameCodec, ErrorsNameProtocolMessageAndField) {
         r.str("key", 5);
       },
       "p: m, field 'key': 6 bytes, limit 5");
-  expect_error([&] { FrameReader(std::string_view(b).substr(0, 5), "p", "m").u64("x"); }, "field 'x': truncated: 5 bytes left, need 8");
+  expect_error([&] { FrameReader(std::string_view(b).substr(0, 5), "p", "m").u64("x"); },
+               "field 'x': truncated: 5 bytes left, need 8");
   expect_error(
       [&] {
         FrameReader r(std::string_view(b).substr(0, 14), "p", "m");
@@ -110,9 +112,12 @@ TEST(FrameCodec, ThePrefixIsCheckedMagicVersionLengthSize) {
     b[at] = v;
     return b;
   };
-  expect_error([&] { open_frame(std::span(h).first(7), kWithLength); }, "test protocol: header, field 'magic': truncated");
-  expect_error([&] { open_frame(edited(0, std::byte{0}), kWithLength); }, "bad magic \"\\x00EST\", expected \"TEST\"");
-  expect_error([&] { open_frame(edited(4, std::byte{9}), kWithLength); }, "field 'version': unsupported header version 9");
+  expect_error([&] { open_frame(std::span(h).first(7), kWithLength); },
+               "test protocol: header, field 'magic': truncated");
+  expect_error([&] { open_frame(edited(0, std::byte{0}), kWithLength); },
+               "bad magic \"\\x00EST\", expected \"TEST\"");
+  expect_error([&] { open_frame(edited(4, std::byte{9}), kWithLength); },
+               "field 'version': unsupported header version 9");
   expect_error([&] { open_frame(edited(6, std::byte{17}), kWithLength); }, "header length field is 17");
   expect_error([&] { open_frame(std::span(h).first(12), kWithLength); }, "a header of 12 bytes, expected 16");
 

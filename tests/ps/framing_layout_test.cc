@@ -1,6 +1,6 @@
 // The bytes of the parameter servers' framings, pinned: the LMPS header, the
 // LMPC placement config, a ShardState's counters frame and a Replicate's
-// counters frame. Each known value must encode to exactly these bytes and
+// counters frame; and the payload decoders' errors. Each known value must encode to exactly these bytes and
 // decode back from them, so a change to the codec cannot move the layout
 // (peers of another build, and the fuzz corpora, depend on it).
 #include <gtest/gtest.h>
@@ -69,6 +69,51 @@ TEST(FramingLayout, ShardStateCountersArePinned) {
   const auto counters = unhex(pinned);
   const std::vector<std::span<const std::byte>> frames = {s.weights, counters};
   EXPECT_EQ(decode_shard_state(frames), s);
+}
+
+// Replicate's counters were two i64 in memory order; on this (little-endian)
+// host those are these bytes, as the codec writes them now.
+TEST(FramingLayout, ReplicateCountersArePinned) {
+  const std::string pinned = "01000000000000000807060504030201";
+  EXPECT_EQ(hex(encode_replicate_counters({.worker = 1, .version = 0x0102030405060708})), pinned);
+  const ReplicateCounters c = decode_replicate_counters(unhex(pinned));
+  EXPECT_EQ(c.worker, 1);
+  EXPECT_EQ(c.version, 0x0102030405060708);
+  EXPECT_EQ(hex(encode_replicate_counters({.worker = -1, .version = 0})), "ffffffffffffffff0000000000000000");
+}
+
+std::string error_of(auto decode) {
+  try {
+    decode();
+  } catch (const CommError& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(FramingLayout, PayloadDecodersNameWhatIsWrong) {
+  const std::vector<int64_t> dims = {6, 3};
+  const auto dims_bytes = std::as_bytes(std::span(dims));
+  const Header key{.num_rows = 6, .row_numel = 3, .total_rows = 6};
+  EXPECT_EQ(decode_dims(dims_bytes, key), dims);
+  EXPECT_EQ(error_of([&] { decode_dims(dims_bytes.first(12), key); }),
+            "ps protocol: dims, field 'dims': 12 bytes are not a list of i64");
+  EXPECT_EQ(error_of([&] { decode_dims(dims_bytes, {.num_rows = 6, .row_numel = 4, .total_rows = 6}); }),
+            "ps protocol: dims, field 'dims': shape [6, 3] does not match the header's 6 rows of 4");
+  const std::vector<int64_t> nine(9, 1);
+  EXPECT_NE(error_of([&] { decode_dims(std::as_bytes(std::span(nine)), key); }).find("9 dims (at most 8)"),
+            std::string::npos);
+  EXPECT_EQ(decode_i64_frame(dims_bytes, "row ids"), dims);
+  EXPECT_EQ(error_of([&] { decode_i64_frame(dims_bytes.first(3), "row ids"); }),
+            "ps protocol: row ids, field 'values': 3 bytes are not a list of i64");
+  EXPECT_NE(error_of([&] { decode_replicate_counters(dims_bytes.first(8)); }).find("field 'version': truncated"),
+            std::string::npos);
+  const std::vector<int64_t> bad_worker = {-2, 0};
+  EXPECT_NE(error_of([&] { decode_replicate_counters(std::as_bytes(std::span(bad_worker))); })
+                .find("replicate counters, field 'worker': value -2"),
+            std::string::npos);
+  EXPECT_EQ(error_of([] { decode_config("LMPC"); }),
+            "ps protocol: config, field 'magic': truncated: 4 bytes, a config starts with 6");
 }
 
 }  // namespace
