@@ -23,14 +23,16 @@ void check_state(const StateLayout& layout, const OptimizerState& state) {
     const ParamState& p = state.params[i];
     LOOM_CHECK(p.step >= 0, "optimizer state: '{}.step' is {}, expected >= 1 (or no entry)", name, p.step);
     const size_t want = p.step > 0 ? layout.slots.size() : 0;
-    LOOM_CHECK(p.slots.size() == want, "optimizer state: parameter '{}' after {} updates has {} slots, rule '{}' keeps {}",
-               name, p.step, p.slots.size(), layout.rule, want);
+    LOOM_CHECK(p.slots.size() == want,
+               "optimizer state: parameter '{}' after {} updates has {} slots, rule '{}' keeps {}", name, p.step,
+               p.slots.size(), layout.rule, want);
     for (size_t k = 0; k < p.slots.size(); ++k) {
       const Tensor& t = p.slots[k];
       const std::string key = name + "." + layout.slots[k];
       LOOM_CHECK(t.defined(), "optimizer state: '{}' is an undefined tensor", key);
-      LOOM_CHECK_T(ShapeError, t.shape() == layout.shapes[i], "optimizer state: '{}' has shape {}, parameter '{}' has {}",
-                   key, core::to_string(t.shape()), name, core::to_string(layout.shapes[i]));
+      LOOM_CHECK_T(ShapeError, t.shape() == layout.shapes[i],
+                   "optimizer state: '{}' has shape {}, parameter '{}' has {}", key, core::to_string(t.shape()), name,
+                   core::to_string(layout.shapes[i]));
       LOOM_CHECK_T(TypeError, core::is_floating(t.dtype()), "optimizer state: '{}' has dtype {}, expected a float", key,
                    t.dtype());
     }

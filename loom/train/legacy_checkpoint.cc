@@ -50,8 +50,8 @@ bool upgrade_legacy_server_state(io::SafetensorsFile& f, const optim::StateLayou
     if (!rest.starts_with(kOldPrefix)) continue;
     rest.remove_prefix(kOldPrefix.size());
     const size_t dot = rest.find(".state");
-    std::optional<int64_t> key = rest.starts_with("key") ? number(rest.substr(3, dot == rest.npos ? rest.npos : dot - 3))
-                                                        : std::nullopt;
+    const bool is_key = rest.starts_with("key") && (dot == rest.npos || dot >= 3);
+    std::optional<int64_t> key = is_key ? number(rest.substr(3, dot == rest.npos ? rest.npos : dot - 3)) : std::nullopt;
     std::optional<int64_t> slot = dot == rest.npos ? std::optional<int64_t>(-1) : number(rest.substr(dot + 6));
     LOOM_CHECK_T(IoError, key && slot, "{}: old parameter-server layout: unexpected tensor '{}'", source, name);
     LOOM_CHECK_T(IoError, static_cast<size_t>(*key) < n,
@@ -74,7 +74,8 @@ bool upgrade_legacy_server_state(io::SafetensorsFile& f, const optim::StateLayou
     const std::string meta = format("{}key{}", kOldPrefix, i);
     const int64_t updates = metadata_number(f.metadata, meta + ".updates", source);
     const int64_t slots = metadata_number(f.metadata, meta + ".slots", source);
-    LOOM_CHECK_T(IoError, static_cast<size_t>(slots) == k.slots.size(),
+    const bool numbered = slots == 0 || k.slots.rbegin()->first == slots - 1;  // state0 .. state<slots-1>
+    LOOM_CHECK_T(IoError, static_cast<size_t>(slots) == k.slots.size() && numbered,
                  "{}: old parameter-server layout: key {} says {} slots and has {}", source, i, slots, k.slots.size());
     LOOM_CHECK_T(IoError, slots == 0 || static_cast<size_t>(slots) == layout.slots.size(),
                  "{}: old parameter-server layout: the servers kept {} optimizer slots for '{}', rule '{}' keeps {}",
@@ -83,7 +84,8 @@ bool upgrade_legacy_server_state(io::SafetensorsFile& f, const optim::StateLayou
     if (updates == 0) continue;  // never updated: no state
     for (size_t j = 0; j < layout.slots.size(); ++j) {
       // A key updated before the servers had an optimizer has no slots: zero, as the rule starts them.
-      core::Tensor slot = slots == 0 ? ops::zeros(k.value->shape(), k.value->dtype()) : *k.slots.at(static_cast<int64_t>(j));
+      core::Tensor slot =
+          slots == 0 ? ops::zeros(k.value->shape(), k.value->dtype()) : *k.slots.at(static_cast<int64_t>(j));
       out.emplace_back(format("optim.{}.{}", p, layout.slots[j]), slot);
     }
     out.emplace_back(format("optim.{}.step", p), core::Tensor::scalar<int64_t>(updates));
