@@ -1,5 +1,5 @@
 // libFuzzer target for every decoder of the coordinator's messages
-// (loom/comm/coordinator_protocol.h): the 16-byte header and the body of each
+// (loom/comm/rendezvous/coordinator_protocol.h): the 16-byte header and the body of each
 // message type, both directions (hello, register, barrier, set, get, leave,
 // heartbeat; welcome, registered, done, value, heartbeat reply, lost, error).
 //
@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-#include "loom/comm/coordinator_protocol.h"
+#include "loom/comm/rendezvous/coordinator_protocol.h"
 #include "loom/core/error.h"
 
 namespace cp = loom::comm::coordinator_protocol;

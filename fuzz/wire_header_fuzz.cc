@@ -1,4 +1,4 @@
-// libFuzzer target for the wire header decoder (loom/comm/wire.h).
+// libFuzzer target for the wire header decoder (loom/comm/wire/wire.h).
 //
 //   scripts/fuzz wire_header 600      # builds with clang + ASan/UBSan, runs 10 minutes
 //
@@ -12,7 +12,7 @@
 #include <cstring>
 #include <span>
 
-#include "loom/comm/wire.h"
+#include "loom/comm/wire/wire.h"
 #include "loom/core/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -38,8 +38,8 @@
 #include <thread>
 #include <vector>
 
-#include "loom/comm/collectives.h"
-#include "loom/comm/communicator.h"
+#include "loom/comm/collectives/collectives.h"
+#include "loom/comm/collectives/communicator.h"
 #include "loom/nn/module.h"
 
 namespace loom::parallel {

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "loom/comm/collectives.h"
+#include "loom/comm/collectives/collectives.h"
 #include "loom/core/error.h"
 #include "loom/nn/attention.h"
 #include "loom/nn/dropout.h"

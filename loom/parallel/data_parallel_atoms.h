@@ -30,7 +30,7 @@
 #include <string>
 #include <vector>
 
-#include "loom/comm/communicator.h"
+#include "loom/comm/collectives/communicator.h"
 #include "loom/core/rng.h"
 #include "loom/nn/module.h"
 #include "loom/nn/normalization.h"

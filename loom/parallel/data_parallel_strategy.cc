@@ -6,7 +6,7 @@
 #include "loom/parallel/data_parallel_atoms.h"
 
 #include "loom/autograd/engine.h"
-#include "loom/comm/collectives.h"
+#include "loom/comm/collectives/collectives.h"
 #include "loom/nn/nn.h"
 #include "loom/ops/ops.h"
 

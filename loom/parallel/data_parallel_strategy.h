@@ -20,7 +20,7 @@
 
 #include <memory>
 
-#include "loom/comm/communicator.h"
+#include "loom/comm/collectives/communicator.h"
 #include "loom/parallel/data_parallel.h"
 #include "loom/parallel/process_group.h"
 #include "loom/train/strategy.h"

@@ -9,12 +9,12 @@
 #include <cstring>
 #include <cstdlib>
 
-#include "loom/comm/inproc_transport.h"
-#include "loom/comm/join_job.h"
-#include "loom/comm/rendezvous_keys.h"
-#include "loom/comm/security.h"
-#include "loom/comm/shm_transport.h"
-#include "loom/comm/zmq_transport.h"
+#include "loom/comm/transport/inproc_transport.h"
+#include "loom/comm/rendezvous/join_job.h"
+#include "loom/comm/rendezvous/rendezvous_keys.h"
+#include "loom/comm/wire/security.h"
+#include "loom/comm/transport/shm_transport.h"
+#include "loom/comm/transport/zmq_transport.h"
 
 namespace loom::parallel {
 

@@ -17,9 +17,9 @@
 #include <memory>
 #include <string>
 
-#include "loom/comm/communicator.h"
-#include "loom/comm/coordinator.h"
-#include "loom/comm/job_env.h"
+#include "loom/comm/collectives/communicator.h"
+#include "loom/comm/rendezvous/coordinator.h"
+#include "loom/comm/rendezvous/job_env.h"
 
 namespace loom::parallel {
 

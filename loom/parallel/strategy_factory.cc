@@ -1,6 +1,6 @@
 #include "loom/parallel/strategy_factory.h"
 
-#include "loom/comm/collectives.h"
+#include "loom/comm/collectives/collectives.h"
 #include "loom/core/error.h"
 #include "loom/parallel/data_parallel_atoms.h"
 #include "loom/parallel/parameter_server_strategy.h"

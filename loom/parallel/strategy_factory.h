@@ -21,7 +21,7 @@
 #include <memory>
 #include <string_view>
 
-#include "loom/comm/job_env.h"
+#include "loom/comm/rendezvous/job_env.h"
 #include "loom/io/config.h"
 #include "loom/io/mode.h"
 #include "loom/parallel/data_parallel_strategy.h"

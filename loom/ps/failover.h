@@ -15,7 +15,7 @@
 #include <optional>
 #include <string>
 
-#include "loom/comm/coordinator.h"
+#include "loom/comm/rendezvous/coordinator.h"
 #include "loom/io/mode.h"
 
 namespace loom::ps {

@@ -43,7 +43,7 @@
 #include <string_view>
 #include <vector>
 
-#include "loom/comm/security.h"
+#include "loom/comm/wire/security.h"
 #include "loom/core/log.h"
 #include "loom/core/tensor.h"
 #include "loom/io/mode.h"

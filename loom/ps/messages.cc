@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "loom/comm/frame_codec.h"
+#include "loom/comm/wire/frame_codec.h"
 #include "loom/core/error.h"
 #include "loom/ps/placement.h"
 #include "loom/ps/protocol.h"

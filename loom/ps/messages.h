@@ -17,7 +17,7 @@
 #include <string_view>
 #include <vector>
 
-#include "loom/comm/endpoint.h"
+#include "loom/comm/wire/endpoint.h"
 
 namespace loom::ps {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "loom/comm/endpoint.h"
+#include "loom/comm/wire/endpoint.h"
 #include "loom/ps/server.h"
 #include "loom/ps/server_replies.h"
 #include "loom/ps/server_slices.h"

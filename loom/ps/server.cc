@@ -3,7 +3,7 @@
 #include <mutex>
 #include <thread>
 
-#include "loom/comm/endpoint.h"
+#include "loom/comm/wire/endpoint.h"
 #include "loom/core/error.h"
 #include "loom/ps/replication.h"
 #include "loom/ps/server_handlers.h"

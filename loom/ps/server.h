@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "loom/comm/security.h"
+#include "loom/comm/wire/security.h"
 #include "loom/core/log.h"
 #include "loom/ps/placement.h"
 

@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "loom/comm/shared_region.h"
+#include "loom/comm/transport/shared_region.h"
 #include "loom/ps/replication.h"
 #include "loom/ps/server.h"
 #include "loom/ps/server_replies.h"

@@ -5,9 +5,9 @@
 #include <mutex>
 #include <optional>
 
-#include "loom/comm/coordinator.h"
-#include "loom/comm/join_job.h"
-#include "loom/comm/rendezvous_keys.h"
+#include "loom/comm/rendezvous/coordinator.h"
+#include "loom/comm/rendezvous/join_job.h"
+#include "loom/comm/rendezvous/rendezvous_keys.h"
 #include "loom/core/error.h"
 #include "loom/io/mode.h"
 #include "loom/ps/messages.h"

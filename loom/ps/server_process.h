@@ -14,7 +14,7 @@
 #include <chrono>
 #include <cstdint>
 
-#include "loom/comm/job_env.h"
+#include "loom/comm/rendezvous/job_env.h"
 #include "loom/core/log.h"
 #include "loom/ps/placement.h"
 

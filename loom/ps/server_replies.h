@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "loom/comm/endpoint.h"
+#include "loom/comm/wire/endpoint.h"
 #include "loom/ps/protocol.h"
 #include "loom/ps/server_slices.h"
 

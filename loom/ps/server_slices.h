@@ -13,8 +13,8 @@
 #include <set>
 #include <vector>
 
-#include "loom/comm/endpoint.h"
-#include "loom/comm/shared_region.h"
+#include "loom/comm/wire/endpoint.h"
+#include "loom/comm/transport/shared_region.h"
 #include "loom/ps/placement.h"
 #include "loom/ps/protocol.h"
 #include "loom/ps/server.h"

@@ -4,7 +4,7 @@
 #include <array>
 #include <cstring>
 
-#include "loom/comm/reduce_kernels.h"
+#include "loom/comm/collectives/reduce_kernels.h"
 #include "loom/core/error.h"
 #include "loom/ps/placement.h"
 

@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "loom/comm/shared_region.h"
+#include "loom/comm/transport/shared_region.h"
 
 namespace loom::ps {
 

@@ -17,8 +17,8 @@
 #include <thread>
 #include <vector>
 
-#include "loom/comm/collectives.h"
-#include "loom/comm/inproc_transport.h"
+#include "loom/comm/collectives/collectives.h"
+#include "loom/comm/transport/inproc_transport.h"
 #include "exact_values.h"
 #include "run_ranks.h"
 

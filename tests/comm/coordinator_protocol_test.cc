@@ -3,7 +3,7 @@
 // and the coordinator wrote them field by field), so a change to the codec
 // cannot move the layout; every body decodes back, and malformed ones are
 // refused naming the message and the field.
-#include "loom/comm/coordinator_protocol.h"
+#include "loom/comm/rendezvous/coordinator_protocol.h"
 
 #include <gtest/gtest.h>
 

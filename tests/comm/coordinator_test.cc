@@ -1,4 +1,4 @@
-#include "loom/comm/coordinator.h"
+#include "loom/comm/rendezvous/coordinator.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

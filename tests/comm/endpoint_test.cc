@@ -3,7 +3,7 @@
 // refusing a client without the secret, malformed frames, owned zero-copy
 // payloads; and the parts a thread of its own builds on: poll() with a
 // timeout, hearing of refused handshakes.
-#include "loom/comm/endpoint.h"
+#include "loom/comm/wire/endpoint.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

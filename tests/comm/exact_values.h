@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "loom/comm/reduce_kernels.h"
+#include "loom/comm/collectives/reduce_kernels.h"
 #include "loom/core/half.h"
 
 namespace loom::comm::testing {

@@ -1,7 +1,7 @@
 // The frame codec every Loom framing is built from: little-endian fields in
 // order, bounds and ranges checked, the prefix {magic, version[, length]},
 // the CRC-32C, and errors that name the protocol, the message and the field.
-#include "loom/comm/frame_codec.h"
+#include "loom/comm/wire/frame_codec.h"
 
 #include <gtest/gtest.h>
 

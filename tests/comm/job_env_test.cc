@@ -1,10 +1,10 @@
-#include "loom/comm/job_env.h"
+#include "loom/comm/rendezvous/job_env.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
 
-#include "loom/comm/coordinator.h"
+#include "loom/comm/rendezvous/coordinator.h"
 #include "loom/core/error.h"
 
 namespace loom::comm {

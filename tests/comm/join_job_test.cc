@@ -1,6 +1,6 @@
 // comm::join_job (the join every role runs) and the rendezvous names
-// (comm/rendezvous_keys.h). Processes run as threads over loopback.
-#include "loom/comm/join_job.h"
+// (comm/rendezvous/rendezvous_keys.h). Processes run as threads over loopback.
+#include "loom/comm/rendezvous/join_job.h"
 
 #include <gtest/gtest.h>
 
@@ -8,8 +8,8 @@
 #include <future>
 #include <string>
 
-#include "loom/comm/rendezvous_keys.h"
-#include "loom/comm/zmq_transport.h"
+#include "loom/comm/rendezvous/rendezvous_keys.h"
+#include "loom/comm/transport/zmq_transport.h"
 #include "loom/core/error.h"
 
 namespace loom::comm {

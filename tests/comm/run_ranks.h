@@ -6,8 +6,8 @@
 #include <thread>
 #include <vector>
 
-#include "loom/comm/communicator.h"
-#include "loom/comm/inproc_transport.h"
+#include "loom/comm/collectives/communicator.h"
+#include "loom/comm/transport/inproc_transport.h"
 
 namespace loom::comm::testing {
 

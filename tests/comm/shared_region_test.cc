@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "loom/comm/shared_region.h"
+#include "loom/comm/transport/shared_region.h"
 #include "loom/core/error.h"
 
 namespace loom::comm {

@@ -18,10 +18,10 @@
 #include <thread>
 #include <vector>
 
-#include "loom/comm/collectives.h"
-#include "loom/comm/inproc_transport.h"
-#include "loom/comm/shm_allreduce.h"
-#include "loom/comm/shm_transport.h"
+#include "loom/comm/collectives/collectives.h"
+#include "loom/comm/transport/inproc_transport.h"
+#include "loom/comm/collectives/shm_allreduce.h"
+#include "loom/comm/transport/shm_transport.h"
 #include "loom/ops/creation.h"
 #include "tests/comm/exact_values.h"
 #include "tests/comm/zmq_test_worlds.h"

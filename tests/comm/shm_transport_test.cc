@@ -1,4 +1,4 @@
-#include "loom/comm/shm_transport.h"
+#include "loom/comm/transport/shm_transport.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -21,7 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "loom/comm/transport.h"
+#include "loom/comm/transport/transport.h"
 
 namespace loom::comm::contract {
 

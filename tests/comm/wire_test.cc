@@ -1,6 +1,6 @@
 // The wire header: round trips, and every truncation and corruption is a
 // CommError that says what is wrong.
-#include "loom/comm/wire.h"
+#include "loom/comm/wire/wire.h"
 
 #include <gtest/gtest.h>
 

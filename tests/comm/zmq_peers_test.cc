@@ -14,9 +14,9 @@
 #include <thread>
 #include <vector>
 
-#include "loom/comm/security.h"
-#include "loom/comm/wire.h"
-#include "loom/comm/zmq_transport.h"
+#include "loom/comm/wire/security.h"
+#include "loom/comm/wire/wire.h"
+#include "loom/comm/transport/zmq_transport.h"
 #include "transport_contract.h"
 #include "zmq_test_worlds.h"
 

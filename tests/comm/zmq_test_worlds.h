@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "loom/comm/security.h"
-#include "loom/comm/zmq_transport.h"
+#include "loom/comm/wire/security.h"
+#include "loom/comm/transport/zmq_transport.h"
 #include "transport_contract.h"
 
 namespace loom::comm::testing_worlds {

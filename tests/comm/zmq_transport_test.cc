@@ -3,7 +3,7 @@
 // threads), then what only ZeroMQ has: send deadlines, shutdown, and real
 // processes over loopback (authentication and malformed peers:
 // zmq_peers_test.cc).
-#include "loom/comm/zmq_transport.h"
+#include "loom/comm/transport/zmq_transport.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -23,9 +23,9 @@
 #include <thread>
 #include <vector>
 
-#include "loom/comm/inproc_transport.h"
-#include "loom/comm/security.h"
-#include "loom/comm/wire.h"
+#include "loom/comm/transport/inproc_transport.h"
+#include "loom/comm/wire/security.h"
+#include "loom/comm/wire/wire.h"
 #include "transport_contract.h"
 #include "zmq_test_worlds.h"
 

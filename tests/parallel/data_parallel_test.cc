@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "loom/autograd/engine.h"
-#include "loom/comm/inproc_transport.h"
+#include "loom/comm/transport/inproc_transport.h"
 #include "loom/nn/nn.h"
 #include "loom/ops/ops.h"
 #include "loom/parallel/data_parallel.h"

@@ -10,7 +10,7 @@
 #include <future>
 #include <thread>
 
-#include "loom/comm/zmq_transport.h"
+#include "loom/comm/transport/zmq_transport.h"
 #include "loom/core/error.h"
 
 namespace loom::parallel {

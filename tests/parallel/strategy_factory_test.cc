@@ -9,7 +9,7 @@
 #include <future>
 #include <thread>
 
-#include "loom/comm/zmq_transport.h"
+#include "loom/comm/transport/zmq_transport.h"
 #include "loom/core/error.h"
 #include "loom/parallel/parameter_server_strategy.h"
 

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "loom/comm/inproc_transport.h"
+#include "loom/comm/transport/inproc_transport.h"
 #include "loom/data/data.h"
 #include "loom/io/checkpoint.h"
 #include "loom/nn/nn.h"

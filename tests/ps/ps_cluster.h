@@ -11,8 +11,8 @@
 #include <thread>
 #include <vector>
 
-#include "loom/comm/coordinator.h"
-#include "loom/comm/job_env.h"
+#include "loom/comm/rendezvous/coordinator.h"
+#include "loom/comm/rendezvous/job_env.h"
 #include "loom/core/error.h"
 #include "loom/ps/kvstore.h"
 #include "loom/ps/server_process.h"

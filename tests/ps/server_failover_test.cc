@@ -20,11 +20,11 @@
 #include <utility>
 #include <vector>
 
-#include "loom/comm/coordinator.h"
-#include "loom/comm/endpoint.h"
-#include "loom/comm/job_env.h"
-#include "loom/comm/join_job.h"
-#include "loom/comm/rendezvous_keys.h"
+#include "loom/comm/rendezvous/coordinator.h"
+#include "loom/comm/wire/endpoint.h"
+#include "loom/comm/rendezvous/job_env.h"
+#include "loom/comm/rendezvous/join_job.h"
+#include "loom/comm/rendezvous/rendezvous_keys.h"
 #include "loom/core/error.h"
 #include "loom/io/mode.h"
 #include "loom/ops/creation.h"

@@ -12,8 +12,8 @@
 
 #include "loom/ps/protocol.h"
 #include "loom/ps/server.h"
-#include "loom/comm/endpoint.h"
-#include "loom/comm/shared_region.h"
+#include "loom/comm/wire/endpoint.h"
+#include "loom/comm/transport/shared_region.h"
 
 namespace loom::ps {
 namespace {

@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <map>
 
-#include "loom/comm/collectives.h"
-#include "loom/comm/job_env.h"
+#include "loom/comm/collectives/collectives.h"
+#include "loom/comm/rendezvous/job_env.h"
 #include "loom/core/parallel.h"
 #include "loom/ops/ops.h"
 #include "loom/parallel/process_group.h"

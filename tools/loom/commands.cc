@@ -8,9 +8,9 @@
 #include <set>
 #include <thread>
 
-#include "loom/comm/collectives.h"
-#include "loom/comm/coordinator.h"
-#include "loom/comm/job_env.h"
+#include "loom/comm/collectives/collectives.h"
+#include "loom/comm/rendezvous/coordinator.h"
+#include "loom/comm/rendezvous/job_env.h"
 #include "loom/io/safetensors.h"
 #include "loom/parallel/strategy_factory.h"
 #include "loom/ps/kvstore.h"

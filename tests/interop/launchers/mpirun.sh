@@ -2,7 +2,7 @@
 # Open MPI's mpirun (Debian's openmpi-bin) starts a 2-worker Loom job unchanged:
 #   mpirun -np 2 -x LOOM_JOB_SECRET loom train JOB
 # with no MASTER_ADDR/MASTER_PORT (all ranks on this host: Loom derives the
-# coordinator from Open MPI's job id, see loom/comm/job_env.h); its final
+# coordinator from Open MPI's job id, see loom/comm/rendezvous/job_env.h); its final
 # weights equal the same job under `loom launch --workers 2`, bit for bit.
 # Without a secret both ranks stop with one line saying how to pass one
 # (issue 10: they died with SIGSEGV and printed nothing).
