@@ -127,8 +127,18 @@ std::vector<int64_t> decode_dims(std::span<const std::byte> frame, const Header&
   for (int64_t d : dims) {
     if (d < 0 || d > kMaxDim) r.fail("dims", format("dim {}", d));
   }
+  // The row length (the product of the dims after the first) as placement's
+  // key_row_numel computes it, left to right, refusing a partial product
+  // past 2^32 (the most a header allows) before it can overflow.
+  int64_t row_numel = 1;
+  for (size_t i = 1; i < dims.size(); ++i) {
+    if (dims[i] != 0 && row_numel > kMaxRowNumel / dims[i]) {
+      r.fail("dims", format("rows of more than 2^32 elements (dims {} to {})", 1, i));
+    }
+    row_numel *= dims[i];
+  }
   const core::Shape shape(dims.begin(), dims.end());
-  if (key_rows(shape) != h.total_rows || key_row_numel(shape) != h.row_numel) {
+  if (key_rows(shape) != h.total_rows || row_numel != h.row_numel) {
     r.fail("dims", format("shape {} does not match the header's {} rows of {}", core::to_string(shape), h.total_rows,
                           h.row_numel));
   }

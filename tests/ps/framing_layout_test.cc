@@ -103,6 +103,17 @@ TEST(FramingLayout, PayloadDecodersNameWhatIsWrong) {
   const std::vector<int64_t> nine(9, 1);
   EXPECT_NE(error_of([&] { decode_dims(std::as_bytes(std::span(nine)), key); }).find("9 dims (at most 8)"),
             std::string::npos);
+  // Dims whose product would overflow i64 are refused before it does, even
+  // where a later 0 makes the rows empty (ps_frames_fuzz found the overflow).
+  const std::vector<int64_t> huge = {6, int64_t{1} << 40, int64_t{1} << 40, int64_t{1} << 40};
+  EXPECT_NE(error_of([&] { decode_dims(std::as_bytes(std::span(huge)), key); }).find("more than 2^32 elements"),
+            std::string::npos);
+  const std::vector<int64_t> huge_then_zero = {6, int64_t{1} << 40, int64_t{1} << 40, 0};
+  EXPECT_NE(error_of([&] { decode_dims(std::as_bytes(std::span(huge_then_zero)), {.total_rows = 6}); })
+                .find("more than 2^32 elements"),
+            std::string::npos);
+  const std::vector<int64_t> empty_rows = {6, 0, int64_t{1} << 40};
+  EXPECT_EQ(decode_dims(std::as_bytes(std::span(empty_rows)), {.total_rows = 6}), empty_rows);
   EXPECT_EQ(decode_i64_frame(dims_bytes, "row ids"), dims);
   EXPECT_EQ(error_of([&] { decode_i64_frame(dims_bytes.first(3), "row ids"); }),
             "ps protocol: row ids, field 'values': 3 bytes are not a list of i64");
