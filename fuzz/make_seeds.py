@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of csv_fuzz, kvstore_state_fuzz and checkpoint_fuzz
 (fuzz/corpus/{csv,kvstore_state,checkpoint}): small valid inputs of each
-format, plus a few near misses. Also fuzz/known_crashes/<target>/: inputs
-that crash a target today (open bugs, see docs/BENCHMARKS.md "Fuzzing");
-each moves into fuzz/corpus/<target> as a regression seed once fixed.
+format, plus a few near misses, plus regression seeds: inputs that crashed a
+target until their fix (docs/BENCHMARKS.md "Fuzzing").
 Standard library only.
 
     python3 fuzz/make_seeds.py
@@ -110,9 +109,9 @@ def checkpoint_seeds():
           safetensors(model + servers + [("optim.step", "I64", [], [0]), ("optim.lr", "F64", [], [0.1])], smeta))
 
 
-def known_crashes():
+def regression_seeds():
     def crash(target, name, blob):
-        d = os.path.join(HERE, "known_crashes", target)
+        d = os.path.join(HERE, "corpus", target)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, name), "wb") as f:
             f.write(blob)
@@ -149,4 +148,4 @@ if __name__ == "__main__":
     csv_seeds()
     kvstore_seeds()
     checkpoint_seeds()
-    known_crashes()
+    regression_seeds()

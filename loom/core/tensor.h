@@ -185,12 +185,20 @@ uint64_t next_sequence_nr();
 // ---- template definitions ----
 
 // Converts between element types, going through float for the 16-bit ones.
+// Floating point to an integer saturates (out-of-range values clamp to the
+// type's limits, NaN becomes 0): a plain cast is undefined there, and such
+// values arrive from files (a corrupt counter in a checkpoint).
 template <class T, class S>
 T cast_value(S v) {
   if constexpr (std::is_same_v<S, Half> || std::is_same_v<S, BFloat16>) {
-    return static_cast<T>(static_cast<float>(v));
+    return cast_value<T>(static_cast<float>(v));
   } else if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
     return T(static_cast<float>(v));
+  } else if constexpr (std::is_floating_point_v<S> && std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (v != v) return T(0);
+    if (v <= static_cast<S>(std::numeric_limits<T>::min())) return std::numeric_limits<T>::min();
+    if (v >= static_cast<S>(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
+    return static_cast<T>(v);
   } else {
     return static_cast<T>(v);
   }

@@ -1,5 +1,7 @@
 #include "loom/nn/normalization.h"
 
+#include <limits>
+
 #include <utility>
 
 #include "loom/nn/init.h"
@@ -67,7 +69,7 @@ void BatchNorm2d::apply_batch_statistics(const BatchStatistics& stats) {
                  t->defined() ? to_string(t->shape()) : std::string("undefined"));
   }
   int64_t& count = *num_batches_tracked_.data<int64_t>();
-  count += 1;
+  if (count < std::numeric_limits<int64_t>::max()) count += 1;  // a loaded counter may be anything
   const double m = o_.momentum ? *o_.momentum : 1.0 / static_cast<double>(count);
   blend_into(running_mean_, stats.mean, m);
   blend_into(running_var_, stats.var, m);
@@ -103,7 +105,7 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   if (is_training() && o_.track_running_stats) {
     // num_batches_tracked is a host-side i64 scalar, as in PyTorch.
     int64_t& count = *num_batches_tracked_.data<int64_t>();
-    count += 1;
+    if (count < std::numeric_limits<int64_t>::max()) count += 1;  // a loaded counter may be anything
     if (!o_.momentum) momentum = 1.0 / static_cast<double>(count);
   }
   if (!o_.track_running_stats) return ops::batch_norm(x, weight_, bias_, Tensor(), Tensor(), true, momentum, o_.eps);

@@ -9,6 +9,9 @@
 
 namespace loom::optim {
 
+// Step counts a file may hold: far more than any run takes, far from overflowing when counted on.
+constexpr int64_t kMaxSteps = int64_t{1} << 53;
+
 void check_state(const StateLayout& layout, const OptimizerState& state) {
   LOOM_ASSERT(layout.params.size() == layout.shapes.size());
   LOOM_CHECK(state.params.size() == layout.params.size(), "optimizer state: {} parameters, the optimizer has {}",
@@ -79,6 +82,7 @@ OptimizerState from_state_dict(const StateLayout& layout, const NamedTensors& sd
   OptimizerState state;
   if (layout.counters) {
     state.step = scalar("step", true)->item<int64_t>();
+    LOOM_CHECK(state.step <= kMaxSteps, "optimizer state: 'step' is {}, more than {}", state.step, kMaxSteps);
     state.lr = scalar("lr", true)->item<double>();
   }
   state.params.resize(layout.params.size());
@@ -88,7 +92,8 @@ OptimizerState from_state_dict(const StateLayout& layout, const NamedTensors& sd
     const Tensor* step = scalar(name + ".step", false);
     if (step) {
       p.step = step->item<int64_t>();
-      LOOM_CHECK(p.step >= 1, "optimizer state: '{}.step' is {}, expected >= 1", name, p.step);
+      LOOM_CHECK(p.step >= 1 && p.step <= kMaxSteps, "optimizer state: '{}.step' is {}, expected 1 to {}", name,
+                 p.step, kMaxSteps);
     }
     for (const std::string& slot : layout.slots) {
       const std::string key = name + "." + slot;

@@ -308,7 +308,10 @@ void Shard::set_state(ShardState s) {
   }
   LOOM_CHECK(s.versions.size() == versions_.size(), "kvstore: key {}: state counts {} workers, the job has {}", o_.key,
              s.versions.size(), versions_.size());
-  LOOM_CHECK(s.updates >= 0 && s.round >= 0, "kvstore: key {}: negative counters in the state", o_.key);
+  constexpr int64_t kMaxCount = int64_t{1} << 53;  // far more than any run takes, far from overflowing when counted on
+  LOOM_CHECK(s.updates >= 0 && s.round >= 0 && s.updates <= kMaxCount && s.round <= kMaxCount,
+             "kvstore: key {}: counters of the state out of range (updates {}, round {}; 0 to 2^53)", o_.key,
+             s.updates, s.round);
   weights_ = std::move(s.weights);
   state_.clear();
   for (auto& slot : s.slots) {

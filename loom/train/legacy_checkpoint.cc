@@ -74,7 +74,7 @@ bool upgrade_legacy_server_state(io::SafetensorsFile& f, const optim::StateLayou
     const std::string meta = format("{}key{}", kOldPrefix, i);
     const int64_t updates = metadata_number(f.metadata, meta + ".updates", source);
     const int64_t slots = metadata_number(f.metadata, meta + ".slots", source);
-    const bool numbered = slots == 0 || k.slots.rbegin()->first == slots - 1;  // state0 .. state<slots-1>
+    const bool numbered = slots == 0 || (!k.slots.empty() && k.slots.rbegin()->first == slots - 1);  // state0 .. state<slots-1>
     LOOM_CHECK_T(IoError, static_cast<size_t>(slots) == k.slots.size() && numbered,
                  "{}: old parameter-server layout: key {} says {} slots and has {}", source, i, slots, k.slots.size());
     LOOM_CHECK_T(IoError, slots == 0 || static_cast<size_t>(slots) == layout.slots.size(),

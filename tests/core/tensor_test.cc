@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "loom/core/parallel.h"
 #include "loom/core/tensor.h"
@@ -145,3 +146,18 @@ TEST(Allocator, ReusesFreedBlocks) {
 
 }  // namespace
 }  // namespace loom
+
+// Floating point to integer saturates (a plain cast is undefined out of
+// range): a corrupt counter read from a file cannot crash or wrap.
+namespace loom::core {
+namespace {
+TEST(Tensor, FloatToIntegerConversionsSaturate) {
+  EXPECT_EQ(Tensor::scalar<double>(1e30).item<int64_t>(), std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(Tensor::scalar<double>(-1e30).item<int64_t>(), std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(Tensor::scalar<double>(std::nan("")).item<int64_t>(), 0);
+  EXPECT_EQ(Tensor::scalar<float>(3e9f).item<int32_t>(), std::numeric_limits<int32_t>::max());
+  EXPECT_EQ(Tensor::scalar<double>(-7.9).item<int64_t>(), -7);  // in range: truncates, as before
+  EXPECT_EQ(Tensor::scalar<double>(9007199254740992.0).item<int64_t>(), int64_t{1} << 53);
+}
+}  // namespace
+}  // namespace loom::core
