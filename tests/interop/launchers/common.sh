@@ -54,6 +54,27 @@ TOML
 
 # A free TCP port on loopback (for a coordinator address given by hand).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A port P with P+1 free too (torchrun's static rendezvous: its store on P, Loom's
+# coordinator on P+1), below the ephemeral range so that no other test's
+# outgoing connection takes P+1 between this check and the coordinator's bind.
+free_port_pair() {
+  python3 - <<'PY'
+import random, socket
+for _ in range(200):
+    p = random.randrange(20000, 32000)
+    try:
+        socks = []
+        for q in (p, p + 1):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); socks.append(s)
+        print(p); break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+else:
+    raise SystemExit("no free pair of ports")
+PY
+}
 
 # Extra `loom train` options for every run of a test (e.g. a parameter-server mode).
 train_args=()

@@ -15,7 +15,7 @@ reference "$tmp/ref.safetensors" --workers 2
 # crashes before starting a worker; a mapping that names no local rank gives
 # every rank the default (no redirection). Its default rendezvous is static:
 # the agent's store holds MASTER_PORT and Loom's coordinator takes the next port.
-port=$(free_port)
+port=$(free_port_pair)
 timeout 120 "$torchrun" --nproc_per_node 2 --master_addr 127.0.0.1 --master_port "$port" \
   --redirects 9:0 --tee 9:0 --no_python \
   "$loom" train "$job" --save-final "$tmp/torchrun.safetensors" >"$tmp/torchrun.log" 2>&1 ||
