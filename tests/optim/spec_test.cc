@@ -41,6 +41,31 @@ TEST(OptimizerSpec, RoundTripsEveryFieldExactly) {
   EXPECT_EQ(decode_spec(encode_spec(OptimizerSpec{})), OptimizerSpec{});
 }
 
+// The bytes a server receives, pinned: a change to the codec that moves a
+// field fails here (hex computed apart from Loom, with Python's struct).
+TEST(OptimizerSpec, KnownEncodingIsPinned) {
+  const std::string pinned =
+      "4c4f5054" "0100" "7c00"                         // "LOPT", version 1, length 124
+      "02" "02" "03" "00"                              // adamw, cosine, nesterov|amsgrad, reserved
+      "9b9999999999b93f" "000000000000e03f"            // lr, momentum
+      "000000000000d03f" "555555555555d53f"            // dampening, weight_decay
+      "9a9999999999e93f" "5c8fc2f5285cef3f"            // beta1, beta2
+      "48afbc9af2d77a3e" "000000000000d03f"            // eps, rescale_grad
+      "0300000000000000" "000000000000e03f"            // step_size, gamma
+      "f168e388b5f8e43e" "0a00000000000000"            // min_lr, warmup_steps
+      "0700000000000000" "e803000000000000";           // steps_per_epoch, total_steps
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string got;
+  for (std::byte x : encode_spec(every_field_set())) {
+    got += kDigits[static_cast<unsigned>(x) >> 4];
+    got += kDigits[static_cast<unsigned>(x) & 0xF];
+  }
+  EXPECT_EQ(got, pinned);
+  std::vector<std::byte> bytes;
+  for (size_t i = 0; i < pinned.size(); i += 2) bytes.push_back(std::byte(std::stoi(pinned.substr(i, 2), nullptr, 16)));
+  EXPECT_EQ(decode_spec(bytes), every_field_set());
+}
+
 TEST(OptimizerSpec, MalformedBytesAreRefused) {
   const std::vector<std::byte> good = encode_spec(every_field_set());
   auto expect_refused = [](std::vector<std::byte> b, const std::string& why) {
