@@ -16,3 +16,4 @@
 #include "loom/nn/normalization.h"
 #include "loom/nn/sequential.h"
 #include "loom/nn/state_dict.h"
+#include "loom/nn/transformer.h"
