@@ -14,4 +14,5 @@
 #include "loom/data/sampler.h"
 #include "loom/data/seeding.h"
 #include "loom/data/splits.h"
+#include "loom/data/text.h"
 #include "loom/data/transforms.h"
