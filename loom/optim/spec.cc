@@ -2,13 +2,12 @@
 
 #include <algorithm>
 #include <array>
-#include <bit>
 #include <cmath>
-#include <cstring>
 #include <limits>
+#include <utility>
 
 #include "loom/core/error.h"
-#include "loom/core/le_bytes.h"
+#include "loom/core/frame_codec.h"
 #include "loom/optim/schedule.h"
 #include "loom/optim/update_rule.h"
 
@@ -18,7 +17,10 @@ namespace {
 constexpr std::array<std::string_view, 3> kRules = {"sgd", "adam", "adamw"};
 constexpr std::array<std::string_view, 3> kKinds = {"constant", "step", "cosine"};
 
-constexpr uint16_t kSpecVersion = 1;
+// The LOPT record's prefix: magic, version 1, and its length (spec.h has the layout).
+constexpr core::FrameFormat kSpecFormat{.protocol = "optimizer spec", .message = "record",
+                                        .magic = {'L', 'O', 'P', 'T'}, .version = 1, .nbytes = kSpecBytes,
+                                        .length_field = true};
 constexpr uint8_t kNesterov = 1, kAmsgrad = 2;
 
 template <class Enum, size_t N>
@@ -34,8 +36,35 @@ std::vector<std::string> as_strings(const std::array<std::string_view, N>& names
   return std::vector<std::string>(names.begin(), names.end());
 }
 
-void put_f64(std::byte* p, double v) { core::put_le<uint64_t>(p, std::bit_cast<uint64_t>(v)); }
-double get_f64(const std::byte* p) { return std::bit_cast<double>(core::get_le<uint64_t>(p)); }
+// The record's fields after the prefix, in order; the framing's own checks
+// (size, magic, version, length, enums, flags, reserved byte) but not
+// check_spec's ranges.
+OptimizerSpec read_spec(std::span<const std::byte> bytes) {
+  core::FrameReader r = core::open_frame(bytes, kSpecFormat);
+  const uint8_t rule = r.u8("rule");
+  if (rule >= kRules.size()) r.fail("rule", format("unknown rule {}", static_cast<int>(rule)));
+  const uint8_t kind = r.u8("schedule kind");
+  if (kind >= kKinds.size()) r.fail("schedule kind", format("unknown schedule {}", static_cast<int>(kind)));
+  const uint8_t flags = r.u8("flags");
+  if ((flags & ~(kNesterov | kAmsgrad)) != 0) r.fail("flags", format("unknown flags {}", static_cast<int>(flags)));
+  r.zeros(1, "reserved");
+  OptimizerSpec s{.rule = static_cast<Rule>(rule), .nesterov = (flags & kNesterov) != 0,
+                  .amsgrad = (flags & kAmsgrad) != 0};
+  const std::pair<const char*, double*> hyper[] = {
+      {"lr", &s.lr},       {"momentum", &s.momentum}, {"dampening", &s.dampening}, {"weight_decay", &s.weight_decay},
+      {"beta1", &s.beta1}, {"beta2", &s.beta2},       {"eps", &s.eps},             {"rescale_grad", &s.rescale_grad}};
+  for (const auto& [field, v] : hyper) *v = r.f64(field);
+  ScheduleSpec& c = s.schedule;
+  c.kind = static_cast<ScheduleKind>(kind);
+  c.step_size = r.i64("step_size");
+  c.gamma = r.f64("gamma");
+  c.min_lr = r.f64("min_lr");
+  c.warmup_steps = r.i64("warmup_steps");
+  c.steps_per_epoch = r.i64("steps_per_epoch");
+  c.total_steps = r.i64("total_steps");
+  r.done();
+  return s;
+}
 
 }  // namespace
 
@@ -123,53 +152,29 @@ std::shared_ptr<const Schedule> make_schedule(const OptimizerSpec& s) {
 }
 
 std::vector<std::byte> encode_spec(const OptimizerSpec& s) {
-  std::vector<std::byte> out(kSpecBytes, std::byte{0});
-  std::byte* p = out.data();
-  std::memcpy(p, "LOPT", 4);
-  core::put_le<uint16_t>(p + 4, kSpecVersion);
-  core::put_le<uint16_t>(p + 6, static_cast<uint16_t>(kSpecBytes));
-  p[8] = static_cast<std::byte>(s.rule);
-  p[9] = static_cast<std::byte>(s.schedule.kind);
-  p[10] = static_cast<std::byte>((s.nesterov ? kNesterov : 0) | (s.amsgrad ? kAmsgrad : 0));
-  const double f[] = {s.lr, s.momentum, s.dampening, s.weight_decay, s.beta1, s.beta2, s.eps, s.rescale_grad};
-  for (size_t i = 0; i < std::size(f); ++i) put_f64(p + 12 + 8 * i, f[i]);
+  std::vector<std::byte> out(kSpecBytes);
   const ScheduleSpec& c = s.schedule;
-  core::put_le<int64_t>(p + 76, c.step_size);
-  put_f64(p + 84, c.gamma);
-  put_f64(p + 92, c.min_lr);
-  core::put_le<int64_t>(p + 100, c.warmup_steps);
-  core::put_le<int64_t>(p + 108, c.steps_per_epoch);
-  core::put_le<int64_t>(p + 116, c.total_steps);
+  core::FrameWriter w(out);
+  w.prefix(kSpecFormat)
+      .u8(static_cast<uint8_t>(s.rule))
+      .u8(static_cast<uint8_t>(c.kind))
+      .u8(static_cast<uint8_t>((s.nesterov ? kNesterov : 0) | (s.amsgrad ? kAmsgrad : 0)))
+      .zeros(1);
+  for (double v : {s.lr, s.momentum, s.dampening, s.weight_decay, s.beta1, s.beta2, s.eps, s.rescale_grad}) w.f64(v);
+  w.i64(c.step_size).f64(c.gamma).f64(c.min_lr).i64(c.warmup_steps).i64(c.steps_per_epoch).i64(c.total_steps);
+  LOOM_ASSERT(w.size() == kSpecBytes);
   return out;
 }
 
+// A spec is a value, whoever sent it: the framing's CommError and
+// check_spec's message both become a ValueError "optimizer spec: ...".
 OptimizerSpec decode_spec(std::span<const std::byte> bytes) {
-  LOOM_CHECK(bytes.size() == kSpecBytes, "optimizer spec: {} bytes, expected {}", bytes.size(), kSpecBytes);
-  const std::byte* p = bytes.data();
-  LOOM_CHECK(std::memcmp(p, "LOPT", 4) == 0, "optimizer spec: bad magic (not an optimizer spec)");
-  const auto version = core::get_le<uint16_t>(p + 4);
-  LOOM_CHECK(version == kSpecVersion, "optimizer spec: version {}, this build reads {}", version, kSpecVersion);
-  const auto length = core::get_le<uint16_t>(p + 6);
-  LOOM_CHECK(length == kSpecBytes, "optimizer spec: length field {}, expected {}", length, kSpecBytes);
-  const auto rule = static_cast<uint8_t>(p[8]), kind = static_cast<uint8_t>(p[9]), flags = static_cast<uint8_t>(p[10]);
-  LOOM_CHECK(rule < kRules.size(), "optimizer spec: unknown rule {}", static_cast<int>(rule));
-  LOOM_CHECK(kind < kKinds.size(), "optimizer spec: unknown schedule {}", static_cast<int>(kind));
-  LOOM_CHECK((flags & ~(kNesterov | kAmsgrad)) == 0, "optimizer spec: unknown flags {}", static_cast<int>(flags));
-  LOOM_CHECK(p[11] == std::byte{0}, "optimizer spec: reserved byte is {}", static_cast<int>(p[11]));
   OptimizerSpec s;
-  s.rule = static_cast<Rule>(rule);
-  s.nesterov = (flags & kNesterov) != 0;
-  s.amsgrad = (flags & kAmsgrad) != 0;
-  double* f[] = {&s.lr, &s.momentum, &s.dampening, &s.weight_decay, &s.beta1, &s.beta2, &s.eps, &s.rescale_grad};
-  for (size_t i = 0; i < std::size(f); ++i) *f[i] = get_f64(p + 12 + 8 * i);
-  ScheduleSpec& c = s.schedule;
-  c.kind = static_cast<ScheduleKind>(kind);
-  c.step_size = core::get_le<int64_t>(p + 76);
-  c.gamma = get_f64(p + 84);
-  c.min_lr = get_f64(p + 92);
-  c.warmup_steps = core::get_le<int64_t>(p + 100);
-  c.steps_per_epoch = core::get_le<int64_t>(p + 108);
-  c.total_steps = core::get_le<int64_t>(p + 116);
+  try {
+    s = read_spec(bytes);
+  } catch (const CommError& e) {
+    throw ValueError(e.what());
+  }
   try {
     check_spec(s);
   } catch (const ValueError& e) {

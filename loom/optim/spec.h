@@ -87,7 +87,8 @@ void check_spec(const OptimizerSpec& spec);
 std::unique_ptr<UpdateRule> make_update_rule(const OptimizerSpec& spec);
 std::shared_ptr<const Schedule> make_schedule(const OptimizerSpec& spec);
 
-// The one encoding of a spec (what a server receives), little-endian, version 1:
+// The one encoding of a spec (what a server receives), little-endian, version 1,
+// written and read by the frame codec (core/frame_codec.h):
 //   offset size  field
 //        0    4  magic "LOPT"
 //        4    2  version (1)

@@ -2,22 +2,22 @@
 
 #include <cstring>
 
-#include "loom/comm/wire/frame_codec.h"
 #include "loom/core/error.h"
+#include "loom/core/frame_codec.h"
 #include "loom/ps/placement.h"
 #include "loom/ps/protocol.h"
 
 namespace loom::ps {
 namespace {
 
-constexpr comm::FrameFormat kConfigFormat{.protocol = "ps protocol", .message = "config", .magic = {'L', 'M', 'P', 'C'},
+constexpr core::FrameFormat kConfigFormat{.protocol = "ps protocol", .message = "config", .magic = {'L', 'M', 'P', 'C'},
                                           .version = 2, .nbytes = 28};
 
 }  // namespace
 
 std::string encode_config(const ServerConfig& c) {
   std::string out(kConfigFormat.nbytes, '\0');
-  comm::FrameWriter(std::as_writable_bytes(std::span(out)))
+  core::FrameWriter(std::as_writable_bytes(std::span(out)))
       .prefix(kConfigFormat)
       .zeros(2)
       .i32(c.replicas)
@@ -27,7 +27,7 @@ std::string encode_config(const ServerConfig& c) {
 }
 
 ServerConfig decode_config(std::string_view bytes) {
-  comm::FrameReader r = comm::open_frame(bytes, kConfigFormat);
+  core::FrameReader r = core::open_frame(bytes, kConfigFormat);
   r.zeros(2, "reserved");
   ServerConfig c;
   c.replicas = r.i32("replicas");

@@ -2,18 +2,18 @@
 
 #include <limits>
 
-#include "loom/comm/wire/frame_codec.h"
 #include "loom/core/error.h"
+#include "loom/core/frame_codec.h"
 #include "loom/ps/placement.h"
 
 namespace loom::ps {
 namespace {
 
-using comm::FrameReader;
-using comm::FrameWriter;
+using core::FrameReader;
+using core::FrameWriter;
 
 constexpr std::string_view kProtocol = "ps protocol";
-constexpr comm::FrameFormat kHeaderFormat{.protocol = kProtocol, .message = "header", .magic = {'L', 'M', 'P', 'S'},
+constexpr core::FrameFormat kHeaderFormat{.protocol = kProtocol, .message = "header", .magic = {'L', 'M', 'P', 'S'},
                                           .version = kProtocolVersion, .nbytes = kHeaderBytes, .length_field = true};
 constexpr int64_t kMaxRows = int64_t{1} << 40;
 constexpr int64_t kMaxRowNumel = int64_t{1} << 32;
@@ -71,7 +71,7 @@ HeaderBytes encode_header(const Header& h) {
 
 Header decode_header(std::span<const std::byte> bytes) {
   // The prefix and the checksum first: no field is trusted before both passed.
-  FrameReader r = comm::open_frame(bytes, kHeaderFormat);
+  FrameReader r = core::open_frame(bytes, kHeaderFormat);
   Header h;
   const uint16_t op = r.u16("op");
   h.flags = r.u16("flags");

@@ -12,7 +12,7 @@
 // A message is a header frame followed by `num_frames` payload frames (the
 // ROUTER side adds the peer's routing id in front). The header, the config
 // (messages.h) and the payload frames' integers are written and read by the
-// frame codec of every Loom framing (comm/wire/frame_codec.h). Header layout,
+// frame codec of every Loom framing (core/frame_codec.h). Header layout,
 // version 1:
 //
 //   offset size  field

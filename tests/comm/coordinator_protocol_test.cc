@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "loom/core/frame_codec.h"
+
 namespace loom::comm::coordinator_protocol {
 namespace {
 
@@ -115,7 +117,7 @@ TEST(CoordinatorFraming, MalformedBodiesNameMessageAndField) {
   };
   EXPECT_EQ(message_of([] { decode_get(encode(SetBody{.key = "k", .value = "v"})); }),
             "coordinator protocol: get message, field 'timeout_ms': truncated: 5 bytes left, need 8");
-  EXPECT_EQ(message_of([] { decode_leave(FrameWriter().i64(2).str("").take()); }),
+  EXPECT_EQ(message_of([] { decode_leave(core::FrameWriter().i64(2).str("").take()); }),
             "coordinator protocol: leave message, field 'clean': value 2 outside [0, 1]");
   EXPECT_EQ(message_of([] { decode_empty("x", Type::Heartbeat); }),
             "coordinator protocol: heartbeat message, field 'end': 1 unexpected trailing bytes");

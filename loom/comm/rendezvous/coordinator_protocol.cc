@@ -7,11 +7,17 @@
 #include <cstring>
 #include <span>
 
+#include "loom/core/frame_codec.h"
+
 namespace loom::comm::coordinator_protocol {
 
 // ---- wire format --------------------------------------------------------
 
 namespace {
+
+using core::FrameFormat;
+using core::FrameReader;
+using core::FrameWriter;
 
 constexpr std::string_view kProtocolName = "coordinator protocol";
 constexpr FrameFormat kHeaderFormat{.protocol = kProtocolName, .message = "header", .magic = kMagic,

@@ -1,5 +1,5 @@
 // Internal to the coordinator (coordinator_server.cc, coordinator_client.cc):
-// the messages both ends speak, built from the frame codec (frame_codec.h),
+// the messages both ends speak, built from the frame codec (core/frame_codec.h),
 // and the eventfd that wakes their polling loops. Not part of the public API;
 // the format is described in coordinator.h: a 16-byte header {magic "LMCO",
 // u16 version (1), u16 type, u64 request id} and a body, the fields of its
@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "loom/comm/rendezvous/coordinator.h"
-#include "loom/comm/wire/frame_codec.h"
 #include "loom/core/error.h"
 
 namespace loom::comm::coordinator_protocol {

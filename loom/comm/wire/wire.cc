@@ -1,9 +1,13 @@
 #include "loom/comm/wire/wire.h"
 
-#include "loom/comm/wire/frame_codec.h"
+#include "loom/core/frame_codec.h"
 
 namespace loom::comm::wire {
 namespace {
+
+using core::FrameFormat;
+using core::FrameReader;
+using core::FrameWriter;
 
 // The layout in wire.h, as the frame codec's prefix and fields.
 constexpr FrameFormat kFormat{.protocol = "wire", .message = "header", .magic = kMagic, .version = kVersion,

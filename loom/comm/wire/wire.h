@@ -25,7 +25,7 @@
 // field, then the kind, flags, sender rank (against the world size) and payload
 // length (against a limit), and throws CommError naming the field and what is
 // wrong. The prefix, the fields and the checksum are written and read by
-// comm/wire/frame_codec.h, the codec of every Loom framing.
+// core/frame_codec.h, the codec of every Loom framing.
 // A future version that adds fields grows the header length; this version
 // refuses any other length rather than guess.
 #pragma once

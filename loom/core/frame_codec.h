@@ -1,13 +1,14 @@
 // The one codec of Loom's binary framings: the transport's LOOM header
-// (wire.h), the coordinator's LMCO messages (coordinator_protocol.h) and the
-// parameter servers' LMPS header and LMPC config (ps/protocol.h,
-// ps/messages.h). Fields are little-endian and written and read in order;
-// every read is bounds-checked; a header opens with the common prefix
-// {magic, version[, header length]} and may carry a CRC-32C of the bytes in
-// front of it. Each protocol keeps its own magic, fields and layout.
+// (comm/wire/wire.h), the coordinator's LMCO messages
+// (comm/rendezvous/coordinator_protocol.h), the parameter servers' LMPS header
+// and LMPC config (ps/protocol.h, ps/messages.h) and the optimizer spec's LOPT
+// record (optim/spec.h). It lives in core, below every layer that frames
+// bytes, so each of them can use it. Fields are little-endian and written and
+// read in order; every read is bounds-checked; a header opens with the common
+// prefix {magic, version[, header length]} and may carry a CRC-32C of the
+// bytes in front of it. Each protocol keeps its own magic, fields and layout.
 //
 //   // given: std::span<const std::byte> frame
-//   using namespace comm;
 //   constexpr FrameFormat kFormat{.protocol = "example", .message = "header", .magic = {'E', 'X', 'M', 'P'},
 //                                 .version = 1, .nbytes = 20, .length_field = true};
 //   std::array<std::byte, 20> out{};
@@ -27,6 +28,7 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -37,7 +39,7 @@
 #include "loom/core/error.h"
 #include "loom/core/le_bytes.h"
 
-namespace loom::comm {
+namespace loom::core {
 
 // What a framing's fixed header (or record) looks like, for the prefix.
 struct FrameFormat {
@@ -57,11 +59,13 @@ class FrameWriter {
   FrameWriter() = default;
   explicit FrameWriter(std::span<std::byte> fixed) : fixed_(fixed), is_fixed_(true) {}
 
+  FrameWriter& u8(uint8_t v) { return le(v); }
   FrameWriter& u16(uint16_t v) { return le(v); }
   FrameWriter& u32(uint32_t v) { return le(v); }
   FrameWriter& u64(uint64_t v) { return le(v); }
   FrameWriter& i32(int32_t v) { return le(static_cast<uint32_t>(v)); }
   FrameWriter& i64(int64_t v) { return le(static_cast<uint64_t>(v)); }
+  FrameWriter& f64(double v) { return le(std::bit_cast<uint64_t>(v)); }  // the IEEE-754 bits
   FrameWriter& bytes(std::span<const std::byte> b);
   FrameWriter& bytes(std::string_view s) { return bytes(std::as_bytes(std::span(s))); }
   FrameWriter& str(std::string_view s);  // u32 length, then the bytes
@@ -97,12 +101,14 @@ class FrameReader {
   FrameReader(std::string_view data, std::string_view protocol, std::string_view message)
       : FrameReader(std::as_bytes(std::span(data)), protocol, message) {}
 
+  uint8_t u8(const char* field) { return le<uint8_t>(field); }
   uint16_t u16(const char* field) { return le<uint16_t>(field); }
   uint32_t u32(const char* field) { return le<uint32_t>(field); }
   uint64_t u64(const char* field) { return le<uint64_t>(field); }
   int32_t i32(const char* field) { return static_cast<int32_t>(le<uint32_t>(field)); }
   int64_t i64(const char* field) { return static_cast<int64_t>(le<uint64_t>(field)); }
   int64_t i64(const char* field, int64_t min, int64_t max);  // and within [min, max]
+  double f64(const char* field) { return std::bit_cast<double>(le<uint64_t>(field)); }
   std::span<const std::byte> bytes(size_t n, const char* field);
   std::string str(const char* field, size_t max_nbytes);  // u32 length (at most max_nbytes), then the bytes
   std::vector<int64_t> i64_list(const char* field);       // every byte left, as i64 (a whole number of them)
@@ -134,4 +140,4 @@ class FrameReader {
 FrameReader open_frame(std::span<const std::byte> bytes, const FrameFormat& f);
 FrameReader open_frame(std::string_view bytes, const FrameFormat& f);
 
-}  // namespace loom::comm
+}  // namespace loom::core

@@ -1,11 +1,11 @@
-#include "loom/comm/wire/frame_codec.h"
+#include "loom/core/frame_codec.h"
 
 #include <bit>
 #include <cstring>
 
 #include "loom/core/crc32c.h"
 
-namespace loom::comm {
+namespace loom::core {
 namespace {
 
 // The length field follows the magic and the version.
@@ -184,4 +184,4 @@ FrameReader open_frame(std::string_view bytes, const FrameFormat& f) {
   return open_frame(std::as_bytes(std::span(bytes)), f);
 }
 
-}  // namespace loom::comm
+}  // namespace loom::core

@@ -1,15 +1,17 @@
 // The frame codec every Loom framing is built from: little-endian fields in
 // order, bounds and ranges checked, the prefix {magic, version[, length]},
 // the CRC-32C, and errors that name the protocol, the message and the field.
-#include "loom/comm/wire/frame_codec.h"
+#include "loom/core/frame_codec.h"
 
 #include <gtest/gtest.h>
 
 #include <array>
+#include <bit>
+#include <limits>
 #include <string>
 #include <vector>
 
-namespace loom::comm {
+namespace loom::core {
 namespace {
 
 // Runs `read` and expects a CommError whose message contains `needle`.
@@ -43,6 +45,24 @@ TEST(FrameCodec, FieldsAreLittleEndianInOrder) {
   EXPECT_EQ(r.i64("e", -3, 0), -3);
   EXPECT_EQ(r.str("f", 2), "hi");
   EXPECT_NO_THROW(r.done());
+}
+
+// u8 and f64 (the optimizer spec's enums, flags and hyper-parameters): one
+// byte, and the IEEE-754 bits as a u64, so every double comes back bit for bit.
+TEST(FrameCodec, BytesAndDoublesKeepEveryBit) {
+  const double values[] = {0.1 + 1e-17, -0.0, std::numeric_limits<double>::denorm_min(),
+                           std::numeric_limits<double>::infinity()};
+  FrameWriter w;
+  w.u8(0xAB);
+  for (double v : values) w.f64(v);
+  const std::string b = w.take();
+  ASSERT_EQ(b.size(), 1u + 8 * std::size(values));
+  EXPECT_EQ(static_cast<unsigned char>(b[0]), 0xAB);
+  EXPECT_EQ(b.substr(1, 8), std::string("\x9b\x99\x99\x99\x99\x99\xb9\x3f", 8));  // 0.1 + 1e-17, little-endian
+  FrameReader r(b, "test protocol", "record");
+  EXPECT_EQ(r.u8("flags"), 0xAB);
+  for (double v : values) EXPECT_EQ(std::bit_cast<uint64_t>(r.f64("value")), std::bit_cast<uint64_t>(v));
+  expect_error([&] { r.f64("lr"); }, "test protocol: record, field 'lr': truncated: 0 bytes left, need 8");
 }
 
 TEST(FrameCodec, ErrorsNameProtocolMessageAndField) {
@@ -128,4 +148,4 @@ TEST(FrameCodec, ThePrefixIsCheckedMagicVersionLengthSize) {
 }
 
 }  // namespace
-}  // namespace loom::comm
+}  // namespace loom::core
