@@ -19,6 +19,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "loom/core/error.h"
 #include "loom/io/config.h"
@@ -234,6 +235,197 @@ std::string describe_exit(int status) {
   return "stopped";
 }
 
+// --describe: where each process would run (and, for `loom train JOB`, where each key lives).
+void print_plan(const LaunchOptions& o, const std::vector<Placement>& workers, const std::vector<Placement>& servers,
+                const std::vector<std::string>& command) {
+  std::printf("coordinator: %s\n", o.coordinator_bind.c_str());
+  for (const auto& p : workers) {
+    std::printf("worker %d: host %s%s, local rank %d\n", p.rank, p.netns ? "netns:" : "", p.host.c_str(), p.local_rank);
+  }
+  for (const auto& p : servers) {
+    std::printf("server %d: host %s%s\n", p.rank, p.netns ? "netns:" : "", p.host.c_str());
+  }
+  if (o.servers > 0) describe_keys(o, command);
+}
+
+// Where the job's coordinator listens: with network namespaces as hosts, on
+// the first one (`where`), else on this machine at coordinator_bind.
+struct CoordinatorAddress {
+  const Placement* where = nullptr;
+  std::string address;  // host:port
+};
+
+CoordinatorAddress coordinator_address(const LaunchOptions& o, const std::vector<Placement>& workers) {
+  const Placement* where = workers.front().netns ? &workers.front() : nullptr;
+  const std::string host = where ? netns_address(where->host) : o.coordinator_bind;
+  const int port = where ? 29400 + static_cast<int>(::getpid() % 500) : free_tcp_port(host);
+  return {where, format("{}:{}", host, port)};
+}
+
+// The variables every process of the job gets.
+std::map<std::string, std::string> common_env(const LaunchOptions& o, const std::string& coordinator) {
+  const std::string secret = o.insecure ? std::string() : (o.secret.empty() ? random_secret() : o.secret);
+  std::map<std::string, std::string> env{{"LOOM_COORDINATOR", coordinator},
+                                         {"LOOM_WORLD_SIZE", std::to_string(o.workers)},
+                                         {"LOOM_NUM_SERVERS", std::to_string(o.servers)},
+                                         {"LOOM_JOB_SECRET", secret},
+                                         {"LOOM_INSECURE", o.insecure ? "1" : "0"}};
+  // Every process here shares this machine's cores: without a limit each one's
+  // OpenMP pool takes all of them and the spinning threads slow everyone down
+  // (3x measured with 2 workers + 2 servers on 2 cores). As torchrun does, give
+  // each its share unless the user chose.
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    env["OMP_NUM_THREADS"] = std::to_string(std::max(1, cores / (o.workers + o.servers)));
+  }
+  return env;
+}
+
+// The coordinator, then the servers, then the workers (running `command`).
+std::vector<Child> spawn_job(const LaunchOptions& o, const std::vector<Placement>& workers,
+                             const std::vector<Placement>& servers, const std::vector<std::string>& command,
+                             const CoordinatorAddress& coordinator) {
+  const std::map<std::string, std::string> common = common_env(o, coordinator.address);
+  std::vector<Child> children;
+  std::vector<std::string> argv = {self_executable(), "coordinator", "--bind", coordinator.address,
+                                   "--workers", std::to_string(o.workers), "--servers", std::to_string(o.servers),
+                                   "--heartbeat-timeout", format("{}", o.heartbeat_timeout_s)};
+  if (o.replicas > 0) argv.push_back("--tolerate-server-loss");
+  if (o.insecure) argv.push_back("--insecure");
+  children.push_back(spawn("coordinator", argv, common, coordinator.where));
+  for (const auto& p : servers) {
+    auto env = common;
+    env["LOOM_ROLE"] = "server";
+    env["LOOM_RANK"] = std::to_string(p.rank);
+    env["LOOM_HOST"] = p.netns ? p.host : "localhost";
+    const std::vector<std::string> server_argv = {self_executable(), "server", "--replicas",
+                                                  std::to_string(o.replicas), "--split-bound",
+                                                  std::to_string(o.split_bound)};
+    children.push_back(spawn(format("server {}", p.rank), server_argv, env, &p));
+    children.back().host = p.host;
+  }
+  for (const auto& p : workers) {
+    auto env = common;
+    env["LOOM_ROLE"] = "worker";
+    env["LOOM_RANK"] = std::to_string(p.rank);
+    env["LOOM_LOCAL_RANK"] = std::to_string(p.local_rank);
+    env["LOOM_HOST"] = p.netns ? p.host : "localhost";
+    children.push_back(spawn(format("worker {}", p.rank), command, env, &p));
+    children.back().host = p.host;
+  }
+  return children;
+}
+
+// Watches a launched job until every child has exited: copies their output,
+// and on the first failure (or an interrupt, or once the workers are done)
+// stops the others with SIGTERM, then SIGKILL after grace_ms.
+class Supervisor {
+ public:
+  Supervisor(std::vector<Child>& children, const LaunchOptions& o) : children_(children), o_(o) {}
+
+  // The exit status for `loom`: 0, the first failed child's, or 130 when interrupted.
+  int run() {
+    while (alive() > 0) {
+      pump_ready();
+      reap();
+      stop_once_workers_are_done();
+      if (g_interrupted && !stopping_) stop("interrupted", 130);
+      if (stopping_ && Clock::now() > deadline_) kill_all(SIGKILL);
+    }
+    for (auto& c : children_) {
+      while (c.out_fd >= 0 && pump(c)) {
+      }
+    }
+    if (!failure_.empty()) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "loom launch: %s; stopped the other processes\n", failure_.c_str());
+    }
+    return result_;
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  int alive() const {
+    int n = 0;
+    for (const auto& c : children_) n += !c.exited;
+    return n;
+  }
+
+  void kill_all(int sig) {
+    for (auto& c : children_) {
+      if (!c.exited) ::kill(-c.pid, sig);
+    }
+  }
+
+  // SIGTERM to everyone left; `failure` empty for a clean end.
+  void stop(std::string failure, int result) {
+    failure_ = std::move(failure);
+    result_ = result;
+    stopping_ = true;
+    kill_all(SIGTERM);
+    deadline_ = Clock::now() + std::chrono::milliseconds(o_.grace_ms);
+  }
+
+  // Copies what the children wrote (waits up to 100 ms for it).
+  void pump_ready() {
+    std::vector<pollfd> fds;
+    std::vector<Child*> owners;
+    for (auto& c : children_) {
+      if (c.out_fd >= 0) {
+        fds.push_back({c.out_fd, POLLIN, 0});
+        owners.push_back(&c);
+      }
+    }
+    ::poll(fds.data(), fds.size(), 100);
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) pump(*owners[i]);
+    }
+  }
+
+  // Notes the children that exited; the first failure stops the job.
+  void reap() {
+    for (auto& c : children_) {
+      if (c.exited) continue;
+      int status = 0;
+      if (::waitpid(c.pid, &status, WNOHANG) != c.pid) continue;
+      c.exited = true;
+      c.status = status;
+      const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      if (ok || stopping_) continue;  // the coordinator leaves once the workers are done
+      if (o_.replicas > 0 && c.label.rfind("server", 0) == 0) {
+        // Replicated parameter servers: the backups take over its shards.
+        std::fflush(stdout);
+        std::fprintf(stderr, "loom launch: %s on host %s (pid %d) %s; its backups take over\n", c.label.c_str(),
+                     c.host.c_str(), c.pid, describe_exit(status).c_str());
+        continue;
+      }
+      const int result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      stop(format("{} on host {} (pid {}) {}", c.label, c.host, c.pid, describe_exit(status)),
+           result == 0 ? 1 : result);
+    }
+  }
+
+  // When every worker is done, servers and the coordinator get a moment to
+  // finish on their own (servers print their statistics and leave), then are told to go.
+  void stop_once_workers_are_done() {
+    bool workers_done = true;
+    for (const auto& c : children_) workers_done = workers_done && (c.label.rfind("worker", 0) != 0 || c.exited);
+    if (!workers_done || stopping_) return;
+    const auto now = Clock::now();
+    if (workers_done_at_ == Clock::time_point::max()) workers_done_at_ = now;
+    if (now - workers_done_at_ > std::chrono::seconds(3)) stop("", 0);
+  }
+
+  std::vector<Child>& children_;
+  const LaunchOptions& o_;
+  bool stopping_ = false;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  Clock::time_point workers_done_at_ = Clock::time_point::max();
+  std::string failure_;
+  int result_ = 0;
+};
+
 }  // namespace
 
 std::string self_executable() {
@@ -251,154 +443,18 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& command) {
   std::vector<Placement> servers = place_servers(o, o.workers);
   if (o.servers > 0) ps::check_placement({.num_servers = o.servers, .replicas = o.replicas, .split_bound = o.split_bound});
   if (o.describe) {
-    std::printf("coordinator: %s\n", o.coordinator_bind.c_str());
-    for (const auto& p : workers) {
-      std::printf("worker %d: host %s%s, local rank %d\n", p.rank, p.netns ? "netns:" : "", p.host.c_str(), p.local_rank);
-    }
-    for (const auto& p : servers) {
-      std::printf("server %d: host %s%s\n", p.rank, p.netns ? "netns:" : "", p.host.c_str());
-    }
-    if (o.servers > 0) describe_keys(o, command);
+    print_plan(o, workers, servers, command);
     return 0;
   }
-  const std::string secret = o.insecure ? std::string() : (o.secret.empty() ? random_secret() : o.secret);
-  // With network namespaces as hosts, the coordinator lives on the first one.
-  const Placement* coord_where = workers.front().netns ? &workers.front() : nullptr;
-  const std::string coord_host = coord_where ? netns_address(coord_where->host) : o.coordinator_bind;
-  const int port = coord_where ? 29400 + static_cast<int>(::getpid() % 500) : free_tcp_port(coord_host);
-  const std::string coordinator = format("{}:{}", coord_host, port);
+  const CoordinatorAddress coordinator = coordinator_address(o, workers);
 
   struct sigaction sa{};
   sa.sa_handler = on_signal;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
 
-  std::vector<Child> children;
-  std::map<std::string, std::string> common{{"LOOM_COORDINATOR", coordinator},
-                                            {"LOOM_WORLD_SIZE", std::to_string(o.workers)},
-                                            {"LOOM_NUM_SERVERS", std::to_string(o.servers)},
-                                            {"LOOM_JOB_SECRET", secret},
-                                            {"LOOM_INSECURE", o.insecure ? "1" : "0"}};
-  // Every process here shares this machine's cores: without a limit each one's
-  // OpenMP pool takes all of them and the spinning threads slow everyone down
-  // (3x measured with 2 workers + 2 servers on 2 cores). As torchrun does, give
-  // each its share unless the user chose.
-  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    common["OMP_NUM_THREADS"] = std::to_string(std::max(1, cores / (o.workers + o.servers)));
-  }
-  {
-    std::vector<std::string> argv = {self_executable(), "coordinator", "--bind", coordinator,
-                                     "--workers", std::to_string(o.workers), "--servers", std::to_string(o.servers),
-                                     "--heartbeat-timeout", format("{}", o.heartbeat_timeout_s)};
-    if (o.replicas > 0) argv.push_back("--tolerate-server-loss");
-    if (o.insecure) argv.push_back("--insecure");
-    children.push_back(spawn("coordinator", argv, common, coord_where));
-  }
-  for (const auto& p : servers) {
-    auto env = common;
-    env["LOOM_ROLE"] = "server";
-    env["LOOM_RANK"] = std::to_string(p.rank);
-    env["LOOM_HOST"] = p.netns ? p.host : "localhost";
-    const std::vector<std::string> argv = {self_executable(), "server", "--replicas", std::to_string(o.replicas),
-                                           "--split-bound", std::to_string(o.split_bound)};
-    children.push_back(spawn(format("server {}", p.rank), argv, env, &p));
-    children.back().host = p.host;
-  }
-  for (const auto& p : workers) {
-    auto env = common;
-    env["LOOM_ROLE"] = "worker";
-    env["LOOM_RANK"] = std::to_string(p.rank);
-    env["LOOM_LOCAL_RANK"] = std::to_string(p.local_rank);
-    env["LOOM_HOST"] = p.netns ? p.host : "localhost";
-    children.push_back(spawn(format("worker {}", p.rank), command, env, &p));
-    children.back().host = p.host;
-  }
-
-  int result = 0;
-  std::string failure;
-  auto alive = [&] {
-    int n = 0;
-    for (auto& c : children) n += !c.exited;
-    return n;
-  };
-  auto kill_all = [&](int sig) {
-    for (auto& c : children) {
-      if (!c.exited) ::kill(-c.pid, sig);
-    }
-  };
-  auto deadline = std::chrono::steady_clock::time_point::max();
-  bool stopping = false;
-  auto workers_done_at = std::chrono::steady_clock::time_point::max();
-  while (alive() > 0) {
-    std::vector<pollfd> fds;
-    std::vector<Child*> owners;
-    for (auto& c : children) {
-      if (c.out_fd >= 0) {
-        fds.push_back({c.out_fd, POLLIN, 0});
-        owners.push_back(&c);
-      }
-    }
-    ::poll(fds.data(), fds.size(), 100);
-    for (size_t i = 0; i < fds.size(); ++i) {
-      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) pump(*owners[i]);
-    }
-    for (auto& c : children) {
-      if (c.exited) continue;
-      int status = 0;
-      if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
-        c.exited = true;
-        c.status = status;
-        const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        if (c.label == "coordinator" && ok && !stopping) continue;  // it leaves once the workers are done
-        if (!ok && !stopping && o.replicas > 0 && c.label.rfind("server", 0) == 0) {
-          // Replicated parameter servers: the backups take over its shards.
-          std::fflush(stdout);
-          std::fprintf(stderr, "loom launch: %s on host %s (pid %d) %s; its backups take over\n", c.label.c_str(),
-                       c.host.c_str(), c.pid, describe_exit(status).c_str());
-          continue;
-        }
-        if (!ok && !stopping) {
-          failure = format("{} on host {} (pid {}) {}", c.label, c.host, c.pid, describe_exit(status));
-          result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-          if (result == 0) result = 1;
-          stopping = true;
-          kill_all(SIGTERM);
-          deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.grace_ms);
-        }
-      }
-    }
-    // When every worker is done, servers and the coordinator get a moment to
-    // finish on their own (servers print their statistics and leave), then are told to go.
-    bool workers_done = true;
-    for (auto& c : children) workers_done = workers_done && (c.label.rfind("worker", 0) != 0 || c.exited);
-    if (workers_done && !stopping) {
-      const auto now = std::chrono::steady_clock::now();
-      if (workers_done_at == std::chrono::steady_clock::time_point::max()) workers_done_at = now;
-      if (now - workers_done_at > std::chrono::seconds(3)) {
-        stopping = true;
-        kill_all(SIGTERM);
-        deadline = now + std::chrono::milliseconds(o.grace_ms);
-      }
-    }
-    if (g_interrupted && !stopping) {
-      failure = "interrupted";
-      result = 130;
-      stopping = true;
-      kill_all(SIGTERM);
-      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.grace_ms);
-    }
-    if (stopping && std::chrono::steady_clock::now() > deadline) kill_all(SIGKILL);
-  }
-  for (auto& c : children) {
-    while (c.out_fd >= 0 && pump(c)) {
-    }
-  }
-  if (!failure.empty()) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "loom launch: %s; stopped the other processes\n", failure.c_str());
-  }
-  return result;
+  std::vector<Child> children = spawn_job(o, workers, servers, command, coordinator);
+  return Supervisor(children, o).run();
 }
 
 }  // namespace loom::cli

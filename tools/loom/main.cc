@@ -20,22 +20,13 @@
 #include "tools/loom/bench.h"
 #include "tools/loom/launch.h"
 
-int main(int argc, char** argv) {
-  // ZeroMQ allocates a buffer for every message it receives (parameter-server
-  // slices, ring chunks, checkpoints' state: 256 KiB to a few MiB, freed soon
-  // after). Above 128 KiB glibc gives each its own mmap, which the kernel
-  // zeroes page by page on first touch and unmaps on free. A loom process
-  // keeps them in its heap instead (up to 32 MiB, glibc's ceiling) and does
-  // not hand the heap's top back on every free: about a quarter less CPU per
-  // parameter-server push+pull on one host (docs/BENCHMARKS.md).
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
-  CLI::App app{"Loom: train, evaluate and inspect models (C++20 deep-learning training framework)", "loom"};
-  app.set_version_flag("--version", std::string("loom ") + LOOM_VERSION);
-  app.require_subcommand(1);
+namespace {
 
-  loom::cli::TrainArgs train;
-  auto* t = app.add_subcommand("train", "train a model from a TOML job file");
+using namespace loom::cli;
+
+// loom train JOB [--set k=v] [--checkpoint-dir D] [--resume] ...
+CLI::App* add_train(CLI::App& app, TrainArgs& train) {
+  CLI::App* t = app.add_subcommand("train", "train a model from a TOML job file");
   t->add_option("job", train.job, "job file (TOML)")->required();
   t->add_option("--set", train.overrides, "override a job key, e.g. --set train.epochs=3 (repeatable)");
   t->add_option("--checkpoint-dir", train.checkpoint_dir, "write checkpoints here (overrides [train] checkpoint_dir)");
@@ -44,21 +35,29 @@ int main(int argc, char** argv) {
   t->add_option("--save-final", train.save_final, "write the final weights to this safetensors file");
   t->add_option("--workers", train.workers, "train with N local worker processes (data parallel, all-reduce)")
       ->check(CLI::PositiveNumber);
+  return t;
+}
 
-  loom::cli::EvalArgs eval;
-  auto* e = app.add_subcommand("eval", "evaluate a checkpoint on the job's test set");
+// loom eval JOB --checkpoint FILE
+CLI::App* add_eval(CLI::App& app, EvalArgs& eval) {
+  CLI::App* e = app.add_subcommand("eval", "evaluate a checkpoint on the job's test set");
   e->add_option("job", eval.job, "job file (TOML)")->required();
   e->add_option("--checkpoint", eval.checkpoint, "weights or checkpoint (safetensors)")->required();
   e->add_option("--set", eval.overrides, "override a job key (repeatable)");
+  return e;
+}
 
-  loom::cli::InspectArgs inspect;
-  auto* i = app.add_subcommand("inspect", "list a checkpoint's tensors and metadata, or diff two");
+// loom inspect FILE | --diff A B
+CLI::App* add_inspect(CLI::App& app, InspectArgs& inspect) {
+  CLI::App* i = app.add_subcommand("inspect", "list a checkpoint's tensors and metadata, or diff two");
   i->add_option("files", inspect.files, "one file, or two with --diff")->required();
   i->add_flag("--diff", inspect.diff, "print the largest absolute and relative difference per tensor");
+  return i;
+}
 
-  loom::cli::LaunchOptions launch;
-  std::vector<std::string> launch_command;
-  auto* l = app.add_subcommand("launch", "start a coordinator and N worker processes running COMMAND");
+// loom launch --workers N [--servers S ...] -- COMMAND
+CLI::App* add_launch(CLI::App& app, LaunchOptions& launch, std::vector<std::string>& launch_command) {
+  CLI::App* l = app.add_subcommand("launch", "start a coordinator and N worker processes running COMMAND");
   l->add_option("--workers", launch.workers, "number of worker processes")->check(CLI::PositiveNumber);
   l->add_option("--servers", launch.servers, "number of parameter-server processes");
   l->add_option("--hosts", launch.hosts, "placement: localhost:slots or netns:NAME:slots, comma-separated")
@@ -71,38 +70,49 @@ int main(int argc, char** argv) {
   l->add_flag("--describe", launch.describe,
               "print where each process would run (and, for `loom train JOB`, where each key lives) and exit");
   l->add_option("command", launch_command, "the program and its arguments (after --)")->required();
+  return l;
+}
 
-  loom::cli::CoordinatorArgs coord;
-  auto* c = app.add_subcommand("coordinator", "run a job's coordinator (rendezvous, barriers, heartbeats)");
+// loom coordinator (started by loom launch)
+CLI::App* add_coordinator(CLI::App& app, CoordinatorArgs& coord) {
+  CLI::App* c = app.add_subcommand("coordinator", "run a job's coordinator (rendezvous, barriers, heartbeats)");
   c->add_option("--bind", coord.bind, "address to listen on (host:port or tcp://host:port)");
   c->add_option("--workers", coord.workers, "number of workers to expect")->check(CLI::PositiveNumber);
   c->add_option("--servers", coord.servers, "number of parameter servers to expect");
   c->add_flag("--insecure", coord.insecure, "no CURVE encryption or authentication");
   c->add_option("--heartbeat-timeout", coord.heartbeat_timeout_s, "seconds of silence after which a process is lost")
       ->check(CLI::PositiveNumber);
-
   c->add_flag("--tolerate-server-loss", coord.tolerate_server_loss,
               "a lost parameter server does not end the job (its shards have backups)");
+  return c;
+}
 
-  loom::cli::ServerArgs server;
-  auto* sv = app.add_subcommand("server", "run a parameter server of a job (LOOM_ROLE=server or DMLC_ROLE=server)");
+// loom server (a parameter server)
+CLI::App* add_server(CLI::App& app, ServerArgs& server) {
+  CLI::App* sv =
+      app.add_subcommand("server", "run a parameter server of a job (LOOM_ROLE=server or DMLC_ROLE=server)");
   sv->add_option("--replicas", server.replicas, "backups of each server's shards (as every server of the job)");
   sv->add_option("--split-bound", server.split_bound, "arrays larger than this many elements are split over all servers")
       ->check(CLI::PositiveNumber);
+  return sv;
+}
 
-  loom::cli::BenchAllreduceArgs bench_ar;
-  auto* b = app.add_subcommand("bench", "benchmarks");
-  b->require_subcommand(1);
-  auto* bar = b->add_subcommand("allreduce", "all-reduce bus bandwidth across worker processes (JSON lines)");
+// loom bench allreduce ...
+CLI::App* add_bench_allreduce(CLI::App& bench, BenchAllreduceArgs& bench_ar) {
+  CLI::App* bar = bench.add_subcommand("allreduce", "all-reduce bus bandwidth across worker processes (JSON lines)");
   bar->add_option("--workers", bench_ar.workers, "number of worker processes")->check(CLI::PositiveNumber);
   bar->add_option("--sizes", bench_ar.sizes, "message sizes, e.g. 1M,4M,16M,64M")->delimiter(',');
   bar->add_option("--algo", bench_ar.algorithm, "auto, ring, halving_doubling, tree, hierarchical or shm");
   bar->add_option("--transport", bench_ar.transport, "auto, zmq or shm");
   bar->add_option("--hosts", bench_ar.hosts, "placement, as for launch")->delimiter(',');
   bar->add_flag("--insecure", bench_ar.insecure, "no CURVE encryption (as the plaintext references)");
+  return bar;
+}
 
-  loom::cli::BenchPsArgs bench_ps;
-  auto* bps = b->add_subcommand("ps", "parameter-server push+pull throughput and latency per worker (JSON lines)");
+// loom bench ps ...
+CLI::App* add_bench_ps(CLI::App& bench, BenchPsArgs& bench_ps) {
+  CLI::App* bps =
+      bench.add_subcommand("ps", "parameter-server push+pull throughput and latency per worker (JSON lines)");
   bps->add_option("--workers", bench_ps.workers, "number of worker processes")->check(CLI::PositiveNumber);
   bps->add_option("--servers", bench_ps.servers, "number of parameter-server processes")->check(CLI::PositiveNumber);
   bps->add_option("--bytes", bench_ps.sizes, "bytes each worker pushes and pulls per iteration, e.g. 1M,4M,16M,64M")
@@ -120,6 +130,44 @@ int main(int argc, char** argv) {
   bps->add_flag("--insecure", bench_ps.insecure, "no CURVE encryption");
   bps->add_flag("!--no-shm", bench_ps.shared_memory,
                 "send dense slices over the socket even to servers on the worker's host (no shared memory)");
+  return bps;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // ZeroMQ allocates a buffer for every message it receives (parameter-server
+  // slices, ring chunks, checkpoints' state: 256 KiB to a few MiB, freed soon
+  // after). Above 128 KiB glibc gives each its own mmap, which the kernel
+  // zeroes page by page on first touch and unmaps on free. A loom process
+  // keeps them in its heap instead (up to 32 MiB, glibc's ceiling) and does
+  // not hand the heap's top back on every free: about a quarter less CPU per
+  // parameter-server push+pull on one host (docs/BENCHMARKS.md).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  CLI::App app{"Loom: train, evaluate and inspect models (C++20 deep-learning training framework)", "loom"};
+  app.set_version_flag("--version", std::string("loom ") + LOOM_VERSION);
+  app.require_subcommand(1);
+
+  TrainArgs train;
+  EvalArgs eval;
+  InspectArgs inspect;
+  LaunchOptions launch;
+  std::vector<std::string> launch_command;
+  CoordinatorArgs coord;
+  ServerArgs server;
+  BenchAllreduceArgs bench_ar;
+  BenchPsArgs bench_ps;
+  CLI::App* t = add_train(app, train);
+  CLI::App* e = add_eval(app, eval);
+  CLI::App* i = add_inspect(app, inspect);
+  CLI::App* l = add_launch(app, launch, launch_command);
+  CLI::App* c = add_coordinator(app, coord);
+  CLI::App* sv = add_server(app, server);
+  CLI::App* b = app.add_subcommand("bench", "benchmarks");
+  b->require_subcommand(1);
+  CLI::App* bar = add_bench_allreduce(*b, bench_ar);
+  CLI::App* bps = add_bench_ps(*b, bench_ps);
 
   for (int k = 1; k < argc; ++k) {
     train.argv.emplace_back(argv[k]);
