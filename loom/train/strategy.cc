@@ -16,16 +16,29 @@ StepBatch share_of_batch(const data::Batch& global, int rank, int world_size) {
   return {ops::slice(global.inputs, 0, begin, end), ops::slice(global.targets, 0, begin, end), b};
 }
 
-double forward_backward(const StepBatch& batch, StepParts& parts) {
-  const int64_t rows = batch.rows();
+double forward_backward(const StepBatch& batch, StepParts& parts, const BeforeBackward& before_backward) {
+  const int64_t rows = batch.rows(), m = parts.microbatches;
+  LOOM_CHECK_T(ConfigError, m >= 1, "[train] microbatches = {}: at least 1", m);
   if (rows == 0) return 0.0;
-  Tensor loss = parts.loss(parts.model(batch.inputs), batch.targets);
-  if (rows == batch.global_rows) {
-    autograd::backward(loss);
-  } else {
-    autograd::backward(ops::mul(loss, static_cast<double>(rows) / static_cast<double>(batch.global_rows)));
+  const bool whole = m == 1;
+  double loss_sum = 0.0;
+  for (int64_t k = 0; k < m; ++k) {
+    const int64_t begin = rows * k / m, end = rows * (k + 1) / m;
+    if (begin == end) continue;
+    const bool last = end == rows;
+    const Tensor inputs = whole ? batch.inputs : ops::slice(batch.inputs, 0, begin, end);
+    const Tensor targets = whole ? batch.targets : ops::slice(batch.targets, 0, begin, end);
+    Tensor loss = parts.loss(parts.model(inputs), targets);
+    if (before_backward) before_backward(last);
+    if (end - begin == batch.global_rows) {
+      autograd::backward(loss);
+    } else {
+      autograd::backward(ops::mul(loss, static_cast<double>(end - begin) / static_cast<double>(batch.global_rows)));
+    }
+    if (whole) return loss.item<double>();
+    loss_sum += loss.item<double>() * static_cast<double>(end - begin);
   }
-  return loss.item<double>();
+  return loss_sum / static_cast<double>(rows);
 }
 
 void Strategy::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {

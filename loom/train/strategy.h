@@ -10,6 +10,7 @@
 //   strategy.attach(model, optim::OptimizerSpec{});
 //   train::StepBatch mine = train::share_of_batch(batch, strategy.rank(), strategy.world_size());
 //   double l = strategy.step(mine, parts);   // zero grads, forward, backward, (sync), update
+//   parts.microbatches = 4;                  // the same step as 4 accumulated micro-batches
 //
 // A strategy owns everything between "here is this rank's share of the
 // batch" and "the weights are updated": forward and backward (a pipeline
@@ -41,6 +42,11 @@ struct StepParts {
   nn::Module& model;
   const LossFn& loss;
   optim::Optimizer& optimizer;  // a strategy that updates elsewhere (servers) leaves it alone
+  // Gradient accumulation: this rank's rows go through forward and backward
+  // in this many contiguous micro-batches (rows r M'/M .. r (M'+1)/M), their
+  // gradients adding up before the one update; activations live for one
+  // micro-batch at a time.
+  int64_t microbatches = 1;
 };
 
 // This process's rows of one step's global batch.
@@ -54,11 +60,18 @@ struct StepBatch {
 // Rank r of n takes rows [B r / n, B (r + 1) / n) of a global batch of B rows.
 StepBatch share_of_batch(const data::Batch& global, int rank, int world_size);
 
-// Forward and backward of `batch`'s rows with the loss scaled by their share
-// of the global batch (rows / global_rows), so that gradients summed over
-// the ranks are the global batch's mean gradient; returns the unscaled mean
-// loss of these rows (0 for no rows).
-double forward_backward(const StepBatch& batch, StepParts& parts);
+// Called before each micro-batch's backward with whether it is the step's
+// last: a data-parallel strategy lets its gradient hooks start the
+// all-reduce only then (PyTorch DDP's no_sync for the others).
+using BeforeBackward = std::function<void(bool last)>;
+
+// Forward and backward of `batch`'s rows, in parts.microbatches
+// micro-batches, each with its mean loss scaled by its share of the global
+// batch (its rows / global_rows), so that gradients summed over the
+// micro-batches and ranks are the global batch's mean gradient; returns the
+// unscaled mean loss of these rows (0 for no rows). Micro-batches without
+// rows (fewer rows than micro-batches) are skipped.
+double forward_backward(const StepBatch& batch, StepParts& parts, const BeforeBackward& before_backward = {});
 
 // The prefix of the tensors and metadata a strategy adds to checkpoints.
 inline constexpr const char* kServerStatePrefix = "servers.";
