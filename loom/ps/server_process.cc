@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <mutex>
 #include <optional>
+#include <string>
 
 #include "loom/comm/rendezvous/coordinator.h"
 #include "loom/comm/rendezvous/join_job.h"
@@ -14,6 +15,47 @@
 #include "loom/ps/server.h"
 
 namespace loom::ps {
+namespace {
+
+// What the workers asked for: the KVStore type's name and whether it is dist_sync.
+struct ServedType {
+  std::string name;
+  bool sync = false;
+};
+
+// Once joined: every server derives the slice size from the same membership
+// (server 0 tells the workers), takes the KVStore type the workers asked for
+// and connects to the other servers.
+ServedType configure(KVServer& server, comm::CoordinatorClient& client, const comm::Membership& m,
+                     const ServerProcessOptions& options) {
+  const int64_t slice_elements = slice_elements_for(m.num_hosts);
+  server.set_slice_elements(slice_elements);
+  if (m.rank == 0) {
+    client.set(comm::rendezvous::kPsConfig,
+               encode_config({.replicas = options.replicas, .split_bound = options.split_bound,
+                              .slice_elements = slice_elements}),
+               options.join_timeout);
+  }
+  const std::string type_name = client.get(comm::rendezvous::kPsType, options.join_timeout);
+  const std::optional<io::Mode> type = io::parse_mode(type_name);
+  LOOM_CHECK_T(ConfigError, type && io::uses_servers(*type), "parameter server: the workers asked for KVStore type '{}'",
+               type_name);
+  const bool sync = *type == io::Mode::DistSync;
+  server.set_role(m.rank, sync);
+  server.connect_servers(m.endpoints("server"));
+  return {type_name, sync};
+}
+
+void log_stats(const KVServer& server, int rank, const ServerProcessOptions& options) {
+  const ServerStats s = server.stats();
+  char line[200];
+  std::snprintf(line, sizeof line, "server %d: %llu requests (%llu refused), %llu updates, %.1f MB in, %.1f MB out",
+                rank, static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(s.errors),
+                static_cast<unsigned long long>(s.updates), s.bytes_in / 1e6, s.bytes_out / 1e6);
+  core::log(options.log, core::LogLevel::Info, line);
+}
+
+}  // namespace
 
 int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
   LOOM_CHECK_T(ConfigError, env.has_coordinator(), "parameter server: no coordinator to join (LOOM_COORDINATOR, "
@@ -38,23 +80,8 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
   comm::CoordinatorClient& client = *job.client;
   KVServer& server = *bound;
   const comm::Membership& m = job.membership;
-  // Every server derives the slice size from the same membership; server 0
-  // tells the workers.
-  const int64_t slice_elements = slice_elements_for(m.num_hosts);
-  server.set_slice_elements(slice_elements);
-  if (m.rank == 0) {
-    client.set(comm::rendezvous::kPsConfig,
-               encode_config({.replicas = options.replicas, .split_bound = options.split_bound,
-                              .slice_elements = slice_elements}),
-               options.join_timeout);
-  }
-  const std::string type_name = client.get(comm::rendezvous::kPsType, options.join_timeout);
-  const std::optional<io::Mode> type = io::parse_mode(type_name);
-  LOOM_CHECK_T(ConfigError, type && io::uses_servers(*type), "parameter server: the workers asked for KVStore type '{}'",
-               type_name);
-  const bool sync = *type == io::Mode::DistSync;
-  server.set_role(m.rank, sync);
-  server.connect_servers(m.endpoints("server"));
+  const ServedType type = configure(server, client, m, options);
+  const bool sync = type.sync;
 
   std::atomic<bool> worker_lost{false};
   std::mutex why_mu;
@@ -70,7 +97,7 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
   });
   server.start();
   core::log(options.log, core::LogLevel::Info,
-            format("server {} of {} ({}) serving on {}", m.rank, m.num_servers, type_name, server.endpoint()));
+            format("server {} of {} ({}) serving on {}", m.rank, m.num_servers, type.name, server.endpoint()));
   int status = 0;
   for (;;) {
     try {
@@ -91,12 +118,7 @@ int run_server(const comm::JobEnv& env, const ServerProcessOptions& options) {
     }
   }
   server.stop();
-  const ServerStats s = server.stats();
-  char line[200];
-  std::snprintf(line, sizeof line, "server %d: %llu requests (%llu refused), %llu updates, %.1f MB in, %.1f MB out",
-                m.rank, static_cast<unsigned long long>(s.requests), static_cast<unsigned long long>(s.errors),
-                static_cast<unsigned long long>(s.updates), s.bytes_in / 1e6, s.bytes_out / 1e6);
-  core::log(options.log, core::LogLevel::Info, line);
+  log_stats(server, m.rank, options);
   if (status == 0) client.leave();
   return status;
 }
