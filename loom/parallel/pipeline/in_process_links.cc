@@ -30,6 +30,8 @@ InProcessLinks::InProcessLinks(int num_ranks) {
   for (int r = 0; r < num_ranks; ++r) ends_.push_back(std::make_unique<End>(*this, r));
 }
 
+InProcessLinks::~InProcessLinks() = default;
+
 StageLinks& InProcessLinks::rank(int r) {
   LOOM_CHECK(r >= 0 && r < static_cast<int>(ends_.size()), "pipeline links: rank {} of {}", r, ends_.size());
   return *ends_[r];

@@ -33,6 +33,7 @@ namespace loom::parallel::pipeline {
 class InProcessLinks {
  public:
   explicit InProcessLinks(int num_ranks);
+  ~InProcessLinks();
   InProcessLinks(const InProcessLinks&) = delete;
   InProcessLinks& operator=(const InProcessLinks&) = delete;
 
