@@ -152,6 +152,14 @@ void read_value(const Section& s, const std::string& key, const toml::node& n, T
   } else if constexpr (std::is_same_v<T, std::string>) {
     if (!n.is_string()) fail("a string");
     out = *n.value<std::string>();
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    const toml::array* arr = n.as_array();
+    if (!arr) fail("an array of strings");
+    out.clear();
+    for (const auto& e : *arr) {
+      if (!e.is_string()) fail("an array of strings");
+      out.push_back(*e.value<std::string>());
+    }
   } else if constexpr (std::is_same_v<T, std::vector<double>>) {
     const toml::array* arr = n.as_array();
     if (!arr) fail("an array of numbers");
@@ -195,7 +203,7 @@ Allowed one_of(std::vector<std::string> names) {
 // Where a key's value goes: a member of the section's struct S.
 template <class S>
 using Member = std::variant<std::string S::*, int64_t S::*, uint64_t S::*, double S::*, bool S::*,
-                            std::vector<double> S::*, std::vector<LayerSpec> S::*, optim::Rule S::*,
+                            std::vector<double> S::*, std::vector<std::string> S::*, std::vector<LayerSpec> S::*, optim::Rule S::*,
                             optim::ScheduleKind S::*, Mode S::*>;
 
 template <class S>
@@ -248,7 +256,21 @@ void read_section(const SectionTable<S>& table, const toml::table& root, JobConf
   if (table.check) table.check(s, job);
 }
 
-const std::vector<std::string> kZooModels = {"mlp", "cnn", "lenet", "resnet18"};
+const std::vector<std::string> kZooModels = {"mlp", "cnn", "lenet", "resnet18", "gpt"};
+const std::vector<std::string> kGptKeys = {"context", "blocks", "heads", "embed", "mlp_ratio", "dropout", "tied"};
+
+// Keys that only one model or data set reads are refused for the others, so a misplaced key is not silently ignored.
+void only_for(const Section& s, const std::vector<std::string>& keys, const std::string& condition) {
+  for (const auto& k : keys) s.check(s.node(k) == nullptr, k, format("applies to {} only", condition));
+}
+
+void check_gpt(const Section& s, const ModelConfig& m) {
+  s.check(m.context >= 1, "context", format("must be >= 1 for gpt, got {}", m.context));
+  s.check(m.blocks >= 1, "blocks", format("must be >= 1 for gpt, got {}", m.blocks));
+  s.check(m.embed >= 1, "embed", format("must be >= 1 for gpt, got {}", m.embed));
+  s.check(m.heads >= 1 && m.embed % m.heads == 0, "heads",
+          format("({}) must be >= 1 and divide embed ({})", m.heads, m.embed));
+}
 
 void check_model(const Section& s, const JobConfig& job) {
   const ModelConfig& m = job.model;
@@ -257,6 +279,8 @@ void check_model(const Section& s, const JobConfig& job) {
   }
   s.check(m.name.empty() || m.layers.empty(), "name", "and [[model.layers]] are both given; use one");
   if (!m.name.empty()) require_one_of(s, "name", m.name, kZooModels);
+  if (m.name == "gpt") check_gpt(s, m);
+  else only_for(s, kGptKeys, "name = \"gpt\"");
 }
 
 const SectionTable<ModelConfig> kModel{
@@ -266,20 +290,46 @@ const SectionTable<ModelConfig> kModel{
         {"name", &ModelConfig::name},  // one of kZooModels, unless layers are given: check_model
         {"init_seed", &ModelConfig::init_seed},
         {"layers", &ModelConfig::layers},
+        {"context", &ModelConfig::context},  // gpt's, with blocks, heads, embed: check_gpt
+        {"blocks", &ModelConfig::blocks},
+        {"heads", &ModelConfig::heads},
+        {"embed", &ModelConfig::embed},
+        {"mlp_ratio", &ModelConfig::mlp_ratio, kAtLeast1},
+        {"dropout", &ModelConfig::dropout, kFromZeroBelowOne},
+        {"tied", &ModelConfig::tied},
     },
     check_model,
 };
 
+// Language modelling: text data and the gpt model go together.
+void check_text(const Section& s, const JobConfig& job) {
+  const DataConfig& d = job.data;
+  const bool text = d.dataset == "text", gpt = job.model.name == "gpt";
+  if (!text) {
+    s.check(!gpt, "dataset", format("is '{}', but [model] name = \"gpt\" needs dataset = \"text\"", d.dataset));
+    return only_for(s, {"files", "context", "stride", "val_fraction"}, "dataset = \"text\"");
+  }
+  s.check(gpt, "dataset", "= \"text\" needs a language model: [model] name = \"gpt\"");
+  for (const char* k : {"train_file", "test_file", "train_labels", "test_labels", "label_column", "augment", "mean", "std"}) {
+    s.check(s.node(k) == nullptr, k, "does not apply to dataset = \"text\" (its keys: files, context, stride, val_fraction)");
+  }
+  s.check(!d.files.empty(), "files", "must list the corpus: files, folders or glob patterns");
+  s.check(d.val_fraction > 0, "val_fraction", format("must be in (0, 1), got {}", d.val_fraction));
+  s.check(d.context <= job.model.context, "context",
+          format("({}) must not exceed [model] context ({})", d.context, job.model.context));
+}
+
 void check_data(const Section& s, const JobConfig& job) {
   s.check(job.data.mean.size() == job.data.std.size(), "std", "must have as many entries as 'mean'");
   for (double x : job.data.std) s.check(x > 0, "std", "entries must be positive");
+  check_text(s, job);
 }
 
 const SectionTable<DataConfig> kData{
     "data",
     [](JobConfig& j) -> DataConfig& { return j.data; },
     {
-        {"dataset", &DataConfig::dataset, one_of({"fashion-mnist", "idx", "csv"})},
+        {"dataset", &DataConfig::dataset, one_of({"fashion-mnist", "idx", "csv", "text"})},
         {"root", &DataConfig::root},
         {"train_file", &DataConfig::train_file},
         {"test_file", &DataConfig::test_file},
@@ -294,6 +344,10 @@ const SectionTable<DataConfig> kData{
         {"augment", &DataConfig::augment},
         {"mean", &DataConfig::mean},
         {"std", &DataConfig::std},
+        {"files", &DataConfig::files},  // text's, with val_fraction > 0: check_text
+        {"context", &DataConfig::context, kAtLeast0},
+        {"stride", &DataConfig::stride, kAtLeast0},
+        {"val_fraction", &DataConfig::val_fraction, kFromZeroBelowOne},
     },
     check_data,
 };

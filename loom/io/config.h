@@ -28,13 +28,21 @@ struct LayerSpec {
 };
 
 struct ModelConfig {
-  std::string name;               // a zoo model (mlp, cnn, lenet, resnet18), or empty with `layers`
+  std::string name;               // a zoo model (mlp, cnn, lenet, resnet18, gpt), or empty with `layers`
   std::vector<LayerSpec> layers;  // an explicit layer list
   uint64_t init_seed = 0;
+  // gpt only (nn::GptOptions; `blocks` because `layers` is the layer list):
+  int64_t context = 0;            // most tokens per sequence
+  int64_t blocks = 0;             // transformer blocks
+  int64_t heads = 0;              // attention heads, must divide embed
+  int64_t embed = 0;              // model width
+  int64_t mlp_ratio = 4;          // MLP width = mlp_ratio * embed
+  double dropout = 0.0;
+  bool tied = true;               // LM head shares the token embedding
 };
 
 struct DataConfig {
-  std::string dataset = "fashion-mnist";  // fashion-mnist | idx | csv
+  std::string dataset = "fashion-mnist";  // fashion-mnist | idx | csv | text (a language-modelling task)
   std::string root = "/usr/share/datasets/fashion-mnist";
   std::string train_file, test_file;  // csv: paths; idx: images files (labels via *_labels)
   std::string train_labels, test_labels;
@@ -46,6 +54,11 @@ struct DataConfig {
   int64_t num_workers = 1;            // prefetch threads
   bool augment = false;               // random crop (padding 2) + horizontal flip
   std::vector<double> mean, std;      // per-channel normalisation (empty: none)
+  // text only (data::read_byte_corpus, data::split_byte_windows):
+  std::vector<std::string> files;     // files, folders or glob patterns, read as one byte stream
+  int64_t context = 0;                // bytes per window; 0: [model] context
+  int64_t stride = 0;                 // bytes between window starts; 0: context
+  double val_fraction = 0.1;          // the corpus's tail kept for validation
 };
 
 struct TrainConfig {

@@ -76,6 +76,14 @@ int64_t count_classes(const data::Dataset& ds) {
   return ops::max(td->targets()).item<int64_t>() + 1;
 }
 
+// The generator of a module that draws dropout masks (nn::Dropout, and the
+// attention weights' dropout of MultiheadAttention); null for the others.
+core::Generator* dropout_generator(nn::Module* m) {
+  if (auto* d = dynamic_cast<nn::Dropout*>(m)) return &d->generator();
+  if (auto* a = dynamic_cast<nn::MultiheadAttention*>(m)) return &a->generator();
+  return nullptr;
+}
+
 int64_t metadata_int(const io::Metadata& m, const std::string& key, const std::string& file) {
   auto it = m.find(key);
   LOOM_CHECK_T(IoError, it != m.end(), "{}: checkpoint metadata has no '{}' (not a Loom training checkpoint?)", file, key);
@@ -88,9 +96,44 @@ int64_t metadata_int(const io::Metadata& m, const std::string& key, const std::s
   throw IoError(format("{}: checkpoint metadata '{}' = '{}' is not a non-negative integer", file, key, it->second));
 }
 
+// Byte-level language modelling ([data] dataset = "text", [model] name = "gpt"):
+// windows of the corpus, split by position, and per-token cross entropy.
+TrainerParts language_model_parts(const io::JobConfig& job, std::shared_ptr<Strategy> strategy) {
+  const io::DataConfig& d = job.data;
+  const int64_t context = d.context > 0 ? d.context : job.model.context;
+  std::shared_ptr<const data::ByteCorpus> corpus;
+  data::ByteSplit split;
+  try {
+    corpus = data::read_byte_corpus(d.files);
+  } catch (const IoError& e) {
+    throw ConfigError(format("{}: [data] 'files': {}", job.path, e.what()));
+  }
+  try {
+    split = data::split_byte_windows(corpus, {.context = context, .stride = d.stride, .val_fraction = d.val_fraction});
+  } catch (const ValueError& e) {
+    throw ConfigError(format("{}: [data] 'context' ({}; 0 takes [model] context): {}", job.path, context, e.what()));
+  }
+  const data::LoaderOptions lo{.batch_size = d.batch_size, .shuffle = d.shuffle, .seed = job.train.seed,
+                               .drop_last = d.drop_last, .num_workers = static_cast<int>(d.num_workers)};
+  const data::LoaderOptions eval_lo{.batch_size = d.test_batch_size, .num_workers = static_cast<int>(d.num_workers)};
+  const ops::CrossEntropyOptions ce{.label_smoothing = job.train.label_smoothing};
+  constexpr int64_t kByteVocab = 256;
+  return {.model = build_model(job.model, {context}, kByteVocab),
+          .train_loader = std::make_shared<data::DataLoader>(split.train, lo),
+          .test_loader = std::make_shared<data::DataLoader>(split.val, eval_lo),
+          .loss = [ce](const Tensor& out, const Tensor& y) {  // [B, T, V] against [B, T]: one row per token
+            return ops::cross_entropy(ops::reshape(out, {y.numel(), out.size(-1)}), ops::reshape(y, {y.numel()}), ce);
+          },
+          .optimizer = job.optimizer,
+          .strategy = std::move(strategy),
+          .task = Task::LanguageModel,
+          .source = job.path};
+}
+
 // The job file's parts: data, loaders, model, loss, optimizer.
 TrainerParts parts_from_job(const io::JobConfig& job, std::shared_ptr<Strategy> strategy) {
   if (job.train.threads > 0) core::set_num_threads(static_cast<int>(job.train.threads));
+  if (job.data.dataset == "text") return language_model_parts(job, std::move(strategy));
   auto [train_set, test_set] = load_data(job.data, job.path);
   const int64_t num_classes = count_classes(*train_set);
 
@@ -211,7 +254,22 @@ double Trainer::train_step(const data::Batch& batch) {
   return loss;
 }
 
+LanguageModelResult Trainer::evaluate_language_model() {
+  LOOM_CHECK(parts_.test_loader && parts_.task == Task::LanguageModel,
+             "Trainer::evaluate_language_model: the parts have no test loader or are not a language model");
+  autograd::NoGradGuard no_grad;
+  nn::Module& model = *parts_.model;
+  model.eval();
+  LanguageModelMetrics metrics;
+  parts_.test_loader->set_epoch(0);
+  while (auto batch = parts_.test_loader->next()) metrics.update(model(batch->inputs), batch->targets);
+  model.train();
+  return metrics.result();
+}
+
 ClassificationResult Trainer::evaluate() {
+  LOOM_CHECK(parts_.task == Task::Classification,
+             "Trainer::evaluate: a language model has no classification metrics; use evaluate_language_model()");
   LOOM_CHECK(can_evaluate(), "Trainer::evaluate: the parts have no test loader or no num_classes");
   autograd::NoGradGuard no_grad;
   nn::Module& model = *parts_.model;
@@ -256,26 +314,36 @@ EpochReport Trainer::fit() {
         std::min<int64_t>(batches * bs, std::max<int64_t>(0, parts_.train_loader->dataset().size() - first_batch * bs));
     report.samples_per_s = report.epoch_s > 0 ? static_cast<double>(samples) / report.epoch_s : 0.0;
     const bool last = stopped || epoch + 1 == epochs;
+    const bool lm = parts_.task == Task::LanguageModel;
     if (is_main() && can_evaluate() && (last || (loop_.eval_interval > 0 && (epoch + 1) % loop_.eval_interval == 0))) {
-      report.test = evaluate();
+      if (lm) report.validation = evaluate_language_model();
+      else report.test = evaluate();
       report.wall_s = seconds_since(t0);
     }
-    std::string line = format("epoch {}/{}: step {}, train loss {}, {} samples/s", epoch + 1, epochs, step_,
-                              report.train_loss, static_cast<int64_t>(report.samples_per_s));
+    std::string line = format("epoch {}/{}: step {}, train loss {}", epoch + 1, epochs, step_, report.train_loss);
+    if (lm) line += format(", train bpb {}", bits_per_byte(report.train_loss));
+    line += format(", {} samples/s", static_cast<int64_t>(report.samples_per_s));
     if (report.test) line += format(", test loss {}, test accuracy {}%", report.test->loss, report.test->accuracy * 100.0);
+    if (report.validation) line += format(", val loss {}, val bpb {}", report.validation->loss, report.validation->bits_per_byte);
     log(line);
     if (jsonl) {
       LogRecord rec{{"epoch", report.epoch}, {"step", report.step}, {"train_loss", report.train_loss}};
+      if (lm) rec.add("train_bpb", bits_per_byte(report.train_loss));
       if (report.test) rec.add(report.test->as_map("test_"));
+      if (report.validation) rec.add(report.validation->as_map("val_"));
       rec.add("lr", report.lr).add("samples_per_s", report.samples_per_s).add("epoch_s", report.epoch_s).add("wall_s", report.wall_s);
       jsonl->write(rec);
     }
     if (tb) {
       tb->add_scalar("train/loss", report.train_loss, step_);
+      if (lm) tb->add_scalar("train/bpb", bits_per_byte(report.train_loss), step_);
       tb->add_scalar("train/lr", report.lr, step_);
       tb->add_scalar("train/samples_per_s", report.samples_per_s, step_);
       if (report.test) {
         for (const auto& [k, v] : report.test->as_map("test/")) tb->add_scalar(k, v, step_);
+      }
+      if (report.validation) {
+        for (const auto& [k, v] : report.validation->as_map("val/")) tb->add_scalar(k, v, step_);
       }
       tb->flush();
     }
@@ -306,9 +374,7 @@ io::Metadata Trainer::checkpoint_metadata() const {
                  {"loom.loader_batch", std::to_string(parts_.train_loader->position().next_batch)},
                  {"loom.job", parts_.source}};
   for (auto& [name, mod] : parts_.model->named_modules()) {
-    if (auto* d = dynamic_cast<nn::Dropout*>(mod)) {
-      m["loom.rng." + name] = format("{},{}", d->generator().seed(), d->generator().offset());
-    }
+    if (core::Generator* g = dropout_generator(mod)) m["loom.rng." + name] = format("{},{}", g->seed(), g->offset());
   }
   return m;
 }
@@ -355,14 +421,14 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
     throw IoError(format("{}: the checkpoint does not fit this job's model: {}", file, e.what()));
   }
   for (auto& [name, mod] : parts_.model->named_modules()) {
-    auto* d = dynamic_cast<nn::Dropout*>(mod);
-    if (!d) continue;
+    core::Generator* g = dropout_generator(mod);
+    if (!g) continue;
     auto it = f.metadata.find("loom.rng." + name);
     LOOM_CHECK_T(IoError, it != f.metadata.end(), "{}: no RNG state for dropout '{}'", file, name);
     unsigned long long seed = 0, offset = 0;
     LOOM_CHECK_T(IoError, std::sscanf(it->second.c_str(), "%llu,%llu", &seed, &offset) == 2,
                  "{}: bad RNG state '{}' for '{}'", file, it->second, name);
-    d->generator().set_state(seed, offset);
+    g->set_state(seed, offset);
   }
   step_ = step;
   parts_.strategy->load_optimizer_state(optimizer_state, *optimizer_);  // wherever the strategy keeps it

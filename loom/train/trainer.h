@@ -38,6 +38,7 @@
 #include "loom/io/config.h"
 #include "loom/nn/module.h"
 #include "loom/optim/optim.h"
+#include "loom/train/lm_metrics.h"
 #include "loom/train/metrics.h"
 #include "loom/train/strategy.h"
 
@@ -52,7 +53,8 @@ struct EpochReport {
   double samples_per_s = 0.0;
   double epoch_s = 0.0;
   double wall_s = 0.0;  // since fit() started
-  std::optional<ClassificationResult> test;  // when evaluated this epoch
+  std::optional<ClassificationResult> test;  // when evaluated this epoch (classification)
+  std::optional<LanguageModelResult> validation;  // when evaluated this epoch (language model)
 };
 
 // After each optimizer step.
@@ -72,6 +74,12 @@ struct TrainerOptions {
   std::function<void(const StepReport&)> on_step_end;
 };
 
+// What the model learns, which decides the metrics: classification (loss,
+// accuracy, F1, ...) or language modelling (outputs [B, T, V] against
+// targets [B, T]: loss per token and bits per byte; a job's [data] dataset =
+// "text").
+enum class Task : uint8_t { Classification, LanguageModel };
+
 // What a Trainer is made of. The Trainer builds the local optimizer and the
 // LR schedule from `optimizer` (with the run's steps filled in) and hands the
 // same spec to the strategy, which may run it elsewhere (parameter servers).
@@ -87,6 +95,7 @@ struct TrainerParts {
   optim::OptimizerSpec optimizer;
   std::shared_ptr<Strategy> strategy;             // null: LocalStrategy
   int64_t num_classes = 0;                        // evaluate(): classification metrics over test_loader
+  Task task = Task::Classification;               // LanguageModel: evaluate_language_model() instead
   bool per_rank_batches = false;
   std::string source;                             // recorded in checkpoints as "loom.job"
 };
@@ -106,6 +115,9 @@ class Trainer {
   EpochReport fit();
   // Test-set metrics of the current model (needs test_loader and num_classes).
   ClassificationResult evaluate();
+  // Language models: loss and bits per byte over the test (validation) loader.
+  LanguageModelResult evaluate_language_model();
+  Task task() const { return parts_.task; }
 
   // Loads the newest checkpoint in the checkpoint dir; false if there is none.
   bool resume_from_latest();
@@ -125,7 +137,9 @@ class Trainer {
   double train_one_epoch(int64_t epoch);
   double train_step(const data::Batch& batch);
   bool is_main() const { return parts_.strategy->is_main(); }
-  bool can_evaluate() const { return parts_.test_loader && parts_.num_classes > 0; }
+  bool can_evaluate() const {
+    return parts_.test_loader && (parts_.num_classes > 0 || parts_.task == Task::LanguageModel);
+  }
   optim::OptimizerSpec run_optimizer_spec() const;
   io::NamedTensors checkpoint_tensors(const optim::OptimizerState& optimizer_state) const;
   io::Metadata checkpoint_metadata() const;

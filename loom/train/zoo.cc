@@ -162,7 +162,14 @@ std::shared_ptr<nn::Module> resnet18(const Shape& input, int64_t num_classes) {
   return net;
 }
 
+std::shared_ptr<nn::Gpt> gpt(const nn::GptOptions& options) { return std::make_shared<nn::Gpt>(options); }
+
 std::shared_ptr<nn::Module> build_model(const io::ModelConfig& config, const Shape& input, int64_t num_classes) {
+  if (config.name == "gpt") {
+    return gpt({.vocab = num_classes, .context = config.context, .blocks = config.blocks, .heads = config.heads,
+                .embed = config.embed, .mlp_ratio = config.mlp_ratio, .dropout = config.dropout, .tied = config.tied,
+                .seed = config.init_seed});
+  }
   std::shared_ptr<nn::Module> model;
   if (config.name == "mlp") model = mlp(input, num_classes);
   else if (config.name == "cnn") model = cnn(input, num_classes);

@@ -265,6 +265,63 @@ split_bound = 100
   EXPECT_EQ(flags.distributed.mode, io::Mode::Allreduce);
 }
 
+// Language modelling: [model] name = "gpt" with [data] dataset = "text".
+constexpr const char* kLanguageModel = R"([model]
+name = "gpt"
+context = 64
+blocks = 2
+heads = 4
+embed = 32
+[data]
+dataset = "text"
+files = ["/usr/share/games/fortunes/fortunes", "/tmp/*.txt"]
+)";
+
+TEST(JobFile, GptAndTextKeysFillTheirMembers) {
+  auto job = io::parse_job(kLanguageModel, "lm.toml",
+                           {"model.mlp_ratio=2", "model.dropout=0.1", "model.tied=false", "data.context=32",
+                            "data.stride=16", "data.val_fraction=0.2"});
+  const io::ModelConfig& m = job.model;
+  EXPECT_EQ(m.name, "gpt");
+  EXPECT_EQ(m.context, 64);
+  EXPECT_EQ(m.blocks, 2);
+  EXPECT_EQ(m.heads, 4);
+  EXPECT_EQ(m.embed, 32);
+  EXPECT_EQ(m.mlp_ratio, 2);
+  EXPECT_DOUBLE_EQ(m.dropout, 0.1);
+  EXPECT_FALSE(m.tied);
+  EXPECT_EQ(job.data.files, (std::vector<std::string>{"/usr/share/games/fortunes/fortunes", "/tmp/*.txt"}));
+  EXPECT_EQ(job.data.context, 32);
+  EXPECT_EQ(job.data.stride, 16);
+  EXPECT_DOUBLE_EQ(job.data.val_fraction, 0.2);
+  auto defaults = io::parse_job(kLanguageModel, "lm.toml");
+  EXPECT_TRUE(defaults.model.tied);
+  EXPECT_EQ(defaults.model.mlp_ratio, 4);
+  EXPECT_EQ(defaults.data.context, 0);  // the model's
+  EXPECT_DOUBLE_EQ(defaults.data.val_fraction, 0.1);
+}
+
+TEST(JobFile, GptAndTextErrorsNameTheKey) {
+  EXPECT_EQ(error_of(kLanguageModel, {"model.heads=5"}),
+            "job.toml (--set): [model] 'heads' (5) must be >= 1 and divide embed (32)");
+  EXPECT_NE(error_of(kLanguageModel, {"model.context=0"}).find("[model] 'context' must be >= 1 for gpt"), std::string::npos);
+  EXPECT_NE(error_of(kLanguageModel, {"model.blocks=0"}).find("[model] 'blocks'"), std::string::npos);
+  EXPECT_NE(error_of(kLanguageModel, {"model.dropout=1.0"}).find("[model] 'dropout' must be in [0, 1)"), std::string::npos);
+  EXPECT_EQ(error_of(kLanguageModel, {"data.context=65"}),
+            "job.toml (--set): [data] 'context' (65) must not exceed [model] context (64)");
+  EXPECT_NE(error_of(kLanguageModel, {"data.val_fraction=0"}).find("[data] 'val_fraction' must be in (0, 1)"), std::string::npos);
+  EXPECT_NE(error_of(kLanguageModel, {"data.files=[]"}).find("[data] 'files' must list the corpus"), std::string::npos);
+  EXPECT_NE(error_of(kLanguageModel, {"data.files=\"one.txt\""}).find("[data] 'files' must be an array of strings"),
+            std::string::npos);
+  EXPECT_NE(error_of(kLanguageModel, {"data.dataset=csv"}).find("[data] 'dataset' is 'csv', but [model] name = \"gpt\""),
+            std::string::npos);
+  EXPECT_NE(error_of("[model]\nname = \"mlp\"\n[data]\ndataset = \"text\"\nfiles = [\"a\"]\n").find("needs a language model"),
+            std::string::npos);
+  EXPECT_EQ(error_of("[model]\nname = \"mlp\"\nheads = 4\n"), "job.toml:3: [model] 'heads' applies to name = \"gpt\" only");
+  EXPECT_EQ(error_of("[model]\nname = \"mlp\"\n[data]\ncontext = 4\n"),
+            "job.toml:4: [data] 'context' applies to dataset = \"text\" only");
+}
+
 TEST(JobFile, RangeErrorsNameTheValue) {
   const std::string mlp = "[model]\nname = \"mlp\"\n";
   EXPECT_EQ(error_of(mlp + "[train]\nlog_interval = 0\n"), "job.toml:4: [train] 'log_interval' must be >= 1, got 0");

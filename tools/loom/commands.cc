@@ -39,6 +39,7 @@ int train_here(const TrainArgs& args, const io::JobConfig& job, std::shared_ptr<
     std::fprintf(stderr, "saved final weights to %s\n", args.save_final.c_str());
   }
   if (main && last.test) std::printf("%s\n", last.test->to_json().c_str());
+  if (main && last.validation) std::printf("%s\n", last.validation->to_json().c_str());
   strategy->finish();
   return 0;
 }
@@ -88,7 +89,11 @@ int run_eval(const EvalArgs& args) {
   io::JobConfig job = io::load_job_file(args.job, args.overrides);
   train::Trainer trainer(job, {.log = nullptr});
   trainer.load_model(args.checkpoint);
-  std::printf("%s\n", trainer.evaluate().to_json().c_str());
+  if (trainer.task() == train::Task::LanguageModel) {
+    std::printf("%s\n", trainer.evaluate_language_model().to_json().c_str());
+  } else {
+    std::printf("%s\n", trainer.evaluate().to_json().c_str());
+  }
   return 0;
 }
 
