@@ -66,6 +66,21 @@ TEST(PipelineCheck, SplitBackwardMissingItsWeightGradient) {
   expect_rejected(plan, "has a split backward without its weight gradient (W)");
 }
 
+TEST(PipelineCheck, RecomputeMissingOrUnasked) {
+  Plan plan = compile_schedule({.kind = PipelineSchedule::GPipe, .stages = 1, .microbatches = 1, .recompute = {true}});
+  ASSERT_EQ(plan.ranks[0].size(), 3u);  // F R B
+  Plan without = plan;
+  without.ranks[0].erase(without.ranks[0].begin() + 1);
+  expect_rejected(without, "micro-batch 0 on chunk 0 (rank 0) recomputes its activations, but has no Recompute "
+                           "between its forward (action 0) and its backward (action 1)");
+  Plan after = plan;
+  std::swap(after.ranks[0][1], after.ranks[0][2]);
+  expect_rejected(after, "has no Recompute between its forward (action 0) and its backward (action 1)");
+  Plan unasked = plan;
+  unasked.options.recompute.clear();
+  expect_rejected(unasked, "keeps its activations (recomputation off), but action 1 recomputes them");
+}
+
 TEST(PipelineCheck, ForwardBeforeItsReceive) {
   Plan plan = gpipe_2x1();
   std::swap(plan.ranks[1][0], plan.ranks[1][1]);  // F before recv act

@@ -74,7 +74,11 @@ class TracingWork : public StageWork {
     EXPECT_TRUE(backwards.count({c, i})) << "W before Bi, c " << c << " mb " << i;
     EXPECT_TRUE(weights.insert({c, i}).second);
   }
-  std::set<std::pair<int, int>> forwards, backwards, weights;
+  void recompute(int c, int i) override {
+    EXPECT_TRUE(forwards.count({c, i}) && !backwards.count({c, i})) << "R outside F..B, c " << c << " mb " << i;
+    EXPECT_TRUE(recomputed.insert({c, i}).second);
+  }
+  std::set<std::pair<int, int>> forwards, backwards, weights, recomputed;
 
  private:
   void check_gradient(int c, int i, const core::Tensor& g) {
@@ -98,6 +102,9 @@ void run_traced(const ScheduleOptions& o) {
     EXPECT_EQ(work[r]->forwards.size(), expected) << io::name(o.kind) << " rank " << r;
     EXPECT_EQ(work[r]->backwards.size(), expected) << io::name(o.kind) << " rank " << r;
     EXPECT_EQ(work[r]->weights.size(), expected) << io::name(o.kind) << " rank " << r;
+    size_t recomputed = 0;
+    for (int c = r; c < plan.num_chunks(); c += o.stages) recomputed += plan.recomputes(c) ? o.microbatches : 0;
+    EXPECT_EQ(work[r]->recomputed.size(), recomputed) << io::name(o.kind) << " rank " << r;
   }
 }
 
@@ -105,6 +112,10 @@ TEST(PipelineExecutor, PayloadsReachTheirActions) {
   for (PipelineSchedule kind : {PipelineSchedule::GPipe, PipelineSchedule::OneFOneB, PipelineSchedule::ZbH1}) {
     for (int p : {1, 2, 3, 4}) run_traced({.kind = kind, .stages = p, .microbatches = 5});
   }
+  // Recomputation on every other chunk.
+  run_traced({.kind = PipelineSchedule::ZbH1, .stages = 4, .microbatches = 6, .recompute = {true, false, true, false}});
+  run_traced({.kind = PipelineSchedule::Interleaved, .stages = 2, .microbatches = 4, .virtual_stages = 2,
+              .recompute = {false, true, true, false}});
   for (int p : {1, 2, 4}) {
     for (int v : {2, 3}) run_traced({.kind = PipelineSchedule::Interleaved, .stages = p, .microbatches = 2 * p, .virtual_stages = v});
   }
@@ -165,6 +176,7 @@ class SleepingWork : public StageWork {
   core::Tensor backward(int, int, core::Tensor) override { return sleep(2); }
   core::Tensor backward_input(int, int, core::Tensor) override { return sleep(1); }
   void backward_weight(int, int) override { sleep(1); }
+  void recompute(int, int) override { sleep(1); }
   Clock::duration busy{};
   Clock::time_point first{Clock::time_point::max()}, last{};
 

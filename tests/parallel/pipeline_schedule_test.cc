@@ -55,6 +55,8 @@ TEST(PipelineSchedule, InvalidOptionsNameTheRule) {
                       "got microbatches = 1 with stages = 4");
   expect_config_error({.kind = PipelineSchedule::Interleaved, .stages = 4, .microbatches = 4, .virtual_stages = 1},
                       "\"interleaved\" needs virtual_stages >= 2");
+  expect_config_error({.kind = PipelineSchedule::GPipe, .stages = 2, .microbatches = 4, .recompute = {true}},
+                      "recompute needs one flag per chunk (stages * virtual_stages = 2) or none, got 1");
   expect_config_error({.kind = PipelineSchedule::ZbH1, .stages = 4, .microbatches = 4, .virtual_stages = 2},
                       "schedule \"zb-h1\" runs one model chunk per rank (virtual_stages = 1), got virtual_stages = 2");
 }
@@ -84,6 +86,17 @@ TEST(PipelineSchedule, ZbH1DefersWeightGradientsByRank) {
   EXPECT_EQ(compute_order(plan.ranks[0]), "F0 F1 F2 Bi0 W0 F3 Bi1 W1 Bi2 W2 Bi3 W3 ");
   EXPECT_EQ(compute_order(plan.ranks[1]), "F0 F1 Bi0 F2 Bi1 W0 F3 Bi2 W1 Bi3 W2 W3 ");
   EXPECT_EQ(compute_order(plan.ranks[2]), "F0 Bi0 F1 Bi1 F2 Bi2 W0 F3 Bi3 W1 W2 W3 ");
+}
+
+TEST(PipelineSchedule, RecomputeRunsWhileTheGradientTravels) {
+  const Plan plan = compile_schedule(
+      {.kind = PipelineSchedule::OneFOneB, .stages = 2, .microbatches = 2, .recompute = {true, false}});
+  EXPECT_EQ(describe(plan),
+            "rank 0: F mb 0 chunk 0, send act mb 0 chunk 0 to 1, F mb 1 chunk 0, send act mb 1 chunk 0 to 1, "
+            "R mb 0 chunk 0, recv grad mb 0 chunk 0 from 1, B mb 0 chunk 0, "
+            "R mb 1 chunk 0, recv grad mb 1 chunk 0 from 1, B mb 1 chunk 0\n"
+            "rank 1: recv act mb 0 chunk 1 from 0, F mb 0 chunk 1, B mb 0 chunk 1, send grad mb 0 chunk 1 to 0, "
+            "recv act mb 1 chunk 1 from 0, F mb 1 chunk 1, B mb 1 chunk 1, send grad mb 1 chunk 1 to 0\n");
 }
 
 TEST(PipelineSchedule, InterleavedPlacesChunkCOnRankCModP) {

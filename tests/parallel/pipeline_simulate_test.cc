@@ -105,6 +105,15 @@ TEST(PipelineSimulate, ZbH1MatchesItsFormulaExactly) {
   }
 }
 
+TEST(PipelineSimulate, RecomputationCostsAForwardAndHoldsOneActivation) {
+  const ScheduleOptions o{.kind = PipelineSchedule::GPipe, .stages = 2, .microbatches = 4, .recompute = {true, true}};
+  const Simulation s = simulate(compile_schedule(o));
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_DOUBLE_EQ(s.busy[r], 4 * (1 + 1 + 2)) << "rank " << r;  // F, R, B
+    EXPECT_EQ(s.peak_live[r], 1) << "rank " << r;                  // only between R and B
+  }
+}
+
 TEST(PipelineSimulate, PeakLiveCountsUntilTheWeightGradient) {
   const std::vector<Action> actions = {
       {.op = Op::Forward, .microbatch = 0}, {.op = Op::Forward, .microbatch = 1},

@@ -20,6 +20,12 @@ core::Tensor take(std::map<Key, core::Tensor>& held, Key key) {
 
 }  // namespace
 
+void StageWork::recompute(int chunk, int microbatch) {
+  throw ConfigError(format("pipeline: this stage cannot recompute activations (chunk {}, micro-batch {}); turn "
+                           "recompute off for chunk {}",
+                           chunk, microbatch, chunk));
+}
+
 void run_rank(const Plan& plan, int rank, StageWork& work, StageLinks& links, Deadline deadline) {
   LOOM_CHECK_T(ConfigError, rank >= 0 && rank < static_cast<int>(plan.ranks.size()),
                "pipeline: rank {} is not one of the plan's {}", rank, plan.ranks.size());
@@ -50,6 +56,7 @@ void run_rank(const Plan& plan, int rank, StageWork& work, StageLinks& links, De
       case Op::Backward: hand_on_gradient(c, i, work.backward(c, i, take(gradients_in, {c, i}))); break;
       case Op::BackwardInput: hand_on_gradient(c, i, work.backward_input(c, i, take(gradients_in, {c, i}))); break;
       case Op::BackwardWeight: work.backward_weight(c, i); break;
+      case Op::Recompute: work.recompute(c, i); break;
       case Op::SendActivation: links.send_activation(a.peer, c, i, take(activations_out, {c, i})); break;
       case Op::SendGradient: links.send_gradient(a.peer, c, i, take(gradients_out, {c, i})); break;
       case Op::RecvActivation: activations_in[{c, i}] = links.recv_activation(a.peer, c, i, deadline); break;

@@ -38,6 +38,10 @@ class StageWork {
   virtual core::Tensor backward(int chunk, int microbatch, core::Tensor output_grad) = 0;
   virtual core::Tensor backward_input(int chunk, int microbatch, core::Tensor output_grad) = 0;
   virtual void backward_weight(int chunk, int microbatch) = 0;
+  // Chunks with recomputation on (ScheduleOptions::recompute): forward kept
+  // only its input; rebuild what backward needs. By default a ConfigError:
+  // a stage that cannot recompute says so instead of running without it.
+  virtual void recompute(int chunk, int microbatch);
 };
 
 // Messages to and from the neighbouring ranks. `chunk` is always the

@@ -10,7 +10,7 @@ namespace {
 
 // Where each action of one (micro-batch, chunk) sits in its rank's list; -1: absent.
 struct Slots {
-  int forward = -1, backward = -1, backward_input = -1, backward_weight = -1;
+  int forward = -1, backward = -1, backward_input = -1, backward_weight = -1, recompute = -1;
   int recv_activation = -1, send_activation = -1, recv_gradient = -1, send_gradient = -1;
   int& of(Op op) {
     switch (op) {
@@ -18,6 +18,7 @@ struct Slots {
       case Op::Backward: return backward;
       case Op::BackwardInput: return backward_input;
       case Op::BackwardWeight: return backward_weight;
+      case Op::Recompute: return recompute;
       case Op::SendActivation: return send_activation;
       case Op::RecvActivation: return recv_activation;
       case Op::SendGradient: return send_gradient;
@@ -112,6 +113,16 @@ void check_dependencies(const Plan& plan, const SlotTable& slots) {
       const int bwd = s.input_gradient();
       LOOM_CHECK_T(ConfigError, s.forward < bwd, "{}: its backward (action {}) runs before its forward (action {})",
                    what, bwd, s.forward);
+      if (plan.recomputes(c)) {
+        LOOM_CHECK_T(ConfigError, s.forward < s.recompute && s.recompute < bwd,
+                     "{} recomputes its activations, but has no Recompute between its forward (action {}) and its "
+                     "backward (action {})",
+                     what, s.forward, bwd);
+      } else {
+        LOOM_CHECK_T(ConfigError, s.recompute < 0,
+                     "{} keeps its activations (recomputation off), but action {} recomputes them", what,
+                     s.recompute);
+      }
       // The activation comes in before F; the output goes out after it.
       if (c > 0 && plan.rank_of(c - 1) != r) {
         LOOM_CHECK_T(ConfigError, s.recv_activation >= 0 && s.recv_activation < s.forward,

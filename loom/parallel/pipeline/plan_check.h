@@ -11,7 +11,9 @@
 //   receives name the rank of the neighbouring chunk, which is another rank
 //   (neighbours on one rank hand over without messages);
 // - each (micro-batch, chunk) has one Forward and either one Backward or one
-//   BackwardInput and one BackwardWeight, in the order F, B (or Bi), W;
+//   BackwardInput and one BackwardWeight, in the order F, B (or Bi), W; a
+//   chunk with recomputation on has one Recompute between F and B (or Bi),
+//   the others none;
 // - its inputs come first: the activation (a RecvActivation, or the
 //   previous chunk's F on the same rank) before F, the output gradient (a
 //   RecvGradient, or the next chunk's B/Bi on the same rank) before B/Bi; its

@@ -13,6 +13,7 @@ std::string_view name(Op op) {
     case Op::Backward: return "B";
     case Op::BackwardInput: return "Bi";
     case Op::BackwardWeight: return "W";
+    case Op::Recompute: return "R";
     case Op::SendActivation: return "send act";
     case Op::RecvActivation: return "recv act";
     case Op::SendGradient: return "send grad";
@@ -48,6 +49,10 @@ void check_schedule_options(const ScheduleOptions& o) {
                  "= {}; use \"interleaved\" for more",
                  o.kind, o.virtual_stages);
   }
+  const size_t chunks = static_cast<size_t>(o.stages) * static_cast<size_t>(o.virtual_stages);
+  LOOM_CHECK_T(ConfigError, o.recompute.empty() || o.recompute.size() == chunks,
+               "pipeline: recompute needs one flag per chunk (stages * virtual_stages = {}) or none, got {}", chunks,
+               o.recompute.size());
 }
 
 namespace {
@@ -137,6 +142,8 @@ std::vector<Action> with_transfers(const Plan& plan, int r, const Order& order) 
     if (a.op == Op::Forward && c > 0 && plan.rank_of(c - 1) != r) {
       out.push_back({.op = Op::RecvActivation, .microbatch = i, .chunk = c, .peer = plan.rank_of(c - 1)});
     }
+    const bool backward = a.op == Op::Backward || a.op == Op::BackwardInput;
+    if (backward && plan.recomputes(c)) out.push_back(compute(Op::Recompute, i, c));
     if (grad_in) out.push_back({.op = Op::RecvGradient, .microbatch = i, .chunk = c, .peer = plan.rank_of(c + 1)});
     out.push_back(a);
     if (a.op == Op::Forward && c < last && plan.rank_of(c + 1) != r) {

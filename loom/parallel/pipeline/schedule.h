@@ -18,7 +18,9 @@
 // chunk whose output gradient it receives (chunk + 1 sent it). Neighbouring
 // chunks on one rank (p = 1) hand over locally, with no send or receive.
 // Sends come right after the action that produced their payload, receives
-// right before the action that consumes it.
+// right before the action that consumes it. A chunk with recomputation on
+// gets a Recompute right before its backward's gradient receive (or its
+// backward, on the last chunk), so it runs while the gradient travels.
 //
 // The orders, for m micro-batches on rank r of p:
 //   gpipe        F0 .. F(m-1), then B0 .. B(m-1)
@@ -46,6 +48,10 @@ struct ScheduleOptions {
   int stages = 1;          // p: ranks in the pipeline
   int microbatches = 1;    // m: micro-batches per step
   int virtual_stages = 1;  // v: model chunks per rank (interleaved: >= 2; the others: 1)
+  // Chunks that keep only their input after F and recompute the rest right
+  // before their backward (activation recomputation): empty for none, else
+  // one flag per chunk (p * v).
+  std::vector<bool> recompute;
 };
 
 enum class Op : uint8_t {
@@ -53,14 +59,15 @@ enum class Op : uint8_t {
   Backward,        // input and weight gradients in one action
   BackwardInput,   // split backward (zb-h1): the input gradient, which the previous stage waits for
   BackwardWeight,  // ... and the weight gradient, which nobody waits for
+  Recompute,       // the forward again, from the kept input, for the backward that follows
   SendActivation,  // posted, never blocks
   RecvActivation,  // blocks until the matching send's payload arrives
   SendGradient,
   RecvGradient,
 };
-std::string_view name(Op op);  // "F", "B", "Bi", "W", "send act", "recv act", "send grad", "recv grad"
+std::string_view name(Op op);  // "F", "B", "Bi", "W", "R", "send act", "recv act", "send grad", "recv grad"
 
-inline bool is_compute(Op op) { return op <= Op::BackwardWeight; }
+inline bool is_compute(Op op) { return op <= Op::Recompute; }
 inline bool is_send(Op op) { return op == Op::SendActivation || op == Op::SendGradient; }
 inline bool is_recv(Op op) { return op == Op::RecvActivation || op == Op::RecvGradient; }
 
@@ -80,10 +87,12 @@ struct Plan {
 
   int num_chunks() const { return options.stages * options.virtual_stages; }
   int rank_of(int chunk) const { return chunk % options.stages; }
+  bool recomputes(int chunk) const { return !options.recompute.empty() && options.recompute[chunk]; }
 };
 
 // ConfigError naming the rule and the values: p >= 1, m >= 1, v >= 1;
-// v = 1 for gpipe, 1f1b and zb-h1; v >= 2 and m a multiple of p for interleaved.
+// v = 1 for gpipe, 1f1b and zb-h1; v >= 2 and m a multiple of p for interleaved;
+// `recompute` empty or one flag per chunk.
 void check_schedule_options(const ScheduleOptions& options);
 Plan compile_schedule(const ScheduleOptions& options);
 // One line a rank: "rank 0: F mb 0 chunk 0, send act mb 0 chunk 0 to 1, ..." (`loom launch --describe`).

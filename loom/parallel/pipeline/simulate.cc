@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "loom/core/error.h"
@@ -34,9 +35,14 @@ BubbleFormula bubble_formula(const ScheduleOptions& o) {
 }
 
 int peak_live_activations(const std::vector<Action>& actions) {
+  std::set<std::pair<int, int>> recomputed;  // (chunk, micro-batch): its F kept only the input
+  for (const Action& a : actions) {
+    if (a.op == Op::Recompute) recomputed.insert({a.chunk, a.microbatch});
+  }
   int live = 0, peak = 0;
   for (const Action& a : actions) {
-    if (a.op == Op::Forward) peak = std::max(peak, ++live);
+    const bool recomputes = recomputed.count({a.chunk, a.microbatch}) > 0;
+    if ((a.op == Op::Forward && !recomputes) || a.op == Op::Recompute) peak = std::max(peak, ++live);
     if (a.op == Op::Backward || a.op == Op::BackwardWeight) --live;
   }
   return peak;
@@ -56,6 +62,7 @@ Simulation simulate(const Plan& plan, const Durations& d) {
   auto duration = [&](Op op) {
     switch (op) {
       case Op::Forward: return d.forward;
+      case Op::Recompute: return d.forward;
       case Op::Backward: return d.backward_input + d.backward_weight;
       case Op::BackwardInput: return d.backward_input;
       case Op::BackwardWeight: return d.backward_weight;

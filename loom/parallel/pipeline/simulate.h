@@ -26,9 +26,11 @@
 // m >= p; below it the first weight gradients cannot fill the start-up
 // bubble and the bubble is (2p - m - 1)/(3m), which bubble_formula returns.
 //
-// A micro-batch's activations are live on a chunk from its F until the end of
-// its backward: the B, or with a split backward the W (the weight gradient
-// still needs the layer inputs). peak_live counts (chunk, micro-batch) pairs
+// A micro-batch's activations are live on a chunk from its F (its Recompute,
+// when the chunk recomputes: until then it holds only its input) until the
+// end of its backward: the B, or with a split backward the W (the weight
+// gradient still needs the layer inputs). A Recompute takes a forward's time;
+// the formulas are for plans without it. peak_live counts (chunk, micro-batch) pairs
 // per rank: GPipe m, 1F1B min(p - r, m) on rank r, ZB-H1 min(p, m); an
 // interleaved chunk holds 1/v of a stage's activations.
 #pragma once
