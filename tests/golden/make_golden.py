@@ -7,6 +7,8 @@ Writes, next to this script:
   optim_sgd.txt, optim_adam.txt, optim_adamw.txt  parameter trajectories of torch.optim
   optim_schedules.txt                             learning rates of torch.optim.lr_scheduler
   cnn.txt                                         logits, loss and gradients of the reference CNN
+  gpt.txt                                         a GPT (nn/transformer.h), tied and untied: logits,
+                                                  loss, gradients, and logits after one SGD step
 
 Fixture format, one entry per line ('#' starts a comment line):
   name d0 d1 ... : v0 v1 ...
@@ -25,9 +27,17 @@ random numbers cross the language boundary:
     x[i] = sin(0.109375 i) over the flattened [8, 1, 28, 28] batch, labels[b] = b % 10.
   The steps are binary fractions (3/8, 7/64) so that step * i is exact and the
   sine's argument has the same bits in both languages, fused multiply-add or not.
+  GPT: parameter p (named_parameters() order, Loom's names) has element
+    p[i] = base + amp * sin(0.375 i + phase), phase = index of p + 1,
+    amp = 0.3 for matrices, 0.1 for vectors, base = 1 for LayerNorm weights, else 0,
+  computed in f64 and rounded to f32; tokens[b, t] = (31 b + 17 t^2 + 3) mod V,
+    targets[b, t] = tokens[b, t + 1] by the same formula.
+
+Usage with names (cnn, gpt, optim, schedules) writes only those fixtures.
 """
 import math
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -287,14 +297,116 @@ def cnn_fixture():
     return {"cnn.txt": fx.write()}
 
 
+# ---------------------------------------------------------------- GPT
+
+class GptEmbedding(nn.Module):
+    def __init__(self, vocab, context, embed):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, embed)
+        self.wpe = nn.Embedding(context, embed)
+
+    def forward(self, tokens):
+        return self.wte(tokens) + self.wpe(torch.arange(tokens.shape[1]))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm: x + attn(ln_1(x)) with a causal mask, then x + proj(gelu(fc(ln_2(x))))."""
+
+    def __init__(self, embed, heads, mlp_ratio):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(embed)
+        self.attn = nn.MultiheadAttention(embed, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(embed)
+        self.fc = nn.Linear(embed, mlp_ratio * embed)
+        self.proj = nn.Linear(mlp_ratio * embed, embed)
+
+    def forward(self, x):
+        t = x.shape[1]
+        mask = torch.triu(torch.full((t, t), float("-inf"), dtype=x.dtype), diagonal=1)
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        return x + self.proj(F.gelu(self.fc(self.ln_2(x))))
+
+
+class GptHead(nn.Module):
+    def __init__(self, vocab, embed, tied):
+        super().__init__()
+        self.ln_f = nn.LayerNorm(embed)
+        if not tied:
+            self.lm_head = nn.Linear(embed, vocab, bias=False)
+
+
+class Gpt(nn.Module):
+    def __init__(self, vocab, context, blocks, heads, embed, mlp_ratio, tied):
+        super().__init__()
+        self.tied = tied
+        self.embedding = GptEmbedding(vocab, context, embed)
+        self.blocks = nn.Sequential(*[TransformerBlock(embed, heads, mlp_ratio) for _ in range(blocks)])
+        self.head = GptHead(vocab, embed, tied)
+
+    def forward(self, tokens):
+        h = self.head.ln_f(self.blocks(self.embedding(tokens)))
+        return F.linear(h, self.embedding.wte.weight) if self.tied else self.head.lm_head(h)
+
+
+GPT = dict(vocab=64, context=8, blocks=2, heads=2, embed=16, mlp_ratio=4)
+GPT_BATCH = 2
+GPT_LR = 0.5
+
+
+def gpt_tokens(batch, seq, vocab, shift):
+    return torch.tensor([[(31 * b + 17 * (t + shift) ** 2 + 3) % vocab for t in range(seq)] for b in range(batch)])
+
+
+def gpt_fixture():
+    fx = Fixture(os.path.join(HERE, "gpt.txt"),
+                 "A GPT (loom/nn/transformer.h re-implemented with torch.nn) in f32, %s, batch %d:\n"
+                 "<case>.logits, <case>.loss (mean cross-entropy over all tokens), <case>.grad.<param>, and\n"
+                 "<case>.after.logits, <case>.after.loss after one SGD step (lr %g, no momentum).\n"
+                 "Cases: tied, untied. Weights and tokens are the formulas in make_golden.py.\n"
+                 "Made by make_golden.py with torch %s." % (GPT, GPT_BATCH, GPT_LR, torch.__version__))
+    for case in ("tied", "untied"):
+        model = Gpt(tied=case == "tied", **GPT)
+        params = list(model.named_parameters())
+        with torch.no_grad():
+            for index, (name, p) in enumerate(params):
+                amp = 0.3 if p.dim() == 2 else 0.1
+                base = 1.0 if ".ln_" in name and name.endswith("weight") else 0.0
+                values = base + sin_values(p.numel(), 0.375, float(index + 1), amp)
+                p.copy_(torch.from_numpy(values.astype(np.float32)).reshape(p.shape))
+                fx.put("%s.param.%s.index" % (case, name), [index], shape=[])
+        seq, vocab = GPT["context"], GPT["vocab"]
+        tokens = gpt_tokens(GPT_BATCH, seq, vocab, 0)
+        targets = gpt_tokens(GPT_BATCH, seq, vocab, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=GPT_LR)
+        logits = model(tokens)
+        loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
+        loss.backward()
+        fx.put("%s.logits" % case, logits.detach().numpy(), fmt="%.9g")
+        fx.put("%s.loss" % case, [loss.item()], shape=[], fmt="%.9g")
+        for name, p in params:
+            fx.put("%s.grad.%s" % (case, name), p.grad.numpy(), fmt="%.9g")
+        opt.step()
+        with torch.no_grad():
+            after = model(tokens)
+            after_loss = F.cross_entropy(after.reshape(-1, vocab), targets.reshape(-1))
+        fx.put("%s.after.logits" % case, after.numpy(), fmt="%.9g")
+        fx.put("%s.after.loss" % case, [after_loss.item()], shape=[], fmt="%.9g")
+    return {"gpt.txt": fx.write()}
+
+
 def main():
     # SequentialLR steps its schedulers with an explicit epoch at the milestone; torch warns about that.
     warnings.filterwarnings("ignore", message="The epoch parameter")
     torch.set_num_threads(1)
+    makers = {"optim": optimizer_fixtures, "schedules": schedule_fixture, "cnn": cnn_fixture, "gpt": gpt_fixture}
+    chosen = sys.argv[1:] or list(makers)
+    unknown = [n for n in chosen if n not in makers]
+    if unknown:
+        sys.exit("make_golden.py: unknown fixture(s) %s; choose from %s" % (", ".join(unknown), ", ".join(makers)))
     sizes = {}
-    sizes.update(optimizer_fixtures())
-    sizes.update(schedule_fixture())
-    sizes.update(cnn_fixture())
+    for name in chosen:
+        sizes.update(makers[name]())
     for name, size in sizes.items():
         print("%-20s %8d bytes" % (name, size))
     print("%-20s %8d bytes" % ("total", sum(sizes.values())))
