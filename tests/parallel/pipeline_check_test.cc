@@ -50,7 +50,8 @@ TEST(PipelineCheck, DuplicateForward) {
 TEST(PipelineCheck, BackwardBeforeForward) {
   Plan plan = compile_schedule({.kind = PipelineSchedule::GPipe, .stages = 1, .microbatches = 2});
   std::swap(plan.ranks[0][0], plan.ranks[0][2]);  // B0 F1 F0 B1
-  expect_rejected(plan, "micro-batch 0 on chunk 0 (rank 0): its backward (action 0) runs before its forward (action 2)");
+  expect_rejected(plan,
+                  "micro-batch 0 on chunk 0 (rank 0): its backward (action 0) runs before its forward (action 2)");
 }
 
 TEST(PipelineCheck, WeightGradientBeforeInputGradient) {
@@ -97,7 +98,8 @@ TEST(PipelineCheck, MissingSend) {
 TEST(PipelineCheck, WrongPeer) {
   Plan plan = compile_schedule({.kind = PipelineSchedule::GPipe, .stages = 3, .microbatches = 1});
   plan.ranks[0][1].peer = 2;
-  expect_rejected(plan, "rank 0 action 1 (send act mb 0 chunk 0 to 2) names peer 2, but the neighbouring chunk runs on rank 1");
+  expect_rejected(plan, "rank 0 action 1 (send act mb 0 chunk 0 to 2) names peer 2, but the neighbouring chunk "
+                        "runs on rank 1");
 }
 
 TEST(PipelineCheck, ChunkOfAnotherRank) {
@@ -113,8 +115,10 @@ TEST(PipelineCheck, MicrobatchOutOfRange) {
 }
 
 TEST(PipelineCheck, SendOnALocalHandOver) {
-  Plan plan = compile_schedule({.kind = PipelineSchedule::Interleaved, .stages = 1, .microbatches = 1, .virtual_stages = 2});
-  plan.ranks[0].insert(plan.ranks[0].begin() + 1, Action{.op = Op::SendActivation, .microbatch = 0, .chunk = 0, .peer = 0});
+  Plan plan =
+      compile_schedule({.kind = PipelineSchedule::Interleaved, .stages = 1, .microbatches = 1, .virtual_stages = 2});
+  plan.ranks[0].insert(plan.ranks[0].begin() + 1,
+                       Action{.op = Op::SendActivation, .microbatch = 0, .chunk = 0, .peer = 0});
   expect_rejected(plan, "has no remote neighbour to talk to");
 }
 

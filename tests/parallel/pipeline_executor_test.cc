@@ -117,7 +117,9 @@ TEST(PipelineExecutor, PayloadsReachTheirActions) {
   run_traced({.kind = PipelineSchedule::Interleaved, .stages = 2, .microbatches = 4, .virtual_stages = 2,
               .recompute = {false, true, true, false}});
   for (int p : {1, 2, 4}) {
-    for (int v : {2, 3}) run_traced({.kind = PipelineSchedule::Interleaved, .stages = p, .microbatches = 2 * p, .virtual_stages = v});
+    for (int v : {2, 3}) {
+      run_traced({.kind = PipelineSchedule::Interleaved, .stages = p, .microbatches = 2 * p, .virtual_stages = v});
+    }
   }
 }
 
@@ -129,8 +131,9 @@ TEST(PipelineExecutor, FewerMicrobatchesThanStagesFinish) {
     }
   }
   // Interleaved needs m a multiple of p, so m < p is refused with the rule, not run.
-  EXPECT_THROW(compile_schedule({.kind = PipelineSchedule::Interleaved, .stages = 4, .microbatches = 2, .virtual_stages = 2}),
-               ConfigError);
+  EXPECT_THROW(
+      compile_schedule({.kind = PipelineSchedule::Interleaved, .stages = 4, .microbatches = 2, .virtual_stages = 2}),
+      ConfigError);
 }
 
 TEST(PipelineExecutor, ReceiveTimesOutNamingThePeer) {
@@ -143,6 +146,26 @@ TEST(PipelineExecutor, ReceiveTimesOutNamingThePeer) {
   } catch (const TimeoutError& e) {
     EXPECT_NE(std::string(e.what()).find(
                   "rank 1 waited for the activation of micro-batch 0 for chunk 1 from rank 0 past its deadline"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(PipelineExecutor, AStageThatCannotRecomputeSaysSo) {
+  struct NoRecompute : StageWork {
+    core::Tensor forward(int, int, core::Tensor) override { return {}; }
+    core::Tensor backward(int, int, core::Tensor) override { return {}; }
+    core::Tensor backward_input(int, int, core::Tensor) override { return {}; }
+    void backward_weight(int, int) override {}
+  } work;
+  const Plan plan =
+      compile_schedule({.kind = PipelineSchedule::GPipe, .stages = 1, .microbatches = 1, .recompute = {true}});
+  InProcessLinks links(1);
+  try {
+    run_rank(plan, 0, work, links.rank(0), Clock::now() + std::chrono::seconds(1));
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("this stage cannot recompute activations (chunk 0, micro-batch 0)"),
               std::string::npos)
         << e.what();
   }
@@ -241,7 +264,7 @@ TEST(PipelineHarness, MeasuredBubbleMatchesTheFormula) {
     for (int p : {2, 4}) {
       for (int m : {1, 2, 4, 8, 16}) {
         const int v = kind == PipelineSchedule::Interleaved ? 2 : 1;
-        if (kind == PipelineSchedule::Interleaved && m % p != 0) continue;  // refused (FewerMicrobatchesThanStagesFinish)
+        if (kind == PipelineSchedule::Interleaved && m % p != 0) continue;  // refused: m a multiple of p
         cases.push_back({.kind = kind, .stages = p, .microbatches = m, .virtual_stages = v});
       }
     }

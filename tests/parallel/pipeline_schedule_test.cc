@@ -18,7 +18,8 @@ constexpr PipelineSchedule kAll[] = {PipelineSchedule::GPipe, PipelineSchedule::
 std::string compute_order(const std::vector<Action>& actions) {
   std::string s;
   for (const Action& a : actions) {
-    if (is_compute(a.op)) s += format("{}{}{} ", name(a.op), a.microbatch, a.chunk == actions[0].chunk ? "" : format("c{}", a.chunk));
+    if (!is_compute(a.op)) continue;
+    s += format("{}{}{} ", name(a.op), a.microbatch, a.chunk == actions[0].chunk ? "" : format("c{}", a.chunk));
   }
   return s;
 }
@@ -149,7 +150,8 @@ TEST(PipelineSchedule, EveryValidCombinationCompilesAndChecks) {
 }
 
 TEST(PipelineSchedule, DescribeListsEveryRank) {
-  const std::string text = describe(compile_schedule({.kind = PipelineSchedule::GPipe, .stages = 2, .microbatches = 1}));
+  const std::string text =
+      describe(compile_schedule({.kind = PipelineSchedule::GPipe, .stages = 2, .microbatches = 1}));
   EXPECT_EQ(text,
             "rank 0: F mb 0 chunk 0, send act mb 0 chunk 0 to 1, recv grad mb 0 chunk 0 from 1, B mb 0 chunk 0\n"
             "rank 1: recv act mb 0 chunk 1 from 0, F mb 0 chunk 1, B mb 0 chunk 1, send grad mb 0 chunk 1 to 0\n");

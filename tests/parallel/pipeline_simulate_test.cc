@@ -70,14 +70,17 @@ TEST(PipelineSimulate, InterleavedMatchesItsFormulaExactly) {
     for (int v : {2, 3}) {
       for (int m : kMicrobatches) {
         if (m % p != 0) continue;  // the schedule's rule (PipelineSchedule.InvalidOptionsNameTheRule)
-        const ScheduleOptions o{.kind = PipelineSchedule::Interleaved, .stages = p, .microbatches = m, .virtual_stages = v};
+        const ScheduleOptions o{
+            .kind = PipelineSchedule::Interleaved, .stages = p, .microbatches = m, .virtual_stages = v};
         const BubbleFormula f = bubble_formula(o);
         EXPECT_DOUBLE_EQ(f.value, double(p - 1) / (v * m));
         const Simulation s = simulate(compile_schedule(o));
         EXPECT_NEAR(s.bubble(f.normalisation), f.value, 1e-12) << "p " << p << " m " << m << " v " << v;
         // Against 1F1B on the same model: chunks take 1/v of a stage's time, the bubble shrinks v times.
-        const Simulation flat = simulate(compile_schedule({.kind = PipelineSchedule::OneFOneB, .stages = p, .microbatches = m}),
-                                         {.forward = double(v), .backward_input = double(v), .backward_weight = double(v)});
+        const Plan one_f_one_b =
+            compile_schedule({.kind = PipelineSchedule::OneFOneB, .stages = p, .microbatches = m});
+        const Simulation flat =
+            simulate(one_f_one_b, {.forward = double(v), .backward_input = double(v), .backward_weight = double(v)});
         EXPECT_NEAR(s.makespan - flat.makespan, -(v - 1) * (p - 1) * 3.0, 1e-9) << "p " << p << " m " << m;
       }
     }
@@ -97,7 +100,8 @@ TEST(PipelineSimulate, ZbH1MatchesItsFormulaExactly) {
       // Same peak as 1F1B's worst rank: min(p, m) on every rank.
       for (int r = 0; r < p; ++r) EXPECT_EQ(s.peak_live[r], std::min(p, m)) << "p " << p << " m " << m << " rank " << r;
       // A third of 1F1B's bubble (with B = Bi + W = 2F in both), for m >= p.
-      const Simulation flat = simulate(compile_schedule({.kind = PipelineSchedule::OneFOneB, .stages = p, .microbatches = m}));
+      const Simulation flat =
+          simulate(compile_schedule({.kind = PipelineSchedule::OneFOneB, .stages = p, .microbatches = m}));
       if (m >= p) {
         EXPECT_NEAR(3 * s.bubble(f.normalisation), flat.bubble(BubbleNormalisation::IdleOverCompute), 1e-12);
       }

@@ -62,14 +62,17 @@ core::Tensor InProcessLinks::recv(Channel channel, int microbatch, int chunk, De
   std::unique_lock lock(mutex_);
   std::deque<Message>& queue = queues_[channel];
   const bool ready = arrived_.wait_until(lock, deadline, [&] { return !queue.empty() || !aborted_.empty(); });
-  LOOM_CHECK_T(CommError, aborted_.empty(), "pipeline: rank {} stopped waiting for the {} of micro-batch {} for chunk {} from rank {}: {}",
-               to, kind, microbatch, chunk, from, aborted_);
-  LOOM_CHECK_T(TimeoutError, ready, "pipeline: rank {} waited for the {} of micro-batch {} for chunk {} from rank {} past its deadline",
-               to, kind, microbatch, chunk, from);
+  LOOM_CHECK_T(CommError, aborted_.empty(),
+               "pipeline: rank {} stopped waiting for the {} of micro-batch {} for chunk {} from rank {}: {}", to, kind,
+               microbatch, chunk, from, aborted_);
+  LOOM_CHECK_T(TimeoutError, ready,
+               "pipeline: rank {} waited for the {} of micro-batch {} for chunk {} from rank {} past its deadline", to,
+               kind, microbatch, chunk, from);
   Message m = std::move(queue.front());
   queue.pop_front();
   LOOM_CHECK_T(CommError, m.microbatch == microbatch && m.to_chunk == chunk,
-               "pipeline: rank {} expected the {} of micro-batch {} for chunk {} from rank {}, got micro-batch {} for chunk {}",
+               "pipeline: rank {} expected the {} of micro-batch {} for chunk {} from rank {}, got micro-batch {} for "
+               "chunk {}",
                to, kind, microbatch, chunk, from, m.microbatch, m.to_chunk);
   return std::move(m.payload);
 }

@@ -67,8 +67,9 @@ void check_fields(const Plan& plan) {
                    "pipeline plan: {} has no remote neighbour to talk to (chunk {} of {}; neighbours on the same "
                    "rank hand over without messages)",
                    at(plan, r, k), a.chunk, plan.num_chunks());
-      LOOM_CHECK_T(ConfigError, a.peer == peer, "pipeline plan: {} names peer {}, but the neighbouring chunk runs on rank {}",
-                   at(plan, r, k), a.peer, peer);
+      LOOM_CHECK_T(ConfigError, a.peer == peer,
+                   "pipeline plan: {} names peer {}, but the neighbouring chunk runs on rank {}", at(plan, r, k),
+                   a.peer, peer);
     }
   }
 }
