@@ -111,7 +111,8 @@ TrainerParts language_model_parts(const io::JobConfig& job, std::shared_ptr<Stra
   try {
     split = data::split_byte_windows(corpus, {.context = context, .stride = d.stride, .val_fraction = d.val_fraction});
   } catch (const ValueError& e) {
-    throw ConfigError(format("{}: [data] 'context' ({}; 0 takes [model] context): {}", job.path, context, e.what()));
+    const std::string which = d.context > 0 ? format("{}", context) : format("0: [model] context {}", context);
+    throw ConfigError(format("{}: [data] 'context' ({}): {}", job.path, which, e.what()));
   }
   const data::LoaderOptions lo{.batch_size = d.batch_size, .shuffle = d.shuffle, .seed = job.train.seed,
                                .drop_last = d.drop_last, .num_workers = static_cast<int>(d.num_workers)};
