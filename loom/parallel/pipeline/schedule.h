@@ -27,9 +27,10 @@
 //   1f1b         min(p-r-1, m) warm-up forwards, then F(i+w) B(i) pairs, then the remaining backwards
 //   interleaved  Megatron-LM's: (p-r-1)*2 + (v-1)*p warm-up forwards over the chunks, then 1F1B; needs m a
 //                multiple of p (micro-batches go through the chunks in groups of p)
-//   zb-h1        1f1b's order with B split into BackwardInput (B) and BackwardWeight (W); rank r holds back
-//                r weight gradients (W(i - r) follows B(i)) and runs the rest at the end, filling the
-//                cool-down bubble; at most min(p, m) micro-batches live on any rank, as in 1F1B
+//   zb-h1        1f1b's order with B split into BackwardInput (Bi) and BackwardWeight (W); rank r holds back
+//                r weight gradients (W(i - r) follows Bi(i)) and runs the rest at the end, filling the
+//                cool-down bubble. W starts later the shorter the warm-up (Qi et al.'s ZB-H1), so every
+//                rank has min(p, m) micro-batches live at most: 1F1B's peak, on its first rank
 // compile_schedule() checks its result with check_plan (plan_check.h), so a
 // plan it returns cannot deadlock.
 #pragma once
