@@ -110,7 +110,11 @@ std::variant<int64_t, double, bool, std::string> layer_arg(const toml::node& n, 
 void read_layers(const Section& model, const toml::node& n, std::vector<LayerSpec>& out) {
   const std::string& file = model.file();
   const toml::array* arr = n.as_array();
-  if (!arr) model.fail("layers", "must be an array of tables ([[model.layers]])");
+  if (!arr) {
+    model.fail("layers", n.is_integer() ? "must be an array of tables ([[model.layers]]); a gpt counts its "
+                                          "transformer blocks with 'blocks'"
+                                        : "must be an array of tables ([[model.layers]])");
+  }
   for (const auto& e : *arr) {
     const toml::table* lt = e.as_table();
     if (!lt) throw ConfigError(format("{}: each [[model.layers]] entry must be a table", where(file, &e)));

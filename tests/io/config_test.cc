@@ -318,6 +318,8 @@ TEST(JobFile, GptAndTextErrorsNameTheKey) {
   EXPECT_NE(error_of("[model]\nname = \"mlp\"\n[data]\ndataset = \"text\"\nfiles = [\"a\"]\n").find("needs a language model"),
             std::string::npos);
   EXPECT_EQ(error_of("[model]\nname = \"mlp\"\nheads = 4\n"), "job.toml:3: [model] 'heads' applies to name = \"gpt\" only");
+  EXPECT_NE(error_of(kLanguageModel, {"model.layers=2"}).find("a gpt counts its transformer blocks with 'blocks'"),
+            std::string::npos);
   EXPECT_EQ(error_of("[model]\nname = \"mlp\"\n[data]\ncontext = 4\n"),
             "job.toml:4: [data] 'context' applies to dataset = \"text\" only");
 }
