@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "loom/core/error.h"
+#include "loom/optim/fixed_point.h"
 
 namespace loom::parallel::fixed_point {
 
@@ -13,7 +14,6 @@ using core::Tensor;
 namespace {
 
 constexpr double kScale = 0x1p40;  // 2^kFractionBits
-constexpr double kInverseScale = 0x1p-40;
 constexpr double kLimit = 0x1p51 - 1;  // kMaxMagnitude * kScale, the largest |x| added
 // For |x| <= 2^51 - 1, x + 1.5 * 2^52 lies in [2^52, 2^53), where doubles are
 // the integers: the add rounds x to the nearest integer (ties to even), and
@@ -57,33 +57,6 @@ std::optional<OutOfRange> accumulate_typed(T* g, uint64_t* acc, int64_t begin, i
   return first;
 }
 
-// int64 -> double, correctly rounded (as static_cast<double> is), in
-// arithmetic AVX2 has for whole vectors. Small sums (|acc| < 2^51, i.e.
-// |sum| < 2048): the rounding trick backwards, exact. Any sum: acc =
-// hi * 2^32 + lo with hi the signed high word and lo the unsigned low word;
-// both halves are exact doubles, so the one rounding is the sum's.
-template <class T>
-void to_float_block(const uint64_t* acc, T* g, int64_t n) {
-  const uint64_t round_bits = std::bit_cast<uint64_t>(kRound);
-  int64_t large = 0;
-  for (int64_t i = 0; i < n; ++i) large += (acc[i] + (uint64_t{1} << 51)) >> 52 != 0;  // |acc| >= 2^51
-  if (large == 0) {
-    for (int64_t i = 0; i < n; ++i) g[i] = static_cast<T>((std::bit_cast<double>(acc[i] + round_bits) - kRound) * kInverseScale);
-    return;
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const double hi = static_cast<double>(static_cast<int32_t>(static_cast<uint32_t>(acc[i] >> 32)));
-    const double lo = static_cast<double>(static_cast<int32_t>(static_cast<uint32_t>(acc[i]) ^ 0x80000000u)) + 0x1p31;
-    g[i] = static_cast<T>((hi * 0x1p32 + lo) * kInverseScale);
-  }
-}
-
-template <class T>
-void to_float_typed(const uint64_t* acc, T* g, int64_t n) {
-  constexpr int64_t kBlock = 1024;
-  for (int64_t lo = 0; lo < n; lo += kBlock) to_float_block(acc + lo, g + lo, std::min(kBlock, n - lo));
-}
-
 void check(const Tensor& grad, const Tensor& acc) {
   LOOM_ASSERT(grad.defined() && acc.defined() && grad.is_contiguous() && acc.is_contiguous());
   LOOM_ASSERT(acc.dtype() == core::DType::I64 && acc.numel() >= grad.numel());
@@ -105,10 +78,9 @@ std::optional<OutOfRange> accumulate(Tensor& grad, Tensor& acc, const Accumulate
 
 void to_float(const Tensor& acc, Tensor& grad) {
   check(grad, acc);
-  const auto* a = static_cast<const uint64_t*>(acc.data_ptr());
-  core::visit_float_dtype(grad.dtype(), "fixed_point::to_float", [&]<class T>() {
-    to_float_typed<T>(a, static_cast<T*>(grad.data_ptr()), grad.numel());
-  });
+  // The one conversion back, shared with the parameter servers' merge (optim/fixed_point.h).
+  optim::fixed_point::to_float({static_cast<const int64_t*>(acc.data_ptr()), static_cast<size_t>(grad.numel())},
+                               grad.dtype(), grad.data_ptr());
 }
 
 }  // namespace loom::parallel::fixed_point

@@ -22,10 +22,11 @@
 #include <optional>
 
 #include "loom/core/tensor.h"
+#include "loom/optim/fixed_point.h"
 
 namespace loom::parallel::fixed_point {
 
-inline constexpr int kFractionBits = 40;    // resolution 2^-40 (about 9.1e-13)
+inline constexpr int kFractionBits = optim::fixed_point::kFractionBits;  // resolution 2^-40
 inline constexpr double kMaxMagnitude = 0x1p11 - 0x1p-40;  // 2^51 - 1 units: the bound on one added value
 inline constexpr int64_t kMaxAtoms = 4096;  // values added into one element before it is read back
 

@@ -4,26 +4,54 @@
 #include <cstring>
 #include <map>
 
+#include "loom/autograd/engine.h"
 #include "loom/core/error.h"
+#include "loom/nn/normalization.h"
+#include "loom/ops/math.h"
+#include "loom/parallel/data_parallel_atoms.h"
+#include "loom/parallel/data_parallel_fixed_point.h"
 #include "loom/ops/creation.h"
 #include "loom/ops/view.h"
 
 namespace loom::parallel {
 
-ParameterServerStrategy::ParameterServerStrategy(std::unique_ptr<ps::KVStore> kv)
-    : owned_(std::move(kv)), kv_(owned_.get()) {
+ParameterServerStrategy::ParameterServerStrategy(std::unique_ptr<ps::KVStore> kv,
+                                                 ParameterServerStrategyOptions options)
+    : owned_(std::move(kv)), kv_(owned_.get()), options_(options) {
   LOOM_ASSERT(kv_ != nullptr);
 }
 
-ParameterServerStrategy::ParameterServerStrategy(ps::KVStore& kv) : kv_(&kv) {}
+ParameterServerStrategy::ParameterServerStrategy(ps::KVStore& kv, ParameterServerStrategyOptions options)
+    : kv_(&kv), options_(options) {}
+
+// What deterministic mode needs, refused before anything reaches the servers.
+void ParameterServerStrategy::check_deterministic(nn::Module& model) const {
+  LOOM_CHECK_T(ConfigError, kv_->type() == io::Mode::DistSync,
+               "[distributed] deterministic = true with mode = \"{}\": only dist_sync can be deterministic (its "
+               "servers add every worker's push of a step before updating); dist_async and dist_ssp apply each push "
+               "as it arrives, so the weights depend on the order the pushes reach the servers", kv_->type());
+  check_atoms(options_.deterministic_atoms, world_size());
+  for (auto& [name, m] : model.named_modules()) {
+    LOOM_CHECK_T(ConfigError, dynamic_cast<nn::BatchNorm2d*>(m) == nullptr,
+                 "[distributed] deterministic = true on parameter servers: module '{}' is a batch norm, whose running "
+                 "statistics would need a collective among the workers (the servers hold only parameters); use "
+                 "mode = \"allreduce\" for deterministic training of this model", name);
+    LOOM_CHECK_T(ConfigError, dynamic_cast<ServerEmbedding*>(m) == nullptr,
+                 "[distributed] deterministic = true on parameter servers: module '{}' is a server embedding, whose "
+                 "row-sparse pushes are merged in floating point", name);
+  }
+}
 
 std::string_view ParameterServerStrategy::name() const { return io::name(kv_->type()); }
 
 void ParameterServerStrategy::attach(nn::Module& model, const optim::OptimizerSpec& spec) {
+  if (options_.deterministic) check_deterministic(model);
   for (const auto& [name, p] : model.named_parameters()) {
     keys_.push_back(static_cast<int64_t>(keys_.size()));
     params_.push_back(p);
-    grads_.push_back(ops::zeros(p.shape(), p.dtype()));
+    names_.push_back(name);
+    if (options_.deterministic) sums_.push_back(ops::zeros(p.shape(), core::DType::I64));
+    else grads_.push_back(ops::zeros(p.shape(), p.dtype()));
   }
   kv_->init(keys_, params_);
   int64_t next_key = static_cast<int64_t>(keys_.size());
@@ -43,6 +71,12 @@ void ParameterServerStrategy::attach(nn::Module& model, const optim::OptimizerSp
 
 double ParameterServerStrategy::step(const train::StepBatch& batch, train::StepParts& parts) {
   parts.optimizer.zero_grad();
+  if (options_.deterministic) {
+    const double loss = deterministic_forward_backward(batch, parts);
+    kv_->pushpull_fixed_point(keys_, sums_, params_);
+    ++steps_;
+    return loss;
+  }
   const double loss = train::forward_backward(batch, parts);
   for (ServerEmbedding* e : embeddings_) e->push_gradients();
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -58,6 +92,43 @@ double ParameterServerStrategy::step(const train::StepBatch& batch, train::StepP
   kv_->advance_clock();
   ++steps_;
   return loss;
+}
+
+// As DataParallelStrategy's deterministic step, less the collectives: each
+// atom's gradient (its mean loss scaled by its rows / the global batch) is
+// rounded into the fixed-point sums as soon as its backward is done; the
+// servers add every worker's sums. Dropout masks belong to the atom (AtomScope).
+double ParameterServerStrategy::deterministic_forward_backward(const train::StepBatch& batch,
+                                                               train::StepParts& parts) {
+  const int64_t global_rows = batch.global_rows, rows = batch.rows();
+  const int r = rank(), n = world_size();
+  LOOM_CHECK(rows == global_rows * (r + 1) / n - global_rows * r / n,
+             "deterministic parameter servers: worker {} of {} got {} rows of a global batch of {}; it needs rows "
+             "[B r / N, B (r + 1) / N) (train::share_of_batch)", r, n, rows, global_rows);
+  for (core::Tensor& s : sums_) std::memset(s.data_ptr(), 0, s.nbytes());
+  const std::vector<Atom> atoms = atoms_of_rank(global_rows, options_.deterministic_atoms, r, n);
+  AtomScope scope(parts.model, steps_, atoms);
+  double loss_sum = 0.0;
+  for (const Atom& atom : atoms) {
+    if (atom.rows() == 0) continue;  // a batch with fewer rows than atoms
+    scope.begin_atom(atom);
+    core::Tensor loss = parts.loss(parts.model(ops::slice(batch.inputs, 0, atom.begin, atom.end)),
+                                   ops::slice(batch.targets, 0, atom.begin, atom.end));
+    autograd::backward(ops::mul(loss, static_cast<double>(atom.rows()) / static_cast<double>(global_rows)));
+    for (size_t i = 0; i < params_.size(); ++i) {
+      core::Tensor g = params_[i].grad();
+      if (!g.defined()) continue;
+      if (!g.is_contiguous()) g = ops::contiguous(g);
+      const auto bad = fixed_point::accumulate(g, sums_[i]);
+      LOOM_CHECK(!bad, "deterministic parameter servers: the gradient of '{}' has {} at element {}, outside the "
+                 "exact fixed-point range (|g| <= {}); the step cannot be summed exactly", names_[i],
+                 bad ? bad->value : 0.0, bad ? bad->index : 0, fixed_point::kMaxMagnitude);
+    }
+    parts.optimizer.zero_grad();  // the next atom's gradient starts from nothing
+    scope.end_atom(atom);
+    loss_sum += loss.item<double>() * static_cast<double>(atom.rows());
+  }
+  return rows > 0 ? loss_sum / static_cast<double>(rows) : 0.0;
 }
 
 // The Trainer's local optimizer is over the same tensors, in the same order, as the keys.

@@ -13,7 +13,15 @@
 //
 // dist_sync: the servers merge all workers' gradients of a step before
 // updating, so training equals the all-reduce (and the one-process) run up to
-// float summation order. dist_async: each worker's gradient is applied when
+// float summation order. Deterministic dist_sync ([distributed]
+// deterministic = true): as deterministic data parallelism, each of this
+// rank's atoms (data_parallel_atoms.h) runs one batched forward and backward,
+// its gradient rounded into i64 fixed point, and the worker pushes its
+// integer sums (KVStore::pushpull_fixed_point); the servers add them exactly
+// and convert once, so the weights are bitwise the same for every number of
+// workers dividing the atoms. Batch norm (its running statistics would need
+// a collective among the workers) and server embeddings (row-sparse float
+// pushes) are refused there, as are dist_async and dist_ssp. dist_async: each worker's gradient is applied when
 // it arrives. dist_ssp: as async, with advance_clock() after each step.
 //
 // Checkpoints (rank 0's) hold the servers' weights and optimizer state in
@@ -35,10 +43,16 @@
 
 namespace loom::parallel {
 
+struct ParameterServerStrategyOptions {
+  bool deterministic = false;       // dist_sync only (ConfigError at attach otherwise)
+  int64_t deterministic_atoms = 8;  // the world size must divide it (check_atoms)
+};
+
 class ParameterServerStrategy final : public train::Strategy {
  public:
-  explicit ParameterServerStrategy(std::unique_ptr<ps::KVStore> kv);
-  explicit ParameterServerStrategy(ps::KVStore& kv);  // not owned (tests: a cluster of threads)
+  explicit ParameterServerStrategy(std::unique_ptr<ps::KVStore> kv, ParameterServerStrategyOptions options = {});
+  // Not owned (tests: a cluster of threads).
+  explicit ParameterServerStrategy(ps::KVStore& kv, ParameterServerStrategyOptions options = {});
 
   std::string_view name() const override;
   int rank() const override { return kv_->rank(); }
@@ -70,10 +84,16 @@ class ParameterServerStrategy final : public train::Strategy {
 
  private:
   void check_parameters(const optim::Optimizer& local) const;
+  void check_deterministic(nn::Module& model) const;
+  // This rank's atoms, their gradients added as fixed point into sums_.
+  double deterministic_forward_backward(const train::StepBatch& batch, train::StepParts& parts);
   optim::StateLayout table_layout(std::vector<core::Shape> shapes) const;
 
   std::unique_ptr<ps::KVStore> owned_;
   ps::KVStore* kv_;
+  ParameterServerStrategyOptions options_;
+  std::vector<std::string> names_;           // the parameters', for errors
+  std::vector<core::Tensor> sums_;           // deterministic: i64 fixed-point gradients, one per key
   std::vector<int64_t> keys_;
   std::vector<core::Tensor> params_, grads_;
   std::vector<ServerEmbedding*> embeddings_;

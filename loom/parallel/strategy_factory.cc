@@ -17,7 +17,13 @@ size_t mebibytes(double mb) { return static_cast<size_t>(mb * (1 << 20)); }
 // coordinator of a job; or, outside a job, the one who starts it.
 ProcessRole choose_ps_role(const io::JobConfig& job, const comm::JobEnv& env, int workers) {
   const auto& d = job.distributed;
+  // Before starting a job whose every worker would refuse it.
+  LOOM_CHECK_T(ConfigError, !d.deterministic || d.mode == io::Mode::DistSync,
+               "{}: [distributed] deterministic = true with mode = \"{}\": only dist_sync can be deterministic (its "
+               "servers add every worker's push of a step before updating); dist_async and dist_ssp apply each push "
+               "as it arrives, so the weights depend on the order the pushes reach the servers", job.path, d.mode);
   if (!env.has_coordinator()) {
+    if (d.deterministic) check_atoms(d.deterministic_atoms, workers);
     LOOM_CHECK_T(ConfigError, d.servers >= 1,
                  "{}: [distributed] mode = \"{}\" needs servers >= 1 to start a job (or run it under a launcher that "
                  "sets LOOM_NUM_SERVERS or DMLC_NUM_SERVER)", job.path, d.mode);
@@ -89,7 +95,9 @@ std::shared_ptr<train::Strategy> make_strategy(const ProcessRole& role, const io
     case io::Mode::DistSync:
     case io::Mode::DistAsync:
     case io::Mode::DistSsp:
-      return std::make_shared<ParameterServerStrategy>(ps::join_kvstore(env, role.mode, kvstore_options(d)));
+      return std::make_shared<ParameterServerStrategy>(
+          ps::join_kvstore(env, role.mode, kvstore_options(d)),
+          ParameterServerStrategyOptions{.deterministic = d.deterministic, .deterministic_atoms = d.deterministic_atoms});
   }
   LOOM_ASSERT(false);
   return nullptr;

@@ -1,5 +1,6 @@
 #include "loom/ps/dense_transfer.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "loom/core/error.h"
@@ -40,7 +41,9 @@ void DenseTransfer::add(RequestBatch& batch, std::vector<DenseSlice>& slices) {
   for (size_t k = 0; k < slices.size(); ++k) {
     if (!staging_.on_host(slices[k].r.chain)) continue;
     at[k] = total;
-    total += (slices[k].r.nbytes + ShmStaging::kAlign - 1) / ShmStaging::kAlign * ShmStaging::kAlign;
+    // The slot takes the pushed bytes, then the reply's (a fixed-point push sends more than comes back).
+    const size_t n = std::max(slices[k].in.size(), slices[k].r.nbytes);
+    total += (n + ShmStaging::kAlign - 1) / ShmStaging::kAlign * ShmStaging::kAlign;
   }
   if (total > 0) attach(staging_.reserve(total));
   for (size_t k = 0; k < slices.size(); ++k) {

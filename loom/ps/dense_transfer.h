@@ -24,7 +24,7 @@ namespace loom::ps {
 struct DenseSlice {
   DenseRequest r;
   int64_t key = 0;
-  std::span<const std::byte> in;       // empty: nothing to send
+  std::span<const std::byte> in;       // empty: nothing to send (r.nbytes, or more for a fixed-point push)
   std::shared_ptr<const void> owner;   // keeps `in` alive while ZeroMQ sends it
   std::span<std::byte> out;            // empty: nothing comes back
 };

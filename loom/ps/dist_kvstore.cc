@@ -73,16 +73,28 @@ void check_row_ids(int64_t key, const KeyLayout& layout, std::span<const int64_t
   }
 }
 
-// One key's dense slice requests: `value`'s bytes sent (push), `out`'s
-// written (pull); a null tensor has none.
+// A fixed-point push's sums: CPU, contiguous, i64, of the key's shape.
+void check_fixed_point(int64_t key, const Tensor& sums, const KeyLayout& layout) {
+  LOOM_CHECK_T(TypeError, sums.defined() && sums.device().is_cpu() && sums.is_contiguous() &&
+               sums.dtype() == core::DType::I64, "kvstore: pushpull_fixed_point of key {}: the sums must be a "
+               "contiguous CPU i64 tensor", key);
+  LOOM_CHECK_T(ShapeError, sums.shape() == layout.shape, "kvstore: pushpull_fixed_point of key {}: sums of shape {} "
+               "for a key of shape {}", key, core::to_string(sums.shape()), core::to_string(layout.shape));
+}
+
+// One key's dense slice requests: `value`'s elements sent (push), `out`'s
+// written (pull); a null tensor has none. `value` may have another dtype
+// than the key (a fixed-point push's i64): its slice is the same elements.
 void add_dense_slices(std::vector<DenseSlice>& slices, std::vector<DenseRequest> requests, int64_t key,
-                      const Tensor* value, const Tensor* out) {
+                      const Tensor* value, const Tensor* out, uint16_t flags = 0) {
   const auto in = value ? detail::bytes_of(*value) : std::span<const std::byte>();
   const auto dst = out ? detail::mutable_bytes_of(*out) : std::span<std::byte>();
   for (DenseRequest& r : requests) {
     DenseSlice d{.key = key};
+    r.header.flags |= flags;
     if (value) {
-      d.in = in.subspan(r.offset, r.nbytes);
+      const size_t key_item = core::itemsize(r.header.dtype), item = core::itemsize(value->dtype());
+      d.in = in.subspan(r.offset / key_item * item, r.nbytes / key_item * item);
       d.owner = value->impl_ptr();
     }
     if (out) d.out = dst.subspan(r.offset, r.nbytes);
@@ -90,6 +102,34 @@ void add_dense_slices(std::vector<DenseSlice>& slices, std::vector<DenseRequest>
     slices.push_back(std::move(d));
   }
 }
+
+// dist_ssp's clock over the coordinator's store: the end of step t publishes
+// ssp/<rank>/t; starting step t + 1 waits for ssp/<u>/(t - s) of every worker u.
+class SspClock {
+ public:
+  SspClock(int rank, int num_workers, int staleness, std::chrono::milliseconds timeout)
+      : rank_(rank), staleness_(staleness), timeout_(timeout), seen_(static_cast<size_t>(num_workers), 0) {}
+
+  void advance(comm::CoordinatorClient& client) {
+    ++clock_;
+    client.set(comm::rendezvous::ssp_clock(rank_, clock_), comm::rendezvous::kDone, timeout_);
+    // Starting step clock_+1 needs every worker to have finished step clock_ - s.
+    const int64_t need = clock_ - staleness_;
+    if (need < 1) return;
+    for (size_t u = 0; u < seen_.size(); ++u) {
+      if (static_cast<int>(u) == rank_ || seen_[u] >= need) continue;
+      client.get(comm::rendezvous::ssp_clock(static_cast<int>(u), need), timeout_);
+      seen_[u] = need;
+    }
+  }
+
+ private:
+  int rank_;
+  int64_t staleness_;
+  std::chrono::milliseconds timeout_;
+  std::vector<int64_t> seen_;  // per worker: the step it is known to have finished
+  int64_t clock_ = 0;          // this worker's finished steps
+};
 
 class DistKVStore final : public KVStore {
  public:
@@ -151,6 +191,12 @@ class DistKVStore final : public KVStore {
     LOOM_CHECK(keys.size() == outs.size(), "kvstore: pushpull of {} keys into {} tensors", keys.size(), outs.size());
     push_impl(keys, values, outs, Op::PushPull);
   }
+  void pushpull_fixed_point(std::span<const int64_t> keys, std::span<const Tensor> sums,
+                            std::span<const Tensor> outs) override {
+    if (o_.type != io::Mode::DistSync) return KVStore::pushpull_fixed_point(keys, sums, outs);  // ConfigError
+    LOOM_CHECK(keys.size() == outs.size(), "kvstore: pushpull of {} keys into {} tensors", keys.size(), outs.size());
+    push_impl(keys, sums, outs, Op::PushPull, true);
+  }
 
   void pull(std::span<const int64_t> keys, std::span<const Tensor> outs) override {
     LOOM_CHECK(keys.size() == outs.size(), "kvstore: pull of {} keys into {} tensors", keys.size(), outs.size());
@@ -209,18 +255,7 @@ class DistKVStore final : public KVStore {
   }
 
   void advance_clock() override {
-    if (o_.type != io::Mode::DistSsp || !client()) return;
-    ++clock_;
-    client()->set(comm::rendezvous::ssp_clock(o_.rank, clock_), comm::rendezvous::kDone, o_.options.timeout);
-    // Starting step clock_+1 needs every worker to have finished step clock_ - s.
-    const int64_t need = clock_ - o_.options.staleness;
-    if (need < 1) return;
-    if (seen_clock_.empty()) seen_clock_.assign(static_cast<size_t>(o_.num_workers), 0);
-    for (int u = 0; u < o_.num_workers; ++u) {
-      if (u == o_.rank || seen_clock_[static_cast<size_t>(u)] >= need) continue;
-      client()->get(comm::rendezvous::ssp_clock(u, need), o_.options.timeout);
-      seen_clock_[static_cast<size_t>(u)] = need;
-    }
+    if (o_.type == io::Mode::DistSsp && client()) clock_.advance(*client());
   }
 
   void optimizer_states(const std::string& prefix, io::NamedTensors& tensors, io::Metadata& meta) override {
@@ -289,20 +324,23 @@ class DistKVStore final : public KVStore {
     return it->second;
   }
 
-  void push_impl(std::span<const int64_t> keys, std::span<const Tensor> values, std::span<const Tensor> outs, Op op) {
+  // `fixed_point`: the values are i64 sums (pushpull_fixed_point) of keys this worker initialized.
+  void push_impl(std::span<const int64_t> keys, std::span<const Tensor> values, std::span<const Tensor> outs, Op op,
+                 bool fixed_point = false) {
     LOOM_CHECK(keys.size() == values.size(), "kvstore: push of {} keys with {} values", keys.size(), values.size());
     std::vector<DenseSlice> slices;
     std::vector<KeyInfo*> counted;
     std::map<int64_t, KeyInfo> strangers;  // keys this worker did not init: the servers judge them
     for (size_t i = 0; i < keys.size(); ++i) {
-      detail::check_value(keys[i], values[i], op_name(op).data());
+      if (!fixed_point) detail::check_value(keys[i], values[i], op_name(op).data());
       if (!outs.empty()) detail::check_value(keys[i], outs[i], "pushpull");
-      const KeyInfo info = known_or_described(keys[i], values[i], "push");
+      if (fixed_point) check_fixed_point(keys[i], values[i], known(keys[i], "pushpull_fixed_point").layout);
+      const KeyInfo info = known_or_described(keys[i], fixed_point ? outs[i] : values[i], "push");
       KeyInfo* live = keys_info_.contains(keys[i]) ? &keys_info_[keys[i]] : &(strangers[keys[i]] = info);
       const int64_t version = ++live->version;
       counted.push_back(live);
       add_dense_slices(slices, plan_dense(op, keys[i], info.layout, version, placement_), keys[i], &values[i],
-                       outs.empty() ? nullptr : &outs[i]);
+                       outs.empty() ? nullptr : &outs[i], fixed_point ? flag::kFixedPoint : 0);
     }
     RequestBatch batch(o_.rank);
     dense_.add(batch, slices);
@@ -327,8 +365,7 @@ class DistKVStore final : public KVStore {
   DenseTransfer dense_;  // sends through servers_
   std::map<int64_t, KeyInfo> keys_info_;
   int64_t barriers_ = 0;
-  int64_t clock_ = 0;
-  std::vector<int64_t> seen_clock_;
+  SspClock clock_{o_.rank, o_.num_workers, o_.options.staleness, o_.options.timeout};
   bool closed_ = false;
 };
 

@@ -269,6 +269,11 @@ void KVStore::load_optimizer_states(const std::filesystem::path& path) {
   restore_optimizer_states(rank() == 0 ? io::read_safetensors(path) : io::SafetensorsFile{}, "", path.string());
 }
 
+void KVStore::pushpull_fixed_point(std::span<const int64_t>, std::span<const Tensor>, std::span<const Tensor>) {
+  throw ConfigError(format("kvstore {}: fixed-point pushes (deterministic mode) need dist_sync, whose servers add "
+                           "every worker's push of a round before updating", type()));
+}
+
 std::map<int64_t, KeySnapshot> KVStore::key_states(std::span<const int64_t> keys) {
   io::NamedTensors tensors;
   io::Metadata meta;

@@ -109,6 +109,14 @@ class KVStore {
   virtual void pull(std::span<const int64_t> keys, std::span<const Tensor> outs) = 0;
   virtual void pushpull(std::span<const int64_t> keys, std::span<const Tensor> values,
                         std::span<const Tensor> outs) = 0;
+  // dist_sync's deterministic form: `sums` are this worker's gradients as
+  // fixed point (i64 in units of 2^-40, optim/fixed_point.h; each of its
+  // key's shape). The servers add a round's sums as integers, exact in any
+  // order, and convert the total once, so the update is the same however the
+  // workers split the gradient. Keys must be initialized. ConfigError for
+  // the other types (they apply pushes as they come).
+  virtual void pushpull_fixed_point(std::span<const int64_t> keys, std::span<const Tensor> sums,
+                                    std::span<const Tensor> outs);
   // `row_ids`: i64, 1-D, ascending and unique; `rows`: [row_ids.size(), ...rest of the key's shape].
   virtual void row_sparse_push(int64_t key, const Tensor& row_ids, const Tensor& rows) = 0;
   // `row_ids`: i64, 1-D, any order; `out`: [row_ids.size(), ...], written in place.

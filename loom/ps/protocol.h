@@ -103,7 +103,11 @@ inline constexpr uint16_t kSparse = 2;   // Push/Pull (several slices) and Repli
 // a push's data lies and where the server writes a pull's reply; the reply
 // carries the flag and no data frame.
 inline constexpr uint16_t kShm = 4;
-inline constexpr uint16_t kAll = kHasData | kSparse | kShm;
+// Dense Push/PushPull in deterministic dist_sync: the data are the worker's
+// gradient as i64 fixed point (optim/fixed_point.h), 8 bytes per element
+// whatever the key's dtype; the server adds a round's as integers.
+inline constexpr uint16_t kFixedPoint = 8;
+inline constexpr uint16_t kAll = kHasData | kSparse | kShm | kFixedPoint;
 }  // namespace flag
 
 struct Header {

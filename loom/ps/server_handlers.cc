@@ -17,6 +17,12 @@ SliceRequest slice_request(const Header& h, std::optional<core::Shape> shape = s
           .row_begin = h.row_begin, .num_rows = h.num_rows, .shape = std::move(shape)};
 }
 
+// Bytes of a dense request's data: the slice's, or (a fixed-point push) 8 per element.
+uint64_t data_nbytes(const Header& h) {
+  if ((h.flags & flag::kFixedPoint) == 0) return h.slice_nbytes();
+  return static_cast<uint64_t>(h.num_rows) * static_cast<uint64_t>(h.row_numel) * 8;
+}
+
 }  // namespace
 
 struct RequestHandlers::SparsePart {
@@ -32,6 +38,9 @@ void RequestHandlers::handle(const std::vector<MsgPtr>& route, const Header& h, 
   if (h.op == Op::ShmAttach) return shm_attach(route, h, frames);
   if (h.op == Op::Leave) return leave(route, h);
   LOOM_CHECK(h.op != Op::Reply, "ps protocol: a reply sent as a request");
+  LOOM_CHECK_T(CommError, (h.flags & flag::kFixedPoint) == 0 || (!h.sparse() && (h.op == Op::Push || h.op == Op::PushPull)),
+               "ps protocol: fixed-point data in a {}{} (only dense pushes carry them)", h.sparse() ? "sparse " : "",
+               op_name(h.op));
   if (h.sparse() && !from_server) return sparse(route, h, frames);
   const int owner = slices_.owner_of(h);
   const std::vector<int> chain = replica_chain(owner, o_.placement);
@@ -93,7 +102,7 @@ Staged RequestHandlers::staged(const Header& h, const std::vector<MsgPtr>& frame
   LOOM_CHECK_T(CommError, it != regions_.end(),
                "kvstore: worker {} sent a shared-memory {} to server {}, which has not mapped its region", h.sender,
                op_name(h.op), o_.rank);
-  const size_t size = it->second->size(), n = h.slice_nbytes();
+  const size_t size = it->second->size(), n = data_nbytes(h);  // a pushpull's reply is no bigger
   LOOM_CHECK_T(CommError, offset % core::itemsize(h.dtype) == 0 && offset <= size && n <= size - offset,
                "kvstore: worker {}'s {} names bytes [{}, {}+{}) of its {}-byte shared region", h.sender, op_name(h.op),
                offset, offset, n, size);
@@ -131,8 +140,10 @@ void RequestHandlers::push(const std::vector<MsgPtr>& route, const Header& h, st
   const Waiting w{.route = route, .request = h, .staged = staged(h, frames)};
   // The pushed bytes stay where they arrived: the frame, or the worker's
   // region (the worker leaves them there until this push is answered).
-  PushData data{.data = w.staged.region ? Payload{w.staged.region, {w.staged.at(), h.slice_nbytes()}}
-                                        : aligned(frames[2], h.dtype)};
+  const bool fixed_point = (h.flags & flag::kFixedPoint) != 0;
+  PushData data{.data = w.staged.region ? Payload{w.staged.region, {w.staged.at(), data_nbytes(h)}}
+                                        : aligned(frames[2], fixed_point ? core::DType::I64 : h.dtype),
+                .fixed_point = fixed_point};
   switch (e.shard->push(worker, h.version, std::move(data))) {
     case PushResult::Duplicate: replier_.answer(e, w); return;
     case PushResult::Pending: e.round.push_back(w); return;

@@ -6,6 +6,7 @@
 
 #include "loom/comm/collectives/reduce_kernels.h"
 #include "loom/core/error.h"
+#include "loom/optim/fixed_point.h"
 #include "loom/ps/placement.h"
 
 namespace loom::ps {
@@ -87,10 +88,20 @@ void Shard::check_push(int worker, int64_t version, const PushData& data) const 
                  "kvstore: sparse push to key {}: {} bytes for {} rows of {} bytes", o_.key, data.data.bytes.size(),
                  data.rows->size(), row_bytes_);
   } else {
-    LOOM_CHECK_T(ShapeError, data.data.bytes.size() == weights_.size(),
-                 "kvstore: push to key {}: {} bytes for a slice of {}", o_.key, data.data.bytes.size(), weights_.size());
+    const size_t want = data.fixed_point ? weights_.size() / core::itemsize(o_.dtype) * 8 : weights_.size();
+    LOOM_CHECK_T(ShapeError, data.data.bytes.size() == want, "kvstore: {}push to key {}: {} bytes for a slice of {}",
+                 data.fixed_point ? "fixed-point " : "", o_.key, data.data.bytes.size(), want);
   }
+  LOOM_CHECK(!data.fixed_point || (o_.sync && !data.sparse()),
+             "kvstore: key {}: a fixed-point push (deterministic mode) must be dense and needs dist_sync, whose "
+             "rounds add every worker's push; this server applies each push on arrival", o_.key);
   if (version <= versions_[static_cast<size_t>(worker)] || !o_.sync) return;  // a duplicate, or async
+  for (size_t u = 0; u < pending_.size(); ++u) {
+    LOOM_CHECK(!pending_[u] || pending_[u]->fixed_point == data.fixed_point,
+               "kvstore: key {}: worker {} pushes {} while worker {} pushed {} in this round (in deterministic mode "
+               "every worker pushes fixed point)", o_.key, worker, data.fixed_point ? "fixed point" : "floats", u,
+               pending_[u]->fixed_point ? "fixed point" : "floats");
+  }
   LOOM_CHECK(version == round_ + 1, "kvstore: key {}: worker {} pushes round {} while the server is at round {}",
              o_.key, worker, version, round_ + 1);
   LOOM_CHECK(!retired_[static_cast<size_t>(worker)], "kvstore: key {}: worker {} pushed after it left the job", o_.key,
@@ -158,7 +169,35 @@ void Shard::finish_update() {
   ++updates_;
 }
 
+// Integer addition (uint64: the bits of int64's, wrapping cannot be undefined;
+// the data-parallel bounds keep the true sum in range) in any order gives the
+// same sum; the one conversion back is data parallelism's.
+void Shard::merge_fixed_point_round() {
+  merged_sparse_ = false;
+  merged_rows_.clear();
+  last_worker_ = -1;
+  last_version_ = 0;
+  const size_t numel = weights_.size() / core::itemsize(o_.dtype);
+  std::vector<uint64_t> sum(numel, 0);
+  for (auto& p : pending_) {
+    if (!p) continue;  // a worker that left
+    const std::byte* src = p->data.bytes.data();
+    for (size_t i = 0; i < numel; ++i) {
+      uint64_t v;
+      std::memcpy(&v, src + i * 8, 8);  // the payload need not be 8-aligned
+      sum[i] += v;
+    }
+  }
+  merged_.resize(weights_.size());
+  optim::fixed_point::to_float({reinterpret_cast<const int64_t*>(sum.data()), numel}, o_.dtype, merged_.data());
+  for (auto& p : pending_) p.reset();
+  pending_count_ = 0;
+}
+
 void Shard::merge_round() {
+  for (auto& p : pending_) {
+    if (p && p->fixed_point) return merge_fixed_point_round();  // then all are (check_push)
+  }
   bool all_sparse = true;
   for (auto& p : pending_) all_sparse = all_sparse && (!p || p->sparse());
   merged_sparse_ = all_sparse;

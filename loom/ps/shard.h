@@ -15,7 +15,10 @@
 // Merging (dist_sync): a round's pushes are kept until every worker's has
 // arrived, then summed in worker-rank order (dense pushes first, then the rows
 // of sparse ones) with the collectives' reduce kernels, so the result does not
-// depend on arrival order. Without an optimizer a key's value becomes the merged push
+// depend on arrival order. Fixed-point pushes (deterministic mode,
+// PushData::fixed_point) are added as 64-bit integers, exact in any order,
+// and the sum converted to the key's dtype once, so the update depends on the
+// round's total alone, not on how the workers split the gradient. Without an optimizer a key's value becomes the merged push
 // (MXNet's default); with one, the update rule runs on the merged gradient
 // (times rescale_grad) with lr = schedule(updates so far). Row-sparse pushes
 // merge the union of their rows and update only those rows (lazy update).
@@ -60,6 +63,10 @@ struct Payload {
 struct PushData {
   Payload data;
   std::optional<std::vector<int64_t>> rows;
+  // Dense, dist_sync only (deterministic mode): `data` is the worker's
+  // gradient as i64 in units of 2^-40 (optim/fixed_point.h), 8 bytes per
+  // element. A round of them is added as integers and converted once.
+  bool fixed_point = false;
   bool sparse() const { return rows.has_value(); }
 };
 
@@ -180,6 +187,7 @@ class Shard {
   template <class T>
   void apply_typed(std::span<const int64_t> rows, std::span<T> merged);
   void merge_round();
+  void merge_fixed_point_round();
   void complete_round();
   void finish_update();
   int active_workers() const;
