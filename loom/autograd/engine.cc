@@ -17,12 +17,14 @@ struct LeafState {
   Tensor sum;       // gradient gathered so far in this pass
 };
 
-// Adds `g` into the leaf's .grad (in place when a buffer exists) and fires hooks.
-void finish_leaf(const std::shared_ptr<TensorImpl>& impl, const Tensor& g) {
+// Offers `g` to the sink; unless it takes it, adds `g` into the leaf's .grad
+// (in place when a buffer exists) and fires hooks.
+void finish_leaf(const std::shared_ptr<TensorImpl>& impl, const Tensor& g, const GradSink& sink) {
   Tensor leaf(impl);
   auto& meta = leaf.autograd_meta();
   LOOM_CHECK_T(ShapeError, g.shape() == leaf.shape(), "backward: gradient shape {} does not match leaf shape {}",
                core::to_string(g.shape()), core::to_string(leaf.shape()));
+  if (sink && sink(leaf, g)) return;  // taken: not added into .grad, no hooks
   const auto& be = ops::backend(leaf.device());
   if (!meta.grad.defined()) {
     // A fresh buffer: the incoming tensor may be shared with other leaves.
@@ -50,7 +52,13 @@ Tensor add_grads(const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
+void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
+  backward(root, {.grad = grad, .retain_graph = retain_graph});
+}
+
+void backward(const Tensor& root, const BackwardOptions& options) {
+  const Tensor& grad_in = options.grad;
+  const bool retain_graph = options.retain_graph;
   LOOM_CHECK(root.defined(), "backward: undefined tensor");
   LOOM_CHECK(root.requires_grad(), "backward: the tensor does not require grad (no parameter in its history "
                                    "requires grad, or it was computed under NoGradGuard)");
@@ -65,7 +73,7 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
                core::to_string(grad.shape()), core::to_string(root.shape()));
   NoGradGuard no_grad;
   if (!root.grad_fn()) {
-    finish_leaf(root.impl_ptr(), grad);
+    finish_leaf(root.impl_ptr(), grad, options.sink);
     return;
   }
 
@@ -116,7 +124,7 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
         auto& st = leaves[e.leaf.get()];
         if (gi.defined()) st.sum = add_grads(st.sum, gi);
         if (--st.pending == 0 && st.sum.defined()) {
-          finish_leaf(e.leaf, st.sum);
+          finish_leaf(e.leaf, st.sum, options.sink);
           st.sum = Tensor();
         }
       }

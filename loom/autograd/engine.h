@@ -9,7 +9,10 @@
 //   autograd::backward(loss);                          // dloss/dleaf into leaf.grad()
 //   autograd::register_hook(w, [](const Tensor& g) { ... });
 //   { autograd::NoGradGuard no_grad; ... }             // ops record nothing here
+//   autograd::backward(loss, {.sink = [&](const Tensor& leaf, const Tensor& g) { ...; return true; }});
 #pragma once
+
+#include <functional>
 
 #include "loom/core/tensor.h"
 
@@ -23,6 +26,21 @@ using core::Tensor;
 // Gradients add to existing `.grad` (accumulation across calls); the graph is
 // freed afterwards unless retain_graph.
 void backward(const Tensor& root, const Tensor& grad = Tensor(), bool retain_graph = false);
+
+// Offered each leaf's whole gradient of the pass (read-only: it may be shared)
+// when it is final, before it is added into `.grad`. Returning true takes it:
+// `.grad` is left as it is and the leaf's hooks do not fire. For a consumer
+// that folds every pass's gradient into its own accumulator (deterministic
+// DataParallel): it reads the gradient once, where adding it into `.grad`
+// and zeroing `.grad` again would cost two more passes.
+using GradSink = std::function<bool(const Tensor& leaf, const Tensor& grad)>;
+
+struct BackwardOptions {
+  Tensor grad;  // defaults to ones for a one-element root
+  bool retain_graph = false;
+  GradSink sink;  // optional
+};
+void backward(const Tensor& root, const BackwardOptions& options);
 
 // Calls `hook(grad)` each time backward finishes `leaf`'s gradient.
 void register_hook(Tensor& leaf, GradHook hook);

@@ -1,6 +1,7 @@
 #include "loom/parallel/data_parallel.h"
 
 #include <cmath>
+#include <optional>
 
 #include "loom/autograd/engine.h"
 #include "loom/ops/ops.h"
@@ -56,6 +57,7 @@ DataParallel::DataParallel(nn::Module& model, comm::Communicator& comm, DataPara
       p.set_grad(view);
       bucket.names.push_back(order[i].first);
       bucket.offsets.push_back(offset);
+      slot_of_[p.impl()] = {b, bucket.names.size() - 1};
       offset += p.numel();
       std::weak_ptr<bool> alive = alive_;
       const size_t k = bucket.names.size() - 1;
@@ -147,14 +149,23 @@ void DataParallel::comm_loop() {
   }
 }
 
-// From a parameter's hook: its gradient for this atom is final and was just
-// written, so it is still in cache.
-void DataParallel::add_fixed_point(size_t b, size_t k) {
+// From a parameter's hook (`grad` null: its gradient for this atom is final
+// in the bucket, just written, so still in cache; zeroed after) or from the
+// backward sink (`grad`: the gradient itself, read once and left as it is).
+void DataParallel::add_fixed_point(size_t b, size_t k, const Tensor* grad) {
   Bucket& bucket = buckets_[b];
+  const int64_t begin = bucket.offsets[k];
   const int64_t end = k + 1 < bucket.offsets.size() ? bucket.offsets[k + 1] : bucket.flat.numel();
   // The step's first atom assigns: the accumulator is neither read nor zeroed between steps.
   const fixed_point::Mode mode = bucket.in_sum[k] ? fixed_point::Mode::Add : fixed_point::Mode::Assign;
-  const auto bad = fixed_point::accumulate(bucket.flat, bucket.fixed, {.mode = mode, .begin = bucket.offsets[k], .end = end});
+  std::optional<fixed_point::OutOfRange> bad;
+  if (grad) {
+    Tensor acc = bucket.fixed.as_strided({end - begin}, {1}, begin);
+    bad = fixed_point::accumulate(*grad, acc, {.mode = mode, .zero_grad = false});
+  } else {
+    bad = fixed_point::accumulate(bucket.flat, bucket.fixed, {.mode = mode, .begin = begin, .end = end});
+    if (bad) bad->index -= begin;
+  }
   const bool first_time = !bucket.added[k];
   bucket.added[k] = 1;
   bucket.in_sum[k] = 1;
@@ -174,8 +185,18 @@ void DataParallel::add_fixed_point(size_t b, size_t k) {
   range_error_ = format("deterministic data parallelism: a gradient of '{}' (element {}) is {} for one atom of the "
                         "batch, outside the exact fixed-point range |g| <= 2^11 - 2^-40 (2^51 - 1 units of 2^-40), so "
                         "the sums would not be exact; the training is diverging or its loss is scaled far up "
-                        "(lower [optimizer] lr, or set deterministic = false)", bucket.names[k],
-                        bad->index - bucket.offsets[k], bad->value);
+                        "(lower [optimizer] lr, or set deterministic = false)", bucket.names[k], bad->index, bad->value);
+}
+
+bool DataParallel::take_atom_gradient(const Tensor& leaf, const Tensor& grad) {
+  LOOM_CHECK(options_.deterministic, "DataParallel::take_atom_gradient needs the .deterministic option");
+  const auto it = slot_of_.find(leaf.impl());
+  if (it == slot_of_.end()) return false;  // not one of the model's parameters
+  // A gradient that is not a plain array of the parameter's dtype goes the
+  // long way (into .grad, then the hook), which converts it.
+  if (!grad.is_contiguous() || grad.dtype() != leaf.dtype() || grad.numel() != leaf.numel()) return false;
+  add_fixed_point(it->second.first, it->second.second, &grad);
+  return true;
 }
 
 void DataParallel::begin_last_atom() {

@@ -36,6 +36,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "loom/comm/collectives/collectives.h"
@@ -93,6 +95,17 @@ class DataParallel {
   // throw ValueError on every rank (the rank that saw it names the parameter
   // and the value).
   void accumulate_fixed_point();
+  // Deterministic mode, as the backward sink of an atom's backward
+  // (autograd::BackwardOptions::sink): adds `grad`, a parameter's whole
+  // gradient for this atom, straight to its fixed-point accumulator, without
+  // the add into .grad and the zeroing after it; returns false (the engine
+  // then adds it into .grad and the hook adds it from there) for a tensor
+  // that is not one of the model's parameters or a gradient it cannot read
+  // as it is. Bitwise the same sums as the hooks' path (0 + g = g).
+  //   autograd::backward(loss, {.sink = [&](const Tensor& leaf, const Tensor& g) {
+  //     return dp.take_atom_gradient(leaf, g); }});
+  //   dp.accumulate_fixed_point();
+  bool take_atom_gradient(const core::Tensor& leaf, const core::Tensor& grad);
   // Deterministic mode: the next atom is this rank's last of the step, so each
   // bucket is all-reduced as soon as its sums are complete, while backward
   // goes on (as the hooks do in normal mode). Optional.
@@ -115,7 +128,7 @@ class DataParallel {
   void on_grad_ready(size_t bucket);
   void comm_loop();
   void reset_pass();
-  void add_fixed_point(size_t bucket, size_t param);
+  void add_fixed_point(size_t bucket, size_t param, const core::Tensor* grad = nullptr);
   void begin_fixed_point_sync();
   void end_fixed_point_sync(bool reduced);
 
@@ -123,6 +136,7 @@ class DataParallel {
   comm::Communicator& comm_;
   DataParallelOptions options_;
   std::vector<Bucket> buckets_;
+  std::unordered_map<const core::TensorImpl*, std::pair<size_t, size_t>> slot_of_;  // parameter -> (bucket, index)
   bool sync_ = true;
   int64_t accumulated_ = 0;  // deterministic: accumulate_fixed_point() calls this step
   bool last_atom_ = false;   // deterministic: begin_last_atom() was called this step

@@ -40,7 +40,7 @@ int64_t accumulate_block(T* g, uint64_t* acc, int64_t n) {
 }
 
 template <Mode mode, class T>
-std::optional<OutOfRange> accumulate_typed(T* g, uint64_t* acc, int64_t begin, int64_t end) {
+std::optional<OutOfRange> accumulate_typed(T* g, uint64_t* acc, int64_t begin, int64_t end, bool zero_grad) {
   // Blocks that stay in L1: the values are zeroed after the block's pass,
   // so an offender can still be found and named.
   constexpr int64_t kBlock = 1024;
@@ -52,7 +52,7 @@ std::optional<OutOfRange> accumulate_typed(T* g, uint64_t* acc, int64_t begin, i
         if (!(std::fabs(static_cast<double>(g[i])) <= kMaxMagnitude)) first = OutOfRange{i, static_cast<double>(g[i])};
       }
     }
-    std::fill(g + lo, g + lo + len, T(0));
+    if (zero_grad) std::fill(g + lo, g + lo + len, T(0));
   }
   return first;
 }
@@ -64,15 +64,15 @@ void check(const Tensor& grad, const Tensor& acc) {
 
 }  // namespace
 
-std::optional<OutOfRange> accumulate(Tensor& grad, Tensor& acc, const AccumulateOptions& o) {
+std::optional<OutOfRange> accumulate(const Tensor& grad, Tensor& acc, const AccumulateOptions& o) {
   check(grad, acc);
   const int64_t end = o.end < 0 ? grad.numel() : o.end;
   LOOM_ASSERT(0 <= o.begin && o.begin <= end && end <= grad.numel());
   auto* a = static_cast<uint64_t*>(acc.data_ptr());
   return core::visit_float_dtype(grad.dtype(), "fixed_point::accumulate", [&]<class T>() {
     T* g = static_cast<T*>(grad.data_ptr());
-    return o.mode == Mode::Add ? accumulate_typed<Mode::Add>(g, a, o.begin, end)
-                               : accumulate_typed<Mode::Assign>(g, a, o.begin, end);
+    return o.mode == Mode::Add ? accumulate_typed<Mode::Add>(g, a, o.begin, end, o.zero_grad)
+                               : accumulate_typed<Mode::Assign>(g, a, o.begin, end, o.zero_grad);
   });
 }
 

@@ -6,6 +6,7 @@
 //   using namespace parallel::fixed_point;
 //   auto bad = accumulate(grad_f32, acc_i64, {.mode = Mode::Assign});  // acc = round(grad 2^40); grad = 0
 //   bad = accumulate(grad_f32, acc_i64);                                // acc += round(grad 2^40); grad = 0
+//   bad = accumulate(grad_f32, acc_i64, {.zero_grad = false});          // acc += round(grad 2^40); grad kept
 //   if (bad) { ... }   // grad[bad->index] was bad->value, outside the range: the sum is not exact
 //   to_float(acc_i64, grad_f32);                                        // grad = acc 2^-40
 //
@@ -38,6 +39,10 @@ enum class Mode {
 struct AccumulateOptions {
   Mode mode = Mode::Add;
   int64_t begin = 0, end = -1;  // the elements [begin, end) of both tensors (-1: grad.numel())
+  // Zero grad's elements after adding them (for a buffer that gathers the
+  // next atom's gradient); false leaves grad as it is (a gradient that nobody
+  // reads again: one pass fewer).
+  bool zero_grad = true;
 };
 
 // A value outside the range: then the accumulator is no longer exact and
@@ -47,11 +52,12 @@ struct OutOfRange {
   double value = 0;
 };
 
-// For each i of the range: acc[i] (+)= round(grad[i] * 2^40), grad[i] = 0.
+// For each i of the range: acc[i] (+)= round(grad[i] * 2^40), grad[i] = 0
+// (unless !zero_grad).
 // `grad` is a contiguous floating tensor, `acc` a contiguous i64 tensor with
 // at least as many elements. Returns the first grad[i] with
 // !(|grad[i]| <= kMaxMagnitude) (NaN and infinities included), if any.
-std::optional<OutOfRange> accumulate(core::Tensor& grad, core::Tensor& acc, const AccumulateOptions& options = {});
+std::optional<OutOfRange> accumulate(const core::Tensor& grad, core::Tensor& acc, const AccumulateOptions& options = {});
 
 // For i < grad.numel(): grad[i] = acc[i] * 2^-40, rounded to the nearest
 // double, then to grad's dtype. acc is left as it is.

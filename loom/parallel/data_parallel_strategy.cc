@@ -67,6 +67,9 @@ double DataParallelStrategy::deterministic_forward_backward(const train::StepBat
   for (const Atom& atom : atoms) {
     if (atom.rows() > 0) last = &atom;
   }
+  const autograd::GradSink sink = [this](const Tensor& leaf, const Tensor& g) {
+    return dp_->take_atom_gradient(leaf, g);
+  };
   double loss_sum = 0.0;
   for (const Atom& atom : atoms) {
     if (atom.rows() == 0) continue;  // a batch with fewer rows than atoms
@@ -74,7 +77,9 @@ double DataParallelStrategy::deterministic_forward_backward(const train::StepBat
     scope.begin_atom(atom);
     Tensor loss = parts.loss(parts.model(ops::slice(batch.inputs, 0, atom.begin, atom.end)),
                              ops::slice(batch.targets, 0, atom.begin, atom.end));
-    autograd::backward(ops::mul(loss, static_cast<double>(atom.rows()) / static_cast<double>(global_rows)));
+    // The sink adds each parameter's gradient straight into the sums.
+    autograd::backward(ops::mul(loss, static_cast<double>(atom.rows()) / static_cast<double>(global_rows)),
+                       {.sink = sink});
     dp_->accumulate_fixed_point();
     scope.end_atom(atom);
     loss_sum += loss.item<double>() * static_cast<double>(atom.rows());

@@ -198,6 +198,44 @@ TEST(FixedPoint, AGradientOutOfRangeFailsEveryRankClearly) {
   EXPECT_NE(messages[0].find("another rank"), std::string::npos) << messages[0];
 }
 
+// The backward sink (the gradient read once, straight into the sums) gives
+// the bits of the hooks' path (added into .grad, then into the sums), also
+// for a parameter used twice in one forward (its two edges summed first).
+TEST(FixedPoint, TheBackwardSinkGivesTheHooksBits) {
+  std::vector<std::vector<float>> grads[2];
+  int taken = 0;
+  for (int sink = 0; sink < 2; ++sink) {
+    auto hub = std::make_shared<comm::InProcHub>(1);
+    nn::Sequential model(nn::Linear({.in = 5, .out = 5, .seed = 3}), nn::Tanh(), nn::Linear({.in = 5, .out = 2, .seed = 4}));
+    nn::Module& twice = *model.named_modules()[1].second;  // the first Linear
+    comm::Communicator c = comm::make_communicator(hub->transport(0));
+    DataParallel dp(model, c, {.deterministic = true});
+    core::Generator g(5);
+    for (int atom = 0; atom < 3; ++atom) {
+      Tensor x = ops::randn({4, 5}, g);
+      Tensor loss = ops::mean(ops::square(model(twice(x))));
+      if (sink) {
+        autograd::backward(loss, {.sink = [&](const Tensor& leaf, const Tensor& grad) {
+                                    const bool took = dp.take_atom_gradient(leaf, grad);
+                                    taken += took;
+                                    return took;
+                                  }});
+      } else {
+        autograd::backward(loss);
+      }
+      dp.accumulate_fixed_point();
+    }
+    dp.finish_gradient_sync();
+    for (auto& [name, p] : model.named_parameters()) grads[sink].push_back(p.grad().to_vector<float>());
+  }
+  EXPECT_EQ(taken, 3 * 4);  // every parameter, every atom
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    ASSERT_EQ(grads[0][i].size(), grads[1][i].size());
+    EXPECT_EQ(std::memcmp(grads[0][i].data(), grads[1][i].data(), grads[0][i].size() * sizeof(float)), 0) << i;
+  }
+}
+
 // ---- training --------------------------------------------------------------
 
 std::shared_ptr<nn::Module> mlp_with_dropout() {
