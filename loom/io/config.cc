@@ -164,6 +164,14 @@ void read_value(const Section& s, const std::string& key, const toml::node& n, T
       if (!e.is_string()) fail("an array of strings");
       out.push_back(*e.value<std::string>());
     }
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    const toml::array* arr = n.as_array();
+    if (!arr) fail("an array of integers");
+    out.clear();
+    for (const auto& e : *arr) {
+      if (!e.is_integer()) fail("an array of integers");
+      out.push_back(*e.value<int64_t>());
+    }
   } else if constexpr (std::is_same_v<T, std::vector<double>>) {
     const toml::array* arr = n.as_array();
     if (!arr) fail("an array of numbers");
@@ -183,6 +191,9 @@ std::optional<optim::ScheduleKind> parse_name(std::string_view text, optim::Sche
   return optim::parse_schedule_kind(text);
 }
 std::optional<Mode> parse_name(std::string_view text, Mode) { return parse_mode(text); }
+std::optional<PipelineSchedule> parse_name(std::string_view text, PipelineSchedule) {
+  return parse_pipeline_schedule(text);
+}
 
 // --- The tables ---
 
@@ -207,8 +218,9 @@ Allowed one_of(std::vector<std::string> names) {
 // Where a key's value goes: a member of the section's struct S.
 template <class S>
 using Member = std::variant<std::string S::*, int64_t S::*, uint64_t S::*, double S::*, bool S::*,
-                            std::vector<double> S::*, std::vector<std::string> S::*, std::vector<LayerSpec> S::*, optim::Rule S::*,
-                            optim::ScheduleKind S::*, Mode S::*>;
+                            std::vector<double> S::*, std::vector<int64_t> S::*, std::vector<std::string> S::*,
+                            std::vector<LayerSpec> S::*, optim::Rule S::*, optim::ScheduleKind S::*, Mode S::*,
+                            PipelineSchedule S::*>;
 
 template <class S>
 struct Field {
@@ -420,6 +432,7 @@ const SectionTable<TrainConfig> kTrain{
         {"metrics_out", &TrainConfig::metrics_out},
         {"tensorboard_dir", &TrainConfig::tensorboard_dir},
         {"label_smoothing", &TrainConfig::label_smoothing, kFromZeroBelowOne},
+        {"microbatches", &TrainConfig::microbatches, kAtLeast1},
     },
 };
 
@@ -430,7 +443,14 @@ void check_distributed(const Section& s, const JobConfig& job) {
           format("parameter servers need mode = dist_sync, dist_async or dist_ssp (mode is \"{}\")", d.mode));
   s.check(d.replicas >= 0 && (d.replicas == 0 || d.servers == 0 || d.replicas < d.servers), "replicas",
           format("must be >= 0 and less than servers ({}), got {}", d.servers, d.replicas));
-  s.check(!(ps && d.deterministic), "deterministic", "applies to mode = \"allreduce\" only");
+  s.check(!(d.deterministic && (d.mode == Mode::DistAsync || d.mode == Mode::DistSsp)), "deterministic",
+          format("cannot hold with mode = \"{}\", which applies each push as it arrives (the weights depend on the "
+                 "order pushes reach the servers): use allreduce, dist_sync or pipeline", d.mode));
+  const bool pipeline = d.mode == Mode::Pipeline;
+  s.check(pipeline || !s.node("stages"), "stages", format("applies to mode = \"pipeline\" (mode is \"{}\")", d.mode));
+  s.check(!pipeline || d.workers == 1 || d.workers == d.stages, "workers",
+          format("a pipeline runs one process per stage: leave workers out or set it to stages = {}, got {}", d.stages,
+                 d.workers));
   s.check(d.bucket_mb > 0, "bucket_mb", "bucket sizes must be positive");
   s.check(d.first_bucket_mb > 0, "first_bucket_mb", "bucket sizes must be positive");
 }
@@ -454,6 +474,11 @@ const SectionTable<DistributedConfig> kDistributed{
         {"staleness", &DistributedConfig::staleness, kAtLeast0},
         {"replicas", &DistributedConfig::replicas},  // against servers: check_distributed
         {"split_bound", &DistributedConfig::split_bound, kAtLeast1},
+        {"stages", &DistributedConfig::stages, kAtLeast1},
+        {"schedule", &DistributedConfig::schedule, one_of(pipeline_schedule_names())},
+        {"virtual_stages", &DistributedConfig::virtual_stages, kAtLeast1},  // with the schedule: pipeline::check_schedule_options
+        {"placement", &DistributedConfig::placement},  // against the model's layers: pipeline::cut_at
+        {"recompute", &DistributedConfig::recompute},
     },
     check_distributed,
 };

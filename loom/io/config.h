@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "loom/io/mode.h"
+#include "loom/io/pipeline_schedule.h"
 #include "loom/optim/spec.h"
 
 namespace loom::io {
@@ -74,6 +75,9 @@ struct TrainConfig {
   std::string metrics_out;     // JSONL, one object per epoch
   std::string tensorboard_dir;
   double label_smoothing = 0.0;
+  // Gradient accumulation: each step's rows go through forward and backward in
+  // this many micro-batches (a pipeline's micro-batches, with mode = "pipeline").
+  int64_t microbatches = 1;
 };
 
 struct DistributedConfig {
@@ -91,6 +95,12 @@ struct DistributedConfig {
   int64_t staleness = 0;          // dist_ssp's bound
   int64_t replicas = 0;           // backups per server shard
   int64_t split_bound = 1 << 20;  // arrays larger than this (elements) are split across all servers
+  // mode = "pipeline": one process per stage; [train] microbatches per step.
+  int64_t stages = 2;
+  PipelineSchedule schedule = PipelineSchedule::OneFOneB;  // gpipe | 1f1b | interleaved | zb-h1
+  int64_t virtual_stages = 1;     // model chunks per stage (interleaved: >= 2)
+  std::vector<int64_t> placement; // by hand: the first layer of each chunk (empty: balanced by parameters)
+  bool recompute = false;         // every chunk keeps only its input and recomputes its forward before backward
 };
 
 struct JobConfig {

@@ -6,7 +6,8 @@
 namespace loom::io {
 namespace {
 
-constexpr std::array<std::string_view, 5> kNames = {"local", "allreduce", "dist_sync", "dist_async", "dist_ssp"};
+constexpr std::array<std::string_view, 6> kNames = {"local", "allreduce", "dist_sync", "dist_async", "dist_ssp",
+                                                    "pipeline"};
 
 }  // namespace
 

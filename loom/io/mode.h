@@ -22,6 +22,7 @@ enum class Mode : uint8_t {
   DistSync,   // parameter servers, rounds merged over all workers
   DistAsync,  // parameter servers, each push applied on arrival
   DistSsp,    // dist_async with a bound on staleness
+  Pipeline,   // the model's layers in stages on different processes (pipeline parallelism)
 };
 
 std::string_view name(Mode mode);

@@ -4,6 +4,7 @@
 #include "loom/core/error.h"
 #include "loom/parallel/data_parallel_atoms.h"
 #include "loom/parallel/parameter_server_strategy.h"
+#include "loom/parallel/pipeline_strategy.h"
 
 namespace loom::parallel {
 
@@ -34,6 +35,22 @@ ProcessRole choose_ps_role(const io::JobConfig& job, const comm::JobEnv& env, in
   return {.role = Role::Train, .mode = d.mode};
 }
 
+// Pipeline mode: one process per stage, started here or by a launcher.
+ProcessRole choose_pipeline_role(const io::JobConfig& job, const comm::JobEnv& env, int workers_option) {
+  const auto& d = job.distributed;
+  const int stages = static_cast<int>(d.stages);
+  LOOM_CHECK_T(ConfigError, workers_option == 0 || workers_option == stages,
+               "{}: a pipeline runs one process per stage: --workers {} with [distributed] stages = {}", job.path,
+               workers_option, stages);
+  if (env.has_coordinator()) {
+    LOOM_CHECK_T(ConfigError, env.world_size == stages,
+                 "{}: [distributed] stages = {}, but the launcher started {} processes (one per stage)", job.path,
+                 stages, env.world_size);
+    return {.role = Role::Train, .mode = io::Mode::Pipeline};
+  }
+  return {.role = Role::Launch, .mode = io::Mode::Pipeline, .workers = stages};
+}
+
 }  // namespace
 
 std::string_view name(Role role) {
@@ -50,6 +67,7 @@ ProcessRole choose_role(const io::JobConfig& job, const comm::JobEnv& env, const
   const auto& d = job.distributed;
   const int workers = options.workers > 0 ? options.workers : static_cast<int>(d.workers);
   if (io::uses_servers(d.mode)) return choose_ps_role(job, env, workers);
+  if (d.mode == io::Mode::Pipeline) return choose_pipeline_role(job, env, options.workers);
   // Deterministic mode runs even one process through the data-parallel path
   // (per-sample, fixed-point gradients), so its results match any worker count bit for bit.
   if (env.has_coordinator() && (env.world_size > 1 || d.deterministic)) {
@@ -78,6 +96,18 @@ ProcessGroupOptions process_group_options(const io::DistributedConfig& d) {
           .transport = d.transport};
 }
 
+PipelineStrategyOptions pipeline_options(const io::JobConfig& job) {
+  const auto& d = job.distributed;
+  const int chunks = static_cast<int>(d.stages * d.virtual_stages);
+  return {.stages = static_cast<int>(d.stages),
+          .microbatches = static_cast<int>(job.train.microbatches),
+          .schedule = d.schedule,
+          .virtual_stages = static_cast<int>(d.virtual_stages),
+          .placement = d.placement,
+          .recompute = d.recompute ? std::vector<bool>(static_cast<size_t>(chunks), true) : std::vector<bool>{},
+          .timeout = seconds(d.timeout_s)};
+}
+
 ps::KVStoreOptions kvstore_options(const io::DistributedConfig& d) {
   return {.staleness = static_cast<int>(d.staleness), .timeout = seconds(d.timeout_s)};
 }
@@ -98,6 +128,8 @@ std::shared_ptr<train::Strategy> make_strategy(const ProcessRole& role, const io
       return std::make_shared<ParameterServerStrategy>(
           ps::join_kvstore(env, role.mode, kvstore_options(d)),
           ParameterServerStrategyOptions{.deterministic = d.deterministic, .deterministic_atoms = d.deterministic_atoms});
+    case io::Mode::Pipeline:
+      return std::make_shared<PipelineStrategy>(ProcessGroup::join(env, process_group_options(d)), pipeline_options(job));
   }
   LOOM_ASSERT(false);
   return nullptr;

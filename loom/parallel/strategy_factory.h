@@ -25,6 +25,7 @@
 #include "loom/io/config.h"
 #include "loom/io/mode.h"
 #include "loom/parallel/data_parallel_strategy.h"
+#include "loom/parallel/pipeline_strategy.h"
 #include "loom/ps/kvstore.h"
 #include "loom/train/strategy.h"
 
@@ -64,5 +65,7 @@ std::shared_ptr<train::Strategy> make_strategy(const ProcessRole& role, const io
 DataParallelStrategyOptions data_parallel_options(const io::DistributedConfig& d);
 ProcessGroupOptions process_group_options(const io::DistributedConfig& d);
 ps::KVStoreOptions kvstore_options(const io::DistributedConfig& d);
+// The pipeline's options: [distributed] stages, schedule, ... and [train] microbatches.
+PipelineStrategyOptions pipeline_options(const io::JobConfig& job);
 
 }  // namespace loom::parallel

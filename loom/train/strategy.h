@@ -87,6 +87,11 @@ class Strategy {
   virtual int rank() const { return 0; }
   virtual int world_size() const { return 1; }
   bool is_main() const { return rank() == 0; }
+  // Which share of the global batch this process feeds, of how many: its
+  // rank among the data-parallel replicas. The ranks of one pipeline (or
+  // tensor-parallel group) feed the same share.
+  virtual int data_rank() const { return rank(); }
+  virtual int data_world_size() const { return world_size(); }
 
   // Once, before training, with the model and the job's optimizer (the run's
   // steps filled in). All-reduce: broadcast rank 0's weights, build buckets;
@@ -106,9 +111,17 @@ class Strategy {
   // that wrote it: the local optimizer's by default; the servers' with
   // parameter servers (each key gathered whole), whose weights rank 0's model
   // then takes, as a pull would, so that the checkpoint's weights and state
-  // go together. The main rank calls it when writing a checkpoint, before it
-  // takes the model's tensors. (A sharded optimizer would gather here.)
+  // go together. The main rank calls it when writing a checkpoint (after
+  // gather), before it takes the model's tensors.
   virtual optim::OptimizerState optimizer_state(const optim::Optimizer& local) { return local.state_snapshot(); }
+  // Collective: every rank calls it before the main rank evaluates the model
+  // (local = nullptr) or writes a checkpoint. A strategy whose model or
+  // optimizer state is spread over ranks (pipeline stages, ZeRO shards)
+  // brings the other ranks' parts into the main rank's model (and local
+  // optimizer) here, so that what the main rank then reads (the model's
+  // tensors, optimizer_state) is the whole job's. Nothing to do when every
+  // rank holds everything.
+  virtual void gather(nn::Module& model, optim::Optimizer* local) {}
   // Every rank on resume, after the model's weights are loaded: puts `state`
   // (it fits local.state_layout()) where the optimizer lives: the local
   // optimizer by default; the servers with parameter servers (collective).

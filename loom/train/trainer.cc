@@ -247,9 +247,10 @@ double Trainer::train_one_epoch(int64_t epoch) {
 double Trainer::train_step(const data::Batch& batch) {
   Strategy& strategy = *parts_.strategy;
   const StepBatch mine = parts_.per_rank_batches
-                             ? StepBatch{batch.inputs, batch.targets, batch.size() * strategy.world_size()}
-                             : share_of_batch(batch, strategy.rank(), strategy.world_size());
-  StepParts step_parts{.model = *parts_.model, .loss = parts_.loss, .optimizer = *optimizer_};
+                             ? StepBatch{batch.inputs, batch.targets, batch.size() * strategy.data_world_size()}
+                             : share_of_batch(batch, strategy.data_rank(), strategy.data_world_size());
+  StepParts step_parts{.model = *parts_.model, .loss = parts_.loss, .optimizer = *optimizer_,
+                       .microbatches = loop_.microbatches};
   const double loss = strategy.step(mine, step_parts);
   scheduler_->step();  // also when the servers update: the reported lr stays true
   return loss;
@@ -316,7 +317,10 @@ EpochReport Trainer::fit() {
     report.samples_per_s = report.epoch_s > 0 ? static_cast<double>(samples) / report.epoch_s : 0.0;
     const bool last = stopped || epoch + 1 == epochs;
     const bool lm = parts_.task == Task::LanguageModel;
-    if (is_main() && can_evaluate() && (last || (loop_.eval_interval > 0 && (epoch + 1) % loop_.eval_interval == 0))) {
+    const bool evaluate_now =
+        can_evaluate() && (last || (loop_.eval_interval > 0 && (epoch + 1) % loop_.eval_interval == 0));
+    if (evaluate_now) parts_.strategy->gather(*parts_.model, nullptr);  // every rank: stages' weights to the main rank
+    if (evaluate_now && is_main()) {
       if (lm) report.validation = evaluate_language_model();
       else report.test = evaluate();
       report.wall_s = seconds_since(t0);
@@ -348,12 +352,15 @@ EpochReport Trainer::fit() {
       }
       tb->flush();
     }
-    if (checkpoints_ && is_main() && (last || (epoch + 1) % loop_.checkpoint_every == 0 || !finished_epoch)) {
-      log(format("checkpoint: {}", save_checkpoint().string()));
+    if (checkpoints_ && (last || (epoch + 1) % loop_.checkpoint_every == 0 || !finished_epoch)) {
+      parts_.strategy->gather(*parts_.model, optimizer_.get());  // every rank
+      if (is_main()) log(format("checkpoint: {}", save_checkpoint().string()));
     }
     if (options_.on_epoch_end) options_.on_epoch_end(report);
     if (stopped) break;
   }
+  // The main rank's model is the whole trained model (what `--save-final` writes).
+  parts_.strategy->gather(*parts_.model, nullptr);
   parts_.strategy->barrier();
   return report;
 }

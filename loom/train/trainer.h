@@ -122,7 +122,9 @@ class Trainer {
   // Loads the newest checkpoint in the checkpoint dir; false if there is none.
   bool resume_from_latest();
   void load_checkpoint(const std::filesystem::path& path);
-  std::filesystem::path save_checkpoint();  // into the checkpoint dir
+  // Into the checkpoint dir, on the main rank, after every rank called
+  // strategy().gather(model, &optimizer) (fit() does both).
+  std::filesystem::path save_checkpoint();
   // The model's weights alone, as a safetensors file (no optimizer state).
   void save_model(const std::filesystem::path& path) const;
   // Loads weights saved by save_model or a full checkpoint.

@@ -1,0 +1,85 @@
+// The compute of one pipeline rank over real layers: its chunks of the
+// model, this step's micro-batches, the loss on the last chunk.
+//
+//   // given: parallel::pipeline::Layers layers, train::LossFn loss, std::vector<train::StepBatch> micro
+//   using namespace parallel::pipeline;
+//   std::map<int, Layers> mine = {{0, Layers(layers.begin(), layers.begin() + 2)}};   // chunk 0: layers 0-1
+//   ModuleStage stage(mine, /*num_chunks=*/2);
+//   stage.begin_step(micro, loss);    // inputs feed chunk 0, targets the last chunk's loss
+//   // ... run_rank(plan, rank, stage, links, deadline) ...
+//   double rows_loss = stage.loss_sum();   // sum over micro-batches of mean loss * rows (last chunk)
+//
+// A chunk's forward takes its input as a fresh leaf (so its backward yields
+// the input gradient the previous chunk needs) and keeps the input and the
+// output with its graph until the micro-batch's backward; what it hands on
+// is detached. The last chunk computes the loss of the micro-batch's
+// targets, scaled by its rows / the global batch's rows as
+// train::forward_backward does, so parameter gradients add up over the
+// micro-batches exactly as gradient accumulation in one process does (the
+// same ops on the same values in the same order: the same bits).
+// A chunk with recomputation on runs its forward without recording the
+// graph and keeps only its input and its modules' generator states; its
+// recompute() runs the forward again, with the graph and the same dropout
+// masks (the generators rewound, then put back where the first forward
+// left them), so the backward is the one without recomputation, bit for bit.
+// Split backward (zb-h1): backward_input runs the whole backward, input and
+// weight gradients, and backward_weight has nothing left to do — the
+// schedule's order is kept and the results are the same, but until the
+// autograd engine can hold a weight gradient back, the weight work does not
+// move into the bubbles.
+#pragma once
+
+#include <map>
+#include <vector>
+
+#include "loom/parallel/pipeline/executor.h"
+#include "loom/parallel/pipeline/partition.h"
+#include "loom/train/strategy.h"
+
+namespace loom::parallel::pipeline {
+
+class ModuleStage final : public StageWork {
+ public:
+  // `chunks`: this rank's chunks (global virtual stage -> its layers, in
+  // order); `recompute`: empty, or a flag per chunk (ScheduleOptions::recompute).
+  ModuleStage(std::map<int, Layers> chunks, int num_chunks, std::vector<bool> recompute = {});
+
+  // This step's micro-batches, the same on every rank of the pipeline (each
+  // uses the inputs, the targets or neither), and the loss (which outlives
+  // the step); clears the loss sum.
+  void begin_step(std::vector<train::StepBatch> microbatches, const train::LossFn& loss);
+  // Sum over this step's micro-batches of their mean loss times their rows
+  // (0 unless this rank holds the last chunk).
+  double loss_sum() const { return loss_sum_; }
+  // No micro-batch is half done (every forward met its backward).
+  bool idle() const { return saved_.empty(); }
+
+  core::Tensor forward(int chunk, int microbatch, core::Tensor input) override;
+  core::Tensor backward(int chunk, int microbatch, core::Tensor output_grad) override;
+  core::Tensor backward_input(int chunk, int microbatch, core::Tensor output_grad) override;
+  void backward_weight(int chunk, int microbatch) override {}
+  void recompute(int chunk, int microbatch) override;
+
+ private:
+  struct Saved {
+    core::Tensor input;   // the leaf the chunk ran on (undefined on chunk 0: the data needs no gradient)
+    core::Tensor output;  // with its graph; the scaled loss on the last chunk (undefined until recomputed)
+    std::vector<std::pair<uint64_t, uint64_t>> generators;  // (seed, offset) before the forward, to recompute
+  };
+  bool recomputes(int chunk) const { return static_cast<size_t>(chunk) < recompute_.size() && recompute_[chunk]; }
+  const Layers& layers_of(int chunk) const;
+  // Runs chunk `chunk` on `x` (micro-batch i): its output, or on the last chunk its scaled loss.
+  core::Tensor run(int chunk, int i, core::Tensor x, bool count_loss);
+  std::vector<core::Generator*> generators_of(int chunk) const;
+  const train::StepBatch& microbatch(int i) const;
+
+  std::map<int, Layers> chunks_;
+  int num_chunks_;
+  std::vector<bool> recompute_;
+  const train::LossFn* loss_ = nullptr;
+  std::vector<train::StepBatch> micro_;
+  std::map<std::pair<int, int>, Saved> saved_;  // (chunk, micro-batch)
+  double loss_sum_ = 0;
+};
+
+}  // namespace loom::parallel::pipeline

@@ -1,0 +1,168 @@
+#include "loom/parallel/pipeline_strategy.h"
+
+#include <map>
+#include <unordered_map>
+
+#include "loom/comm/collectives/collectives.h"
+#include "loom/core/error.h"
+#include "loom/nn/transformer.h"
+#include "loom/ops/ops.h"
+#include "loom/parallel/pipeline/executor.h"
+
+namespace loom::parallel {
+
+using core::Tensor;
+
+namespace {
+
+// Point-to-point tags of the strategy's own messages: bit 53 set, above
+// every tag of pipeline::CommLinks (activations and gradients).
+enum class Message : uint64_t { Tensor = 1, OptimizerState = 2, Loss = 3 };
+uint64_t tag(Message kind, uint64_t value) {
+  LOOM_ASSERT(value < (uint64_t{1} << 48));
+  return (uint64_t{1} << 53) | (static_cast<uint64_t>(kind) << 48) | value;
+}
+
+// The micro-batches of a rank's rows: contiguous, as train::forward_backward
+// cuts them; empty ones (fewer rows than micro-batches) left out.
+std::vector<train::StepBatch> cut_microbatches(const train::StepBatch& batch, int64_t m) {
+  std::vector<train::StepBatch> out;
+  const int64_t rows = batch.rows();
+  for (int64_t k = 0; k < m; ++k) {
+    const int64_t begin = rows * k / m, end = rows * (k + 1) / m;
+    if (begin == end) continue;
+    out.push_back({ops::slice(batch.inputs, 0, begin, end), ops::slice(batch.targets, 0, begin, end), batch.global_rows});
+  }
+  return out;
+}
+
+// A layer's tensors that gather() moves: its parameters, then its buffers.
+std::vector<Tensor> tensors_of(const nn::Module& layer) {
+  std::vector<Tensor> out;
+  for (const auto& [name, p] : layer.named_parameters()) out.push_back(p);
+  for (const auto& [name, b] : layer.named_buffers()) out.push_back(b);
+  return out;
+}
+
+}  // namespace
+
+PipelineStrategy::PipelineStrategy(std::unique_ptr<ProcessGroup> group, PipelineStrategyOptions options)
+    : group_(std::move(group)), comm_(&group_->comm()), options_(std::move(options)) {}
+
+PipelineStrategy::PipelineStrategy(comm::Communicator comm, PipelineStrategyOptions options)
+    : own_comm_(std::move(comm)), comm_(&own_comm_), options_(std::move(options)) {}
+
+void PipelineStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
+  LOOM_CHECK_T(ConfigError, options_.stages == comm_->size,
+               "pipeline: [distributed] stages = {} but the job has {} processes (one per stage)", options_.stages,
+               comm_->size);
+  plan_ = pipeline::compile_schedule({.kind = options_.schedule, .stages = options_.stages,
+                                      .microbatches = options_.microbatches, .virtual_stages = options_.virtual_stages,
+                                      .recompute = options_.recompute});
+  layers_ = pipeline::pipeline_layers(model);
+  const int parts = plan_.num_chunks();
+  chunks_ = options_.placement.empty() ? pipeline::balance(pipeline::parameter_costs(layers_), parts)
+                                       : pipeline::cut_at(options_.placement, static_cast<int64_t>(layers_.size()));
+  LOOM_CHECK_T(ConfigError, static_cast<int>(chunks_.size()) == parts,
+               "pipeline: the placement names {} chunks, the pipeline has {} (stages {} x virtual_stages {})",
+               chunks_.size(), parts, options_.stages, options_.virtual_stages);
+  // A tied GPT's token table serves the embedding and the head: both must run on one rank.
+  if (auto* gpt = dynamic_cast<nn::Gpt*>(&model); gpt && gpt->options().tied) {
+    LOOM_CHECK_T(ConfigError, plan_.rank_of(0) == plan_.rank_of(parts - 1),
+                 "pipeline: the GPT's head shares the embedding's weight (tied = true), and they would run on ranks "
+                 "{} and {}: set [model] tied = false", plan_.rank_of(0), plan_.rank_of(parts - 1));
+  }
+  std::map<int, pipeline::Layers> mine;
+  for (int c = 0; c < parts; ++c) {
+    if (plan_.rank_of(c) != rank()) continue;
+    const auto& r = chunks_[static_cast<size_t>(c)];
+    mine[c] = pipeline::Layers(layers_.begin() + r.begin, layers_.begin() + r.end);
+  }
+  stage_ = std::make_unique<pipeline::ModuleStage>(std::move(mine), parts, options_.recompute);
+  std::vector<int> stage_ranks;
+  for (int r = 0; r < options_.stages; ++r) stage_ranks.push_back(r);
+  links_ = std::make_unique<pipeline::CommLinks>(*comm_, std::move(stage_ranks));
+}
+
+double PipelineStrategy::step(const train::StepBatch& batch, train::StepParts& parts) {
+  LOOM_CHECK(stage_ != nullptr, "PipelineStrategy::step before attach");
+  parts.optimizer.zero_grad();
+  std::vector<train::StepBatch> micro = cut_microbatches(batch, options_.microbatches);
+  if (micro.empty()) return 0.0;
+  pipeline::Plan fewer;  // a batch with fewer rows than micro-batches (the end of an epoch)
+  if (static_cast<int>(micro.size()) != options_.microbatches) {
+    pipeline::ScheduleOptions o = plan_.options;
+    o.microbatches = static_cast<int>(micro.size());
+    LOOM_CHECK_T(ConfigError, o.kind != io::PipelineSchedule::Interleaved || o.microbatches % o.stages == 0,
+                 "pipeline: a batch of {} rows makes {} micro-batches, and the interleaved schedule needs a multiple "
+                 "of stages = {}: use batches of at least microbatches = {} rows (drop the last, smaller batch)",
+                 batch.rows(), micro.size(), o.stages, options_.microbatches);
+    fewer = pipeline::compile_schedule(o);
+  }
+  stage_->begin_step(std::move(micro), parts.loss);
+  pipeline::run_rank(fewer.ranks.empty() ? plan_ : fewer, rank(), *stage_, *links_,
+                     std::chrono::steady_clock::now() + options_.timeout);
+  parts.optimizer.step();
+  // The last chunk's rank knows the loss; rank 0 reports it.
+  const int last = plan_.rank_of(plan_.num_chunks() - 1);
+  Tensor loss = Tensor::scalar(stage_->loss_sum() / static_cast<double>(batch.rows()));
+  if (last == 0) return loss.item<double>();
+  if (rank() == last) comm::send(*comm_, loss, 0, {.tag = tag(Message::Loss, 0)});
+  if (rank() == 0) comm::recv(*comm_, loss, last, {.tag = tag(Message::Loss, 0), .timeout = options_.timeout});
+  return loss.item<double>();
+}
+
+void PipelineStrategy::gather(nn::Module& model, optim::Optimizer* local) {
+  LOOM_CHECK(stage_ != nullptr, "PipelineStrategy::gather before attach");
+  const comm::SendRecvOptions base{.timeout = options_.timeout};
+  // Parameters and buffers, chunk by chunk, from their rank to rank 0.
+  std::unordered_map<const void*, int> owner;  // a parameter's TensorImpl -> its rank
+  for (int c = 0; c < plan_.num_chunks(); ++c) {
+    const int from = plan_.rank_of(c);
+    const auto& r = chunks_[static_cast<size_t>(c)];
+    uint64_t index = static_cast<uint64_t>(c) << 24;
+    for (int64_t l = r.begin; l < r.end; ++l) {
+      for (const auto& [name, p] : layers_[static_cast<size_t>(l)]->named_parameters()) owner[p.impl_ptr().get()] = from;
+      for (Tensor t : tensors_of(*layers_[static_cast<size_t>(l)])) {
+        comm::SendRecvOptions o = base;
+        o.tag = tag(Message::Tensor, index++);
+        if (from != 0 && rank() == from) comm::send(*comm_, t, 0, o);
+        if (from != 0 && rank() == 0) comm::recv(*comm_, t, from, o);
+      }
+    }
+  }
+  if (local == nullptr) return;
+  // The optimizer's state of each parameter from its rank: the step count, then the slots.
+  optim::OptimizerState state = local->state_snapshot();
+  const optim::StateLayout layout = local->state_layout();
+  const auto& params = local->params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto it = owner.find(params[i].impl_ptr().get());
+    const int from = it == owner.end() ? 0 : it->second;
+    if (from == 0 || (rank() != 0 && rank() != from)) continue;
+    optim::ParamState& ps = state.params[i];
+    comm::SendRecvOptions o = base;
+    o.tag = tag(Message::OptimizerState, i);
+    Tensor step = Tensor::scalar<int64_t>(ps.step);
+    if (rank() == from) comm::send(*comm_, step, 0, o);
+    if (rank() == 0) {
+      comm::recv(*comm_, step, from, o);
+      ps.step = step.item<int64_t>();
+      ps.slots.clear();
+      for (size_t s = 0; ps.step > 0 && s < layout.slots.size(); ++s) ps.slots.push_back(ops::empty_like(params[i]));
+    }
+    for (Tensor& slot : ps.slots) {
+      if (rank() == from) comm::send(*comm_, ops::contiguous(slot), 0, o);
+      if (rank() == 0) comm::recv(*comm_, slot, from, o);
+    }
+  }
+  if (rank() == 0) local->load_state(state);
+}
+
+void PipelineStrategy::barrier() { comm::barrier(*comm_, {.timeout = options_.timeout}); }
+
+void PipelineStrategy::finish() {
+  if (group_) group_->finish();
+}
+
+}  // namespace loom::parallel

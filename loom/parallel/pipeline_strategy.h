@@ -1,0 +1,95 @@
+// Pipeline parallelism as a training strategy: the model's layers cut into
+// stages on different processes, each step's rows cut into micro-batches
+// that flow through the stages in the order a compiled schedule gives
+// (pipeline/schedule.h), activations forward and gradients backward over the
+// job's transport.
+//
+//   // given: comm::Communicator comm, const io::JobConfig& job
+//   parallel::PipelineStrategyOptions o{.stages = 4, .microbatches = 8, .schedule = io::PipelineSchedule::OneFOneB};
+//   auto strategy = std::make_shared<parallel::PipelineStrategy>(comm, o);   // comm.size == stages
+//   train::Trainer trainer(job, {}, strategy);                               // every rank: the same job
+//   trainer.fit();
+//
+// Every rank builds the whole model (the same seed gives the same weights)
+// and trains only its chunks: its optimizer updates the parameters that got
+// gradients, its own. attach() cuts the layers (pipeline::pipeline_layers:
+// a Sequential's children or the GPT's parts) into stages x virtual_stages
+// chunks, balanced by parameter count, by measured time, or at the job's
+// hand-placed first layers; chunk c runs on rank c mod stages. A step cuts
+// the rank's share of the batch into `microbatches` contiguous micro-batches
+// (as train::forward_backward's gradient accumulation does), runs this
+// rank's action list (pipeline::run_rank over a pipeline::ModuleStage and
+// pipeline::CommLinks), and steps the optimizer. The last stage's loss goes
+// to rank 0, which reports it. gather() brings every stage's parameters,
+// buffers and optimizer state to rank 0 before it evaluates or writes a
+// checkpoint, so checkpoints hold the whole model under its usual names and
+// load into any other layout or a single process.
+//
+// A lost stage process fails every rank's step (the transport's
+// PeerLostError, or a receive's deadline), as with data parallelism.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "loom/comm/collectives/communicator.h"
+#include "loom/io/pipeline_schedule.h"
+#include "loom/parallel/pipeline/comm_links.h"
+#include "loom/parallel/pipeline/module_stage.h"
+#include "loom/parallel/pipeline/partition.h"
+#include "loom/parallel/pipeline/schedule.h"
+#include "loom/parallel/process_group.h"
+#include "loom/train/strategy.h"
+
+namespace loom::parallel {
+
+enum class StageBalance { Parameters, Time };
+
+struct PipelineStrategyOptions {
+  int stages = 2;
+  int microbatches = 1;
+  io::PipelineSchedule schedule = io::PipelineSchedule::OneFOneB;
+  int virtual_stages = 1;  // model chunks per rank (interleaved)
+  StageBalance balance = StageBalance::Parameters;
+  std::vector<int64_t> placement;  // by hand: each chunk's first layer (empty: balance)
+  std::vector<bool> recompute;     // per chunk: keep only its input, recompute before backward (empty: none)
+  std::chrono::milliseconds timeout{60000};  // one step's receives
+};
+
+class PipelineStrategy final : public train::Strategy {
+ public:
+  PipelineStrategy(std::unique_ptr<ProcessGroup> group, PipelineStrategyOptions options);
+  PipelineStrategy(comm::Communicator comm, PipelineStrategyOptions options);
+
+  std::string_view name() const override { return "pipeline"; }
+  int rank() const override { return comm_->rank; }
+  int world_size() const override { return comm_->size; }
+  int data_rank() const override { return 0; }
+  int data_world_size() const override { return 1; }
+
+  void attach(nn::Module& model, const optim::OptimizerSpec& spec) override;
+  double step(const train::StepBatch& batch, train::StepParts& parts) override;
+  void gather(nn::Module& model, optim::Optimizer* local) override;
+  void barrier() override;
+  void finish() override;
+
+  // After attach: the chunks as cut, and the plan.
+  const std::vector<pipeline::LayerRange>& chunks() const { return chunks_; }
+  const pipeline::Plan& plan() const { return plan_; }
+
+ private:
+  void send_loss_to_main(double loss_sum);
+  std::unique_ptr<ProcessGroup> group_;
+  comm::Communicator own_comm_;
+  comm::Communicator* comm_;
+  PipelineStrategyOptions options_;
+  pipeline::Layers layers_;
+  std::vector<pipeline::LayerRange> chunks_;
+  pipeline::Plan plan_;
+  std::unique_ptr<pipeline::ModuleStage> stage_;
+  std::unique_ptr<pipeline::CommLinks> links_;
+};
+
+}  // namespace loom::parallel

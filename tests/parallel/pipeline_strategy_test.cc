@@ -1,0 +1,208 @@
+// PipelineStrategy with ranks as threads: every schedule, stage count and
+// micro-batch count gives the weights of one process with gradient
+// accumulation over the same micro-batches; rank 0 reports the loss; gather
+// brings every stage's weights and optimizer state to rank 0; M < P runs;
+// a tied GPT split over ranks and a stage count that is not the world are
+// refused.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "loom/comm/collectives/communicator.h"
+#include "loom/comm/transport/inproc_transport.h"
+#include "loom/core/error.h"
+#include "loom/nn/nn.h"
+#include "loom/nn/transformer.h"
+#include "loom/ops/ops.h"
+#include "loom/parallel/pipeline_strategy.h"
+
+namespace loom::parallel {
+namespace {
+
+using core::Tensor;
+
+template <class F>
+void run_ranks(int world, F f) {
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < world; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        f(r);
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+std::shared_ptr<nn::Sequential> model() {
+  auto m = std::make_shared<nn::Sequential>();
+  int64_t in = 6;
+  for (int i = 0; i < 4; ++i) {
+    m->push_back(nn::Linear({.in = in, .out = 12, .seed = static_cast<uint64_t>(10 + i)}));
+    m->push_back(nn::Tanh());
+    in = 12;
+  }
+  m->push_back(nn::Linear({.in = in, .out = 3, .seed = 20}));
+  return m;  // 9 layers
+}
+
+const train::LossFn kMse = [](const Tensor& out, const Tensor& y) { return ops::mse_loss(out, y); };
+const optim::OptimizerSpec kAdam{.rule = optim::Rule::Adam, .lr = 0.01};
+constexpr int kSteps = 5;
+constexpr int64_t kRows = 16;
+
+std::vector<train::StepBatch> batches() {
+  core::Generator g(9);
+  std::vector<train::StepBatch> out;
+  for (int s = 0; s < kSteps; ++s) out.push_back({ops::randn({kRows, 6}, g), ops::randn({kRows, 3}, g), kRows});
+  return out;
+}
+
+struct Trained {
+  std::vector<std::vector<float>> weights;
+  std::vector<double> losses;
+  optim::OptimizerState state;
+};
+
+std::vector<std::vector<float>> weights_of(nn::Module& m) {
+  std::vector<std::vector<float>> w;
+  for (auto& [name, p] : m.named_parameters()) w.push_back(p.to_vector<float>());
+  return w;
+}
+
+// One process, gradient accumulation over M micro-batches.
+Trained reference(int64_t microbatches) {
+  auto m = model();
+  optim::Optimizer opt = optim::make_optimizer(m->named_parameters(), kAdam);
+  train::LocalStrategy local;
+  Trained t;
+  for (const auto& b : batches()) {
+    train::StepParts parts{.model = *m, .loss = kMse, .optimizer = opt, .microbatches = microbatches};
+    t.losses.push_back(local.step(b, parts));
+  }
+  t.weights = weights_of(*m);
+  t.state = opt.state_snapshot();
+  return t;
+}
+
+// The same steps under a pipeline of `o.stages` threads; rank 0's view after gather.
+Trained pipelined(PipelineStrategyOptions o) {
+  comm::InProcHub hub(o.stages);
+  Trained t;
+  run_ranks(o.stages, [&](int r) {
+    auto m = model();
+    optim::Optimizer opt = optim::make_optimizer(m->named_parameters(), kAdam);
+    PipelineStrategy strategy(comm::make_communicator(hub.transport(r)), o);
+    strategy.attach(*m, kAdam);
+    std::vector<double> losses;
+    for (const auto& b : batches()) {
+      train::StepParts parts{.model = *m, .loss = kMse, .optimizer = opt};
+      losses.push_back(strategy.step(b, parts));
+    }
+    strategy.gather(*m, &opt);
+    if (r == 0) {
+      t.weights = weights_of(*m);
+      t.losses = losses;
+      t.state = opt.state_snapshot();
+    }
+  });
+  return t;
+}
+
+void expect_same(const Trained& got, const Trained& want, const std::string& what) {
+  EXPECT_EQ(got.weights, want.weights) << what << ": weights differ";  // bitwise
+  EXPECT_EQ(got.losses, want.losses) << what << ": losses differ";
+  ASSERT_EQ(got.state.params.size(), want.state.params.size());
+  for (size_t i = 0; i < got.state.params.size(); ++i) {
+    EXPECT_EQ(got.state.params[i].step, want.state.params[i].step) << what << " param " << i;
+    ASSERT_EQ(got.state.params[i].slots.size(), want.state.params[i].slots.size()) << what << " param " << i;
+    for (size_t s = 0; s < got.state.params[i].slots.size(); ++s) {
+      EXPECT_EQ(got.state.params[i].slots[s].to_vector<float>(), want.state.params[i].slots[s].to_vector<float>())
+          << what << " param " << i << " slot " << s;
+    }
+  }
+}
+
+TEST(PipelineStrategy, EverySchedulesWeightsAreGradientAccumulations) {
+  struct Case {
+    io::PipelineSchedule kind;
+    int stages, microbatches, virtual_stages;
+  };
+  const std::vector<Case> cases = {
+      {io::PipelineSchedule::GPipe, 2, 4, 1},       {io::PipelineSchedule::OneFOneB, 2, 4, 1},
+      {io::PipelineSchedule::OneFOneB, 4, 8, 1},    {io::PipelineSchedule::ZbH1, 3, 4, 1},
+      {io::PipelineSchedule::Interleaved, 2, 4, 2}, {io::PipelineSchedule::OneFOneB, 4, 1, 1},  // M < P
+      {io::PipelineSchedule::GPipe, 4, 3, 1},       {io::PipelineSchedule::OneFOneB, 1, 4, 1},
+  };
+  for (const Case& c : cases) {
+    const std::string what = format("{} p={} m={} v={}", io::name(c.kind), c.stages, c.microbatches, c.virtual_stages);
+    expect_same(pipelined({.stages = c.stages, .microbatches = c.microbatches, .schedule = c.kind,
+                           .virtual_stages = c.virtual_stages}),
+                reference(c.microbatches), what);
+  }
+}
+
+TEST(PipelineStrategy, RecomputationGivesTheSameBits) {
+  // Dropout in the model: the recomputed forward must draw the same masks.
+  auto with_dropout = [] {
+    auto m = model();
+    m->push_back(nn::Dropout({.p = 0.25, .seed = 3}));
+    m->push_back(nn::Linear({.in = 3, .out = 3, .seed = 21}));
+    return m;
+  };
+  auto train = [&](PipelineStrategyOptions o) {
+    comm::InProcHub hub(o.stages);
+    std::vector<std::vector<float>> w;
+    run_ranks(o.stages, [&](int r) {
+      auto m = with_dropout();
+      optim::Optimizer opt = optim::make_optimizer(m->named_parameters(), kAdam);
+      PipelineStrategy strategy(comm::make_communicator(hub.transport(r)), o);
+      strategy.attach(*m, kAdam);
+      for (const auto& b : batches()) {
+        train::StepParts parts{.model = *m, .loss = kMse, .optimizer = opt};
+        strategy.step(b, parts);
+      }
+      strategy.gather(*m, nullptr);
+      if (r == 0) w = weights_of(*m);
+    });
+    return w;
+  };
+  const PipelineStrategyOptions plain{.stages = 2, .microbatches = 4};
+  PipelineStrategyOptions recomputing = plain;
+  recomputing.recompute = {true, true};
+  EXPECT_EQ(train(recomputing), train(plain));
+}
+
+TEST(PipelineStrategy, HandPlacementAndItsChecks) {
+  const Trained want = reference(2);
+  expect_same(pipelined({.stages = 2, .microbatches = 2, .placement = {0, 7}}), want, "placement 0, 7");
+  EXPECT_THROW(pipelined({.stages = 2, .microbatches = 2, .placement = {0, 3, 6}}), ConfigError);
+  EXPECT_THROW(pipelined({.stages = 2, .microbatches = 2, .placement = {0, 9}}), ConfigError);
+}
+
+TEST(PipelineStrategy, RefusesATiedGptAcrossRanksAndAWrongWorld) {
+  comm::InProcHub hub(2);
+  run_ranks(2, [&](int r) {
+    nn::Gpt gpt({.vocab = 16, .context = 4, .blocks = 2, .heads = 1, .embed = 8, .tied = true});
+    PipelineStrategy strategy(comm::make_communicator(hub.transport(r)), {.stages = 2, .microbatches = 2});
+    try {
+      strategy.attach(gpt, kAdam);
+      ADD_FAILURE() << "a tied GPT over two ranks was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("tied = false"), std::string::npos) << e.what();
+    }
+  });
+  comm::InProcHub one(1);
+  auto m = model();
+  PipelineStrategy strategy(comm::make_communicator(one.transport(0)), {.stages = 2});
+  EXPECT_THROW(strategy.attach(*m, kAdam), ConfigError);
+}
+
+}  // namespace
+}  // namespace loom::parallel
