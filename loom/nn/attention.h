@@ -58,6 +58,7 @@ class MultiheadAttention : public Module {
   const Tensor& in_proj_bias() const { return in_proj_bias_; }
   Linear& out_proj() { return *out_proj_; }
   core::Generator& generator() { return dropout_gen_; }
+  core::Generator* random_generator() override { return &dropout_gen_; }
 
  private:
   Output attend(const Tensor& x, bool need_weights);

@@ -32,6 +32,7 @@ class Dropout : public Module {
   const DropoutOptions& options() const { return o_; }
   // The mask generator; save and restore its state for exact resumption.
   core::Generator& generator() { return gen_; }
+  core::Generator* random_generator() override { return &gen_; }
 
  private:
   DropoutOptions o_;

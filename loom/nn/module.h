@@ -63,6 +63,10 @@ class Module {
   // One line naming the layer and its configuration, e.g. "Linear(784 -> 256)";
   // layers use it in their error messages.
   virtual std::string describe() const { return "Module"; }
+  // The generator this module draws from while training (Dropout's masks,
+  // MultiheadAttention's attention dropout), or nullptr: its state belongs
+  // to checkpoints and to whatever re-runs a forward (recomputation, atoms).
+  virtual core::Generator* random_generator() { return nullptr; }
   // The module tree, one line per module, children indented.
   std::string tree_string() const;
 

@@ -36,11 +36,19 @@ std::vector<train::StepBatch> cut_microbatches(const train::StepBatch& batch, in
   return out;
 }
 
-// A layer's tensors that gather() moves: its parameters, then its buffers.
-std::vector<Tensor> tensors_of(const nn::Module& layer) {
+// What gather() moves of a layer: its parameters, its buffers, and the
+// states of its generators (checkpoints record them) as (seed, offset) pairs.
+std::vector<Tensor> tensors_of(nn::Module& layer) {
   std::vector<Tensor> out;
   for (const auto& [name, p] : layer.named_parameters()) out.push_back(p);
   for (const auto& [name, b] : layer.named_buffers()) out.push_back(b);
+  return out;
+}
+std::vector<core::Generator*> generators_of(nn::Module& layer) {
+  std::vector<core::Generator*> out;
+  for (auto& [name, m] : layer.named_modules()) {
+    if (core::Generator* g = m->random_generator()) out.push_back(g);
+  }
   return out;
 }
 
@@ -123,11 +131,23 @@ void PipelineStrategy::gather(nn::Module& model, optim::Optimizer* local) {
     uint64_t index = static_cast<uint64_t>(c) << 24;
     for (int64_t l = r.begin; l < r.end; ++l) {
       for (const auto& [name, p] : layers_[static_cast<size_t>(l)]->named_parameters()) owner[p.impl_ptr().get()] = from;
-      for (Tensor t : tensors_of(*layers_[static_cast<size_t>(l)])) {
+      nn::Module& layer = *layers_[static_cast<size_t>(l)];
+      for (Tensor t : tensors_of(layer)) {
         comm::SendRecvOptions o = base;
         o.tag = tag(Message::Tensor, index++);
         if (from != 0 && rank() == from) comm::send(*comm_, t, 0, o);
         if (from != 0 && rank() == 0) comm::recv(*comm_, t, from, o);
+      }
+      for (core::Generator* g : generators_of(layer)) {
+        comm::SendRecvOptions o = base;
+        o.tag = tag(Message::Tensor, index++);
+        Tensor state = Tensor::from_vector<int64_t>({static_cast<int64_t>(g->seed()), static_cast<int64_t>(g->offset())}, {2});
+        if (from != 0 && rank() == from) comm::send(*comm_, state, 0, o);
+        if (from != 0 && rank() == 0) {
+          comm::recv(*comm_, state, from, o);
+          const auto v = state.to_vector<int64_t>();
+          g->set_state(static_cast<uint64_t>(v[0]), static_cast<uint64_t>(v[1]));
+        }
       }
     }
   }

@@ -76,14 +76,6 @@ int64_t count_classes(const data::Dataset& ds) {
   return ops::max(td->targets()).item<int64_t>() + 1;
 }
 
-// The generator of a module that draws dropout masks (nn::Dropout, and the
-// attention weights' dropout of MultiheadAttention); null for the others.
-core::Generator* dropout_generator(nn::Module* m) {
-  if (auto* d = dynamic_cast<nn::Dropout*>(m)) return &d->generator();
-  if (auto* a = dynamic_cast<nn::MultiheadAttention*>(m)) return &a->generator();
-  return nullptr;
-}
-
 int64_t metadata_int(const io::Metadata& m, const std::string& key, const std::string& file) {
   auto it = m.find(key);
   LOOM_CHECK_T(IoError, it != m.end(), "{}: checkpoint metadata has no '{}' (not a Loom training checkpoint?)", file, key);
@@ -382,7 +374,7 @@ io::Metadata Trainer::checkpoint_metadata() const {
                  {"loom.loader_batch", std::to_string(parts_.train_loader->position().next_batch)},
                  {"loom.job", parts_.source}};
   for (auto& [name, mod] : parts_.model->named_modules()) {
-    if (core::Generator* g = dropout_generator(mod)) m["loom.rng." + name] = format("{},{}", g->seed(), g->offset());
+    if (core::Generator* g = mod->random_generator()) m["loom.rng." + name] = format("{},{}", g->seed(), g->offset());
   }
   return m;
 }
@@ -429,7 +421,7 @@ void Trainer::load_checkpoint(const std::filesystem::path& path) {
     throw IoError(format("{}: the checkpoint does not fit this job's model: {}", file, e.what()));
   }
   for (auto& [name, mod] : parts_.model->named_modules()) {
-    core::Generator* g = dropout_generator(mod);
+    core::Generator* g = mod->random_generator();
     if (!g) continue;
     auto it = f.metadata.find("loom.rng." + name);
     LOOM_CHECK_T(IoError, it != f.metadata.end(), "{}: no RNG state for dropout '{}'", file, name);

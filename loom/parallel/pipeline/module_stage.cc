@@ -2,8 +2,6 @@
 
 #include "loom/autograd/engine.h"
 #include "loom/core/error.h"
-#include "loom/nn/attention.h"
-#include "loom/nn/dropout.h"
 #include "loom/nn/normalization.h"
 #include "loom/ops/ops.h"
 
@@ -48,8 +46,7 @@ std::vector<core::Generator*> ModuleStage::generators_of(int chunk) const {
   std::vector<core::Generator*> out;
   for (const auto& layer : layers_of(chunk)) {
     for (auto& [name, m] : layer->named_modules()) {
-      if (auto* d = dynamic_cast<nn::Dropout*>(m)) out.push_back(&d->generator());
-      if (auto* a = dynamic_cast<nn::MultiheadAttention*>(m)) out.push_back(&a->generator());
+      if (core::Generator* g = m->random_generator()) out.push_back(g);
     }
   }
   return out;

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Pipeline parallelism with real processes (`loom train` with [distributed] mode = "pipeline"):
+#  1. a small GPT (untied), 12 steps of 4 micro-batches: the final weights file of every schedule
+#     (1f1b and zb-h1 on 2 stages, gpipe on 4 stages with 3 micro-batches (M < P), interleaved with 2
+#     chunks a stage) is byte-identical to one process accumulating the same 4 micro-batches;
+#  2. checkpoints hold the whole model: 6 steps on 2 stages resumed in one process, and 6 steps in
+#     one process resumed on 3 stages, both equal 12 straight;
+#  3. a stage process killed (-9) ends every other stage with a line naming it, within seconds;
+#  4. bad jobs get one clear line and exit status 1: stages against --workers, a tied GPT
+#     cut between stages, an unknown schedule.
+# Usage: pipeline_cli.sh path/to/loom
+set -u
+loom="$1"
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+failures=0
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+
+# A corpus of ~60 KB of text: this script's own lines, repeated with line numbers.
+for i in $(seq 1 40); do sed "s/^/$i: /" "$0"; done >"$tmp/corpus.txt"
+cat >"$tmp/job.toml" <<TOML
+[model]
+name = "gpt"
+context = 16
+blocks = 3
+heads = 2
+embed = 16
+dropout = 0.1
+tied = false
+[data]
+dataset = "text"
+files = ["$tmp/corpus.txt"]
+batch_size = 12
+num_workers = 0
+[optimizer]
+name = "adamw"
+lr = 0.003
+[train]
+epochs = 100
+max_steps = 12
+microbatches = 4
+threads = 1
+eval_interval = 0
+[distributed]
+heartbeat_timeout_s = 3
+timeout_s = 30
+TOML
+
+run() {  # run NAME [--set ...]: trains the job, final weights in $tmp/NAME.safetensors
+  local name=$1; shift
+  timeout 120 "$loom" train "$tmp/job.toml" "$@" --save-final "$tmp/$name.safetensors" >"$tmp/$name.log" 2>&1 ||
+    { fail "$name: exit status $?"; tail -5 "$tmp/$name.log"; }
+}
+same() {  # same NAME REF
+  if cmp -s "$tmp/$1.safetensors" "$tmp/$2.safetensors"; then echo "ok   $1 == $2 (byte-identical)"; else fail "$1 differs from $2"; fi
+}
+pipe=(--set distributed.mode=pipeline)
+
+# 1. Every schedule equals gradient accumulation in one process.
+run ref
+run p2_1f1b "${pipe[@]}" --set distributed.stages=2
+run p2_zbh1 "${pipe[@]}" --set distributed.stages=2 --set distributed.schedule=zb-h1
+run p2_interleaved "${pipe[@]}" --set distributed.stages=2 --set distributed.schedule=interleaved \
+  --set distributed.virtual_stages=2
+run p4_recompute "${pipe[@]}" --set distributed.stages=4 --set distributed.recompute=true
+for name in p2_1f1b p2_zbh1 p2_interleaved p4_recompute; do same "$name" ref; done
+run ref_m3 --set train.microbatches=3
+run p4_gpipe_m3 "${pipe[@]}" --set distributed.stages=4 --set distributed.schedule=gpipe --set train.microbatches=3
+same p4_gpipe_m3 ref_m3
+
+# 2. Checkpoints are the whole model, whatever wrote them.
+half=(--set train.max_steps=6)
+run half_p2 "${pipe[@]}" --set distributed.stages=2 "${half[@]}" --checkpoint-dir "$tmp/ck_p2"
+run resumed_local --checkpoint-dir "$tmp/ck_p2" --resume
+same resumed_local ref
+run half_local "${half[@]}" --checkpoint-dir "$tmp/ck_local"
+run resumed_p3 "${pipe[@]}" --set distributed.stages=3 --checkpoint-dir "$tmp/ck_local" --resume
+same resumed_p3 ref
+
+# 3. A stage process killed: the other stages stop, naming it.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export LOOM_JOB_SECRET=pipeline-test-secret LOOM_COORDINATOR=127.0.0.1:$port LOOM_WORLD_SIZE=3
+"$loom" coordinator --bind 127.0.0.1:$port --workers 3 --heartbeat-timeout 3 >"$tmp/coord.log" 2>&1 &
+pids+=($!)
+stages=()
+for r in 0 1 2; do
+  LOOM_RANK=$r LOOM_HOST=host$r "$loom" train "$tmp/job.toml" "${pipe[@]}" --set distributed.stages=3 \
+    --set train.max_steps=0 >"$tmp/s$r.log" 2>&1 &
+  stages+=($!); pids+=($!)
+done
+sleep 6
+kill -9 "${stages[1]}"
+start=$(date +%s)
+for r in 0 2; do
+  wait "${stages[$r]}"; status=$?
+  [ "$status" -eq 1 ] || fail "kill: stage $r exit status $status, wanted 1"
+  tail -1 "$tmp/s$r.log" | grep -qE "loom: .*worker 1 on host host1 lost" ||
+    { fail "kill: stage $r's last line does not name worker 1:"; tail -2 "$tmp/s$r.log"; }
+done
+took=$(( $(date +%s) - start ))
+[ "$took" -le 10 ] || fail "kill: stages took ${took}s to stop (heartbeat timeout 3s)"
+echo "ok   kill: $(tail -1 "$tmp/s0.log") (${took}s)"
+unset LOOM_JOB_SECRET LOOM_COORDINATOR LOOM_WORLD_SIZE
+
+# 4. Bad jobs: one line, exit 1, no process started.
+bad() {  # bad PATTERN ARGS...
+  local pattern=$1; shift
+  timeout 60 "$loom" train "$tmp/job.toml" "$@" >"$tmp/bad.log" 2>&1; status=$?
+  [ "$status" -eq 1 ] || fail "bad ($*): exit status $status, wanted 1"
+  grep -qE "$pattern" "$tmp/bad.log" && echo "ok   bad: $(grep -E "$pattern" "$tmp/bad.log" | head -1)" ||
+    { fail "bad ($*): no line matching '$pattern'"; cat "$tmp/bad.log"; }
+}
+bad "one process per stage" "${pipe[@]}" --set distributed.stages=2 --workers 3
+bad "tied = false" "${pipe[@]}" --set distributed.stages=2 --set model.tied=true
+bad "schedule" "${pipe[@]}" --set distributed.schedule=zero-bubble
+
+[ "$failures" -eq 0 ] && echo "all pipeline checks passed"
+exit "$failures"
