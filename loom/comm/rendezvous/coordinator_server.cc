@@ -1,21 +1,24 @@
 // class Coordinator: the job's one coordinator process. A single thread owns
-// the ROUTER (and the ZAP handler), answers every client request under one
-// lock, and on each tick times out waits and declares silent processes lost.
+// the ROUTER (and the ZAP handler), decodes every client request and hands it,
+// under one lock, to the part of the state it is about: membership.h
+// (registration, ranks, leaving, loss), barriers.h, kv_table.h and
+// liveness.h (heartbeats). Those answer into an Outbox, which this loop sends.
+// On each tick it times out waits and declares silent processes lost.
 // The messages it speaks are in coordinator_protocol.h.
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
-#include <cerrno>
-#include <climits>
 #include <condition_variable>
-#include <map>
 #include <mutex>
 #include <thread>
-#include <tuple>
 
+#include "loom/comm/rendezvous/barriers.h"
 #include "loom/comm/rendezvous/coordinator.h"
+#include "loom/comm/rendezvous/coordinator_outbox.h"
 #include "loom/comm/rendezvous/coordinator_protocol.h"
+#include "loom/comm/rendezvous/kv_table.h"
+#include "loom/comm/rendezvous/liveness.h"
+#include "loom/comm/rendezvous/membership.h"
 #include "loom/comm/wire/endpoint.h"
 #include "loom/comm/transport/transport.h"  // Clock
 #include "loom/core/error.h"
@@ -23,6 +26,7 @@
 namespace loom::comm {
 
 using namespace coordinator_protocol;
+using namespace coordinator_state;
 
 namespace {
 
@@ -35,28 +39,6 @@ constexpr auto kTick = 20ms;  // how often the coordinator checks deadlines and 
 }  // namespace
 
 struct Coordinator::Impl {
-  enum class State { Connected, Registering, Member, Left, Lost };
-  struct Proc {
-    State state = State::Connected;
-    std::string role, host, endpoint;
-    int64_t pid = 0;
-    int preferred = -1;
-    int rank = -1;
-    uint64_t order = 0;
-    Clock::time_point last_heard;
-    uint64_t register_request = 0;
-    Clock::time_point register_deadline;
-  };
-  struct Waiter {
-    std::string id;
-    uint64_t request = 0;
-    Clock::time_point deadline;
-  };
-  struct PendingBarrier {
-    std::string scope;
-    std::vector<Waiter> waiters;  // one per arrived process
-  };
-
   CoordinatorOptions opt;
   std::unique_ptr<ServerEndpoint> ep;  // the ROUTER (and ZAP), polled with wake_fd
   int wake_fd = -1;
@@ -67,15 +49,13 @@ struct Coordinator::Impl {
 
   mutable std::mutex mu;  // everything below; held while handling a message
   mutable std::condition_variable changed;
-  std::map<std::string, Proc> procs;  // by routing id
-  uint64_t next_order = 0;
-  bool formed = false;
-  std::vector<LostPeer> lost;
-  std::map<std::string, PendingBarrier> barriers;
-  std::map<std::string, std::string> kv;
-  std::multimap<std::string, Waiter> gets;
+  MemberTable members;
+  Barriers barriers;
+  KvTable kv;
+  Liveness liveness;
 
-  explicit Impl(CoordinatorOptions o) : opt(std::move(o)) {}
+  explicit Impl(CoordinatorOptions o)
+      : opt(std::move(o)), members(opt.num_workers, opt.num_servers), liveness(opt.heartbeat_timeout) {}
 
   void open() {
     LOOM_CHECK(opt.num_workers >= 1 && opt.num_workers <= kMaxProcesses, "coordinator: num_workers {} out of range",
@@ -128,21 +108,24 @@ struct Coordinator::Impl {
         break;
       }
       std::lock_guard lock(mu);
-      tick(Clock::now());
+      Outbox out;
+      if (tick(Clock::now(), out)) changed.notify_all();
+      send(out);
     }
   }
 
-  void reply(const std::string& id, Type type, uint64_t request, const std::string& body) {
-    const std::string header = encode_header(type, request);
-    try {
-      ep->router().send({OutFrame::borrow(as_bytes(id)), OutFrame::borrow(as_bytes(header)),
-                         OutFrame::borrow(as_bytes(body))},
-                        /*dontwait=*/true);
-    } catch (const CommError&) {  // a client that is gone is not our problem
+  // Sends every answer (called under mu, so answers leave in the order they were made).
+  void send(Outbox& out) {
+    for (const Reply& r : out.replies) {
+      const std::string header = encode_header(r.type, r.request);
+      try {
+        ep->router().send({OutFrame::borrow(as_bytes(r.to)), OutFrame::borrow(as_bytes(header)),
+                           OutFrame::borrow(as_bytes(r.body))},
+                          /*dontwait=*/true);
+      } catch (const CommError&) {  // a client that is gone is not our problem
+      }
     }
-  }
-  void reply_error(const std::string& id, uint64_t request, ErrorCode code, const std::string& message) {
-    reply(id, Type::Error, request, encode(ErrorBody{.code = code, .message = message.substr(0, kMaxNameBytes)}));
+    out.replies.clear();
   }
 
   void handle(const std::string& id, const std::string& header, const std::string& body) {
@@ -153,320 +136,100 @@ struct Coordinator::Impl {
       return;  // not ours: no reply to what we cannot parse
     }
     std::lock_guard lock(mu);
+    Outbox out;
     try {
-      dispatch(id, h, body);
+      dispatch(id, h, body, Clock::now(), out);
     } catch (const std::exception& e) {  // a bad message must not end the coordinator
-      reply_error(id, h.request, kProtocol, e.what());
+      out.error(id, h.request, kProtocol, e.what());
     }
+    send(out);
+    changed.notify_all();  // wait_finished looks again
   }
 
-  void dispatch(const std::string& id, const Header& h, const std::string& body) {
-    const auto now = Clock::now();
+  void dispatch(const std::string& id, const Header& h, const std::string& body, Clock::time_point now, Outbox& out) {
     if (h.type == Type::Hello) {
-      const int64_t pid = decode_hello(body).pid;
-      auto [it, fresh] = procs.try_emplace(id);
-      if (!fresh && it->second.state == State::Lost) {
-        return reply_error(id, h.request, kPeerLost, "this process was declared lost");
+      if (!members.hello(id, decode_hello(body).pid)) {
+        return out.error(id, h.request, kPeerLost, "this process was declared lost");
       }
-      it->second.pid = pid;
-      it->second.last_heard = now;
+      if (members.find(id)->watched()) liveness.watch(id, now);
       const WelcomeBody welcome{.heartbeat_interval = opt.heartbeat_interval,
                                 .heartbeat_timeout = opt.heartbeat_timeout};
-      return reply(id, Type::Welcome, h.request, encode(welcome));
+      return out.reply(id, Type::Welcome, h.request, encode(welcome));
     }
-    auto it = procs.find(id);
-    if (it == procs.end()) return reply_error(id, h.request, kProtocol, "no hello from this client");
-    Proc& p = it->second;
+    const Process* p = members.find(id);
+    if (p == nullptr) return out.error(id, h.request, kProtocol, "no hello from this client");
     if (h.type == Type::Heartbeat) {  // answered even for a process declared lost: the list tells it so
       decode_empty(body, Type::Heartbeat);
-      p.last_heard = now;
-      return reply(id, Type::HeartbeatAck, h.request, encode_heartbeat_ack(lost));
+      liveness.heard(id, now);
+      return out.reply(id, Type::HeartbeatAck, h.request, encode_heartbeat_ack(members.lost()));
     }
-    if (p.state == State::Lost) return reply_error(id, h.request, kPeerLost, "this process was declared lost");
-    p.last_heard = now;
+    if (p->state == ProcessState::Lost) return out.error(id, h.request, kPeerLost, "this process was declared lost");
+    liveness.heard(id, now);
     switch (h.type) {
       case Type::Register:
-        return on_register(id, p, h.request, body, now);
+        return members.register_process(id, h.request, decode_register(body), now, out);
       case Type::Barrier:
-        return on_barrier(id, p, h.request, body, now);
+        return barriers.arrive(id, h.request, decode_barrier(body), now, members, out);
       case Type::Set: {
         SetBody set = decode_set(body);
-        auto [first, last] = gets.equal_range(set.key);
-        const std::string value = encode(ValueBody{set.value});
-        for (auto g = first; g != last; ++g) reply(g->second.id, Type::Value, g->second.request, value);
-        gets.erase(first, last);
-        kv[set.key] = std::move(set.value);
-        return reply(id, Type::Done, h.request, {});
+        kv.set(std::move(set.key), std::move(set.value), out);
+        return out.reply(id, Type::Done, h.request);
       }
       case Type::Get: {
         GetBody get = decode_get(body);
-        if (auto v = kv.find(get.key); v != kv.end()) {
-          return reply(id, Type::Value, h.request, encode(ValueBody{v->second}));
-        }
-        gets.emplace(std::move(get.key), Waiter{id, h.request, now + get.timeout});
-        return;
+        return kv.get(id, h.request, std::move(get.key), now + get.timeout, out);
       }
-      case Type::Leave: {
-        const LeaveBody leave = decode_leave(body);
-        reply(id, Type::Done, h.request, {});
-        if (p.state == State::Member) {
-          if (leave.clean) {
-            p.state = State::Left;
-            fail_barriers_of(p, format("{} left the job", describe_process(p.role, p.rank, p.host)));
-          } else {
-            declare_lost(id, leave.reason);
-          }
-        } else if (p.state != State::Left) {
-          procs.erase(it);  // not part of the job yet: forget it (its slot is free again)
-        }
-        changed.notify_all();
-        return;
-      }
+      case Type::Leave:
+        return on_leave(id, h.request, decode_leave(body), out);
       default:
-        return reply_error(id, h.request, kProtocol, format("unexpected message type {}", static_cast<int>(h.type)));
+        return out.error(id, h.request, kProtocol, format("unexpected message type {}", static_cast<int>(h.type)));
     }
   }
 
-  int expected(const std::string& role) const { return role == "worker" ? opt.num_workers : opt.num_servers; }
-
-  void on_register(const std::string& id, Proc& p, uint64_t request, const std::string& body, Clock::time_point now) {
-    RegisterBody reg = decode_register(body);
-    if (!valid_role(reg.role))
-      return reply_error(id, request, kRefused, format("unknown role '{}' (worker or server)", reg.role));
-    if (p.state != State::Connected) return reply_error(id, request, kRefused, "this process registered already");
-    if (formed) {
-      return reply_error(
-          id, request, kRefused,
-          format("the job has formed already ({} workers, {} servers)", opt.num_workers, opt.num_servers));
-    }
-    const int want = expected(reg.role);
-    if (want == 0) return reply_error(id, request, kRefused, format("this job has no {}s", reg.role));
-    if (reg.rank >= want) {
-      return reply_error(id, request, kRefused,
-                         format("rank {} asked for, but the job has {} {}s", reg.rank, want, reg.role));
-    }
-    int registered = 0;
-    for (const auto& [other_id, o] : procs) {
-      if (o.state != State::Registering || o.role != reg.role) continue;
-      ++registered;
-      if (reg.rank >= 0 && o.preferred == reg.rank) {
-        return reply_error(id, request, kRefused,
-                           format("{} rank {} is taken already by host {} (pid {})", reg.role, reg.rank, o.host,
-                                  o.pid));
-      }
-    }
-    if (registered >= want) {
-      return reply_error(id, request, kRefused, format("all {} {}s have registered already", want, reg.role));
-    }
-    p.state = State::Registering;
-    p.role = std::move(reg.role);
-    p.host = std::move(reg.host);
-    p.endpoint = std::move(reg.endpoint);
-    p.preferred = reg.rank;
-    p.order = next_order++;
-    p.register_request = request;
-    p.register_deadline = now + reg.timeout;
-    try_form();
-  }
-
-  void try_form() {
-    std::map<std::string, std::vector<Proc*>> by_role;
-    for (auto& [pid, p] : procs) {
-      if (p.state == State::Registering) by_role[p.role].push_back(&p);
-    }
-    if (static_cast<int>(by_role["worker"].size()) != opt.num_workers ||
-        static_cast<int>(by_role["server"].size()) != opt.num_servers) {
-      return;
-    }
-    // Ranks: asked-for ones first, then the free ones by (host, arrival), so
-    // processes on one host get contiguous ranks.
-    std::vector<ProcessInfo> all;
-    for (const char* role : {"worker", "server"}) {
-      auto& members = by_role[role];
-      std::vector<bool> taken(members.size(), false);
-      for (Proc* p : members) {
-        if (p->preferred >= 0) taken[static_cast<size_t>(p->preferred)] = true;
-        p->rank = p->preferred;
-      }
-      std::vector<Proc*> rest;
-      for (Proc* p : members) {
-        if (p->preferred < 0) rest.push_back(p);
-      }
-      std::sort(rest.begin(), rest.end(),
-                [](const Proc* a, const Proc* b) { return std::tie(a->host, a->order) < std::tie(b->host, b->order); });
-      size_t next = 0;
-      for (Proc* p : rest) {
-        while (taken[next]) ++next;
-        p->rank = static_cast<int>(next);
-        taken[next] = true;
-      }
-      std::sort(members.begin(), members.end(), [](const Proc* a, const Proc* b) { return a->rank < b->rank; });
-      for (Proc* p : members) all.push_back({p->role, p->rank, p->host, -1, -1, p->endpoint});
-    }
-    std::map<std::string, int> host_index;
-    std::map<std::pair<std::string, std::string>, int> local;
-    for (auto& info : all) {
-      auto [h, fresh] = host_index.try_emplace(info.host, static_cast<int>(host_index.size()));
-      info.host_index = h->second;
-      info.local_rank = local[{info.role, info.host}]++;
-    }
-    Membership job{.num_workers = opt.num_workers, .num_servers = opt.num_servers,
-                   .num_hosts = static_cast<int>(host_index.size()), .processes = std::move(all)};
-    formed = true;
-    for (auto& [pid, p] : procs) {
-      if (p.state != State::Registering) continue;
-      p.state = State::Member;
-      job.role = p.role;
-      job.rank = p.rank;
-      reply(pid, Type::Registered, p.register_request, encode_registered(job));
-    }
-    changed.notify_all();
-  }
-
-  // Members of a barrier scope ("" = everyone).
-  std::vector<const Proc*> scope_members(const std::string& scope) const {
-    std::vector<const Proc*> out;
-    for (const auto& [pid, p] : procs) {
-      if ((p.state == State::Member || p.state == State::Left || p.state == State::Lost) &&
-          (scope.empty() || p.role == scope)) {
-        out.push_back(&p);
-      }
-    }
-    return out;
-  }
-
-  void on_barrier(const std::string& id, Proc& p, uint64_t request, const std::string& body, Clock::time_point now) {
-    const BarrierBody barrier = decode_barrier(body);
-    const std::string& name = barrier.name;
-    const std::string& scope = barrier.scope;
-    if (p.state != State::Member) return reply_error(id, request, kRefused, "barrier before this process registered");
-    if (!scope.empty() && !valid_role(scope))
-      return reply_error(id, request, kRefused, format("unknown role '{}'", scope));
-    if (!scope.empty() && p.role != scope) {
-      return reply_error(id, request, kRefused, format("a {} cannot enter a barrier of the {}s", p.role, scope));
-    }
-    for (const Proc* m : scope_members(scope)) {
-      if (m->state == State::Lost || m->state == State::Left) {
-        return reply_error(id, request, kPeerLost,
-                           format("barrier '{}': {} {}", name, describe_process(m->role, m->rank, m->host),
-                                  m->state == State::Lost ? "was lost" : "left the job"));
-      }
-    }
-    auto [it, fresh] = barriers.try_emplace(name);
-    PendingBarrier& b = it->second;
-    if (fresh) b.scope = scope;
-    if (b.scope != scope) {
-      return reply_error(id, request, kRefused,
-                         format("barrier '{}' was entered for '{}' and now for '{}'", name, b.scope, scope));
-    }
-    auto same = std::find_if(b.waiters.begin(), b.waiters.end(), [&](const Waiter& w) { return w.id == id; });
-    if (same != b.waiters.end()) b.waiters.erase(same);  // a retry replaces the earlier arrival
-    b.waiters.push_back({id, request, now + barrier.timeout});
-    if (b.waiters.size() == scope_members(scope).size()) {
-      for (const auto& w : b.waiters) reply(w.id, Type::Done, w.request, {});
-      barriers.erase(it);
-    }
-  }
-
-  std::string missing_from(const PendingBarrier& b) const {
-    std::string out;
-    int listed = 0, missing = 0;
-    for (const auto& [pid, p] : procs) {
-      if (p.state != State::Member || (!b.scope.empty() && p.role != b.scope)) continue;
-      const std::string& id = pid;  // clang 14 cannot capture a structured binding
-      if (std::any_of(b.waiters.begin(), b.waiters.end(), [&](const Waiter& w) { return w.id == id; })) continue;
-      ++missing;
-      if (listed++ < 8) out += (out.empty() ? "" : ", ") + describe_process(p.role, p.rank, p.host);
-    }
-    if (missing > listed) out += format(" and {} more", missing - listed);
-    return out;
-  }
-
-  void fail_barriers_of(const Proc& gone, const std::string& why) {
-    for (auto it = barriers.begin(); it != barriers.end();) {
-      if (it->second.scope.empty() || it->second.scope == gone.role) {
-        for (const auto& w : it->second.waiters)
-          reply_error(w.id, w.request, kPeerLost, format("barrier '{}': {}", it->first, why));
-        it = barriers.erase(it);
+  void on_leave(const std::string& id, uint64_t request, const LeaveBody& leave, Outbox& out) {
+    out.reply(id, Type::Done, request);
+    const Process& p = *members.find(id);
+    if (p.state == ProcessState::Member) {
+      if (leave.clean) {
+        members.mark_left(id);
+        liveness.forget(id);
+        barriers.fail_role(p.role, format("{} left the job", describe_process(p.role, p.rank, p.host)), out);
       } else {
-        ++it;
+        declare_lost(id, leave.reason, out);
       }
+    } else if (p.state != ProcessState::Left) {
+      forget(id);  // not part of the job yet: its slot is free again
     }
   }
 
-  void declare_lost(const std::string& id, const std::string& reason) {
-    Proc& p = procs.at(id);
-    p.state = State::Lost;
-    LostPeer l{p.role, p.rank, p.host, reason};
-    lost.push_back(l);
-    const std::string body = encode(l);
-    for (const auto& [pid, o] : procs) {
-      if (pid != id && (o.state == State::Connected || o.state == State::Registering || o.state == State::Member)) {
-        reply(pid, Type::Lost, 0, body);
-      }
-    }
-    fail_barriers_of(p, l.describe());
-    for (auto g = gets.begin(); g != gets.end();) g = g->second.id == id ? gets.erase(g) : std::next(g);
-    changed.notify_all();
+  void declare_lost(const std::string& id, const std::string& reason, Outbox& out) {
+    const LostPeer l = members.declare_lost(id, reason, out);
+    liveness.forget(id);
+    barriers.fail_role(l.role, l.describe(), out);
+    kv.drop_waiters_of(id);
   }
 
-  void tick(Clock::time_point now) {
-    for (auto g = gets.begin(); g != gets.end();) {
-      if (now < g->second.deadline) {
-        ++g;
-        continue;
-      }
-      reply_error(g->second.id, g->second.request, kTimedOut, format("key '{}' was not set in time", g->first));
-      g = gets.erase(g);
-    }
-    for (auto& [name, b] : barriers) {
-      for (auto w = b.waiters.begin(); w != b.waiters.end();) {
-        if (now < w->deadline) {
-          ++w;
-          continue;
-        }
-        reply_error(w->id, w->request, kTimedOut,
-                    format("barrier '{}' timed out waiting for {}", name, missing_from(b)));
-        w = b.waiters.erase(w);
-      }
-    }
-    std::erase_if(barriers, [](const auto& kv) { return kv.second.waiters.empty(); });
-    std::vector<std::string> silent;
-    for (auto& [pid, p] : procs) {
-      if (p.state == State::Registering && now >= p.register_deadline) {
-        std::string waiting;
-        for (const char* role : {"worker", "server"}) {
-          int have = 0;
-          for (const auto& [oid, o] : procs) have += o.state == State::Registering && o.role == role;
-          if (have < expected(role))
-            waiting += format("{}{} of {} {}s", waiting.empty() ? "" : ", ", have, expected(role), role);
-        }
-        reply_error(pid, p.register_request, kTimedOut, format("rendezvous timed out: registered so far {}", waiting));
-        p.state = State::Connected;  // its slot is free again
-      }
-      if ((p.state == State::Connected || p.state == State::Registering || p.state == State::Member) &&
-          now - p.last_heard > opt.heartbeat_timeout) {
-        silent.push_back(pid);
-      }
-    }
-    for (const auto& pid : silent) {
-      Proc& p = procs.at(pid);
-      if (p.state == State::Member) {
-        const auto ms = std::chrono::duration_cast<Ms>(now - p.last_heard).count();
-        declare_lost(pid,
-                     format("no heartbeat for {} ms (heartbeat_timeout {} ms)", ms, opt.heartbeat_timeout.count()));
+  void forget(const std::string& id) {
+    members.forget(id);
+    liveness.forget(id);
+  }
+
+  // True when a silent process was declared lost or forgotten.
+  bool tick(Clock::time_point now, Outbox& out) {
+    kv.expire(now, out);
+    barriers.expire(now, members, out);
+    members.expire_registrations(now, out);
+    const auto silent = liveness.silent(now);
+    for (const auto& s : silent) {
+      if (members.find(s.id)->state == ProcessState::Member) {
+        declare_lost(s.id, format("no heartbeat for {} ms (heartbeat_timeout {} ms)", s.silent_for.count(),
+                                  opt.heartbeat_timeout.count()),
+                     out);
       } else {
-        procs.erase(pid);  // not part of the job yet: forget it
+        forget(s.id);  // not part of the job yet: forget it
       }
     }
-  }
-
-  bool finished() const {
-    if (!formed) return false;
-    for (const auto& [pid, p] : procs) {
-      if (p.state == State::Member) return false;
-    }
-    return true;
+    return !silent.empty();
   }
 };
 
@@ -488,18 +251,18 @@ std::string Coordinator::endpoint() const { return impl_->bound; }
 
 bool Coordinator::formed() const {
   std::lock_guard lock(impl_->mu);
-  return impl_->formed;
+  return impl_->members.formed();
 }
 
 std::vector<LostPeer> Coordinator::lost() const {
   std::lock_guard lock(impl_->mu);
-  return impl_->lost;
+  return impl_->members.lost();
 }
 
 bool Coordinator::wait_finished(std::chrono::milliseconds timeout) const {
   std::unique_lock lock(impl_->mu);
-  return impl_->changed.wait_for(lock, timeout, [&] { return impl_->finished() || impl_->stopping.load(); }) &&
-         impl_->finished();
+  const auto done = [&] { return impl_->members.finished(); };
+  return impl_->changed.wait_for(lock, timeout, [&] { return done() || impl_->stopping.load(); }) && done();
 }
 
 }  // namespace loom::comm
