@@ -448,9 +448,9 @@ void check_distributed(const Section& s, const JobConfig& job) {
                  "order pushes reach the servers): use allreduce, dist_sync or pipeline", d.mode));
   const bool pipeline = d.mode == Mode::Pipeline;
   s.check(pipeline || !s.node("stages"), "stages", format("applies to mode = \"pipeline\" (mode is \"{}\")", d.mode));
-  s.check(!pipeline || d.workers == 1 || d.workers == d.stages, "workers",
-          format("a pipeline runs one process per stage: leave workers out or set it to stages = {}, got {}", d.stages,
-                 d.workers));
+  s.check(!pipeline || d.workers == 1 || d.workers == d.stages * d.data_parallel, "workers",
+          format("a pipeline runs one process per stage and replica: leave workers out or set it to stages x "
+                 "data_parallel = {}, got {}", d.stages * d.data_parallel, d.workers));
   s.check(d.bucket_mb > 0, "bucket_mb", "bucket sizes must be positive");
   s.check(d.first_bucket_mb > 0, "first_bucket_mb", "bucket sizes must be positive");
 }
@@ -475,6 +475,7 @@ const SectionTable<DistributedConfig> kDistributed{
         {"replicas", &DistributedConfig::replicas},  // against servers: check_distributed
         {"split_bound", &DistributedConfig::split_bound, kAtLeast1},
         {"stages", &DistributedConfig::stages, kAtLeast1},
+        {"data_parallel", &DistributedConfig::data_parallel, kAtLeast1},
         {"schedule", &DistributedConfig::schedule, one_of(pipeline_schedule_names())},
         {"virtual_stages", &DistributedConfig::virtual_stages, kAtLeast1},  // with the schedule: pipeline::check_schedule_options
         {"placement", &DistributedConfig::placement},  // against the model's layers: pipeline::cut_at

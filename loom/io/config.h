@@ -97,6 +97,7 @@ struct DistributedConfig {
   int64_t split_bound = 1 << 20;  // arrays larger than this (elements) are split across all servers
   // mode = "pipeline": one process per stage; [train] microbatches per step.
   int64_t stages = 2;
+  int64_t data_parallel = 1;      // replicas of the pipeline: stages x data_parallel processes
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;  // gpipe | 1f1b | interleaved | zb-h1
   int64_t virtual_stages = 1;     // model chunks per stage (interleaved: >= 2)
   std::vector<int64_t> placement; // by hand: the first layer of each chunk (empty: balanced by parameters)

@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "loom/comm/collectives/collectives.h"
+#include "loom/comm/transport/sub_transport.h"
 #include "loom/core/error.h"
 #include "loom/nn/transformer.h"
 #include "loom/ops/ops.h"
@@ -61,9 +62,10 @@ PipelineStrategy::PipelineStrategy(comm::Communicator comm, PipelineStrategyOpti
     : own_comm_(std::move(comm)), comm_(&own_comm_), options_(std::move(options)) {}
 
 void PipelineStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
-  LOOM_CHECK_T(ConfigError, options_.stages == comm_->size,
-               "pipeline: [distributed] stages = {} but the job has {} processes (one per stage)", options_.stages,
-               comm_->size);
+  LOOM_CHECK_T(ConfigError, options_.stages >= 1 && options_.data_parallel >= 1 &&
+                                options_.stages * options_.data_parallel == comm_->size,
+               "pipeline: [distributed] stages = {} x data_parallel = {} processes, but the job has {}",
+               options_.stages, options_.data_parallel, comm_->size);
   plan_ = pipeline::compile_schedule({.kind = options_.schedule, .stages = options_.stages,
                                       .microbatches = options_.microbatches, .virtual_stages = options_.virtual_stages,
                                       .recompute = options_.recompute});
@@ -81,15 +83,22 @@ void PipelineStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
                  "{} and {}: set [model] tied = false", plan_.rank_of(0), plan_.rank_of(parts - 1));
   }
   std::map<int, pipeline::Layers> mine;
+  own_params_.clear();
   for (int c = 0; c < parts; ++c) {
-    if (plan_.rank_of(c) != rank()) continue;
+    if (plan_.rank_of(c) != stage()) continue;
     const auto& r = chunks_[static_cast<size_t>(c)];
     mine[c] = pipeline::Layers(layers_.begin() + r.begin, layers_.begin() + r.end);
+    for (const auto& layer : mine[c]) {
+      for (const auto& [name, p] : layer->named_parameters()) own_params_.push_back(p);
+    }
   }
   stage_ = std::make_unique<pipeline::ModuleStage>(std::move(mine), parts, options_.recompute);
-  std::vector<int> stage_ranks;
-  for (int r = 0; r < options_.stages; ++r) stage_ranks.push_back(r);
+  const int replica = data_rank(), P = options_.stages;
+  std::vector<int> stage_ranks, replicas;
+  for (int s = 0; s < P; ++s) stage_ranks.push_back(replica * P + s);
+  for (int d = 0; d < options_.data_parallel; ++d) replicas.push_back(d * P + stage());
   links_ = std::make_unique<pipeline::CommLinks>(*comm_, std::move(stage_ranks));
+  if (options_.data_parallel > 1) replicas_ = comm::sub_communicator(*comm_, replicas, /*channel=*/3);
 }
 
 double PipelineStrategy::step(const train::StepBatch& batch, train::StepParts& parts) {
@@ -108,10 +117,11 @@ double PipelineStrategy::step(const train::StepBatch& batch, train::StepParts& p
     fewer = pipeline::compile_schedule(o);
   }
   stage_->begin_step(std::move(micro), parts.loss);
-  pipeline::run_rank(fewer.ranks.empty() ? plan_ : fewer, rank(), *stage_, *links_,
+  pipeline::run_rank(fewer.ranks.empty() ? plan_ : fewer, stage(), *stage_, *links_,
                      std::chrono::steady_clock::now() + options_.timeout);
+  if (options_.data_parallel > 1) sync_gradients();
   parts.optimizer.step();
-  // The last chunk's rank knows the loss; rank 0 reports it.
+  // The last chunk's rank knows the loss of its replica's rows; rank 0 reports replica 0's.
   const int last = plan_.rank_of(plan_.num_chunks() - 1);
   Tensor loss = Tensor::scalar(stage_->loss_sum() / static_cast<double>(batch.rows()));
   if (last == 0) return loss.item<double>();
@@ -120,8 +130,40 @@ double PipelineStrategy::step(const train::StepBatch& batch, train::StepParts& p
   return loss.item<double>();
 }
 
+void PipelineStrategy::sync_gradients() {
+  // One flat buffer: the stage's gradients in parameter order, summed over its replicas.
+  int64_t numel = 0;
+  for (const Tensor& p : own_params_) numel += p.numel();
+  if (numel == 0) return;
+  Tensor flat = ops::empty({numel}, own_params_.front().dtype());
+  int64_t at = 0;
+  for (const Tensor& p : own_params_) {
+    const Tensor g = p.grad();
+    Tensor slot = ops::slice(flat, 0, at, at + p.numel());
+    if (g.defined()) {
+      ops::copy_(slot, ops::reshape(g, {p.numel()}));
+    } else {
+      ops::fill_(slot, 0.0);
+    }
+    at += p.numel();
+  }
+  comm::allreduce(replicas_, flat, {.timeout = options_.timeout});
+  at = 0;
+  for (Tensor p : own_params_) {
+    Tensor g = p.grad();
+    const Tensor sum = ops::reshape(ops::slice(flat, 0, at, at + p.numel()), p.shape());
+    if (g.defined()) {
+      ops::copy_(g, sum);
+    } else {
+      p.set_grad(ops::contiguous(sum));
+    }
+    at += p.numel();
+  }
+}
+
 void PipelineStrategy::gather(nn::Module& model, optim::Optimizer* local) {
   LOOM_CHECK(stage_ != nullptr, "PipelineStrategy::gather before attach");
+  if (data_rank() != 0) return;  // the replicas hold the same weights: replica 0's stages send theirs
   const comm::SendRecvOptions base{.timeout = options_.timeout};
   // Parameters and buffers, chunk by chunk, from their rank to rank 0.
   std::unordered_map<const void*, int> owner;  // a parameter's TensorImpl -> its rank

@@ -25,6 +25,14 @@
 // checkpoint, so checkpoints hold the whole model under its usual names and
 // load into any other layout or a single process.
 //
+// Data x pipeline: with data_parallel = D, D replicas of the pipeline run
+// side by side (D x stages processes; rank = replica * stages + stage), each
+// on its share of the global batch; after its pipeline's step each stage
+// sums its gradients over the D replicas of that stage (one all-reduce on a
+// sub-communicator of the stage's replicas) before the update, so every
+// replica takes the same step. (The all-reduce follows the pipeline's drain;
+// it does not yet overlap it.)
+//
 // A lost stage process fails every rank's step (the transport's
 // PeerLostError, or a receive's deadline), as with data parallelism.
 #pragma once
@@ -49,6 +57,7 @@ enum class StageBalance { Parameters, Time };
 
 struct PipelineStrategyOptions {
   int stages = 2;
+  int data_parallel = 1;  // replicas of the pipeline (D): the job has D x stages processes
   int microbatches = 1;
   io::PipelineSchedule schedule = io::PipelineSchedule::OneFOneB;
   int virtual_stages = 1;  // model chunks per rank (interleaved)
@@ -66,8 +75,8 @@ class PipelineStrategy final : public train::Strategy {
   std::string_view name() const override { return "pipeline"; }
   int rank() const override { return comm_->rank; }
   int world_size() const override { return comm_->size; }
-  int data_rank() const override { return 0; }
-  int data_world_size() const override { return 1; }
+  int data_rank() const override { return comm_->rank / options_.stages; }
+  int data_world_size() const override { return options_.data_parallel; }
 
   void attach(nn::Module& model, const optim::OptimizerSpec& spec) override;
   double step(const train::StepBatch& batch, train::StepParts& parts) override;
@@ -80,7 +89,9 @@ class PipelineStrategy final : public train::Strategy {
   const pipeline::Plan& plan() const { return plan_; }
 
  private:
-  void send_loss_to_main(double loss_sum);
+  int stage() const { return comm_->rank % options_.stages; }
+  // Sums this stage's gradients over the data-parallel replicas.
+  void sync_gradients();
   std::unique_ptr<ProcessGroup> group_;
   comm::Communicator own_comm_;
   comm::Communicator* comm_;
@@ -90,6 +101,8 @@ class PipelineStrategy final : public train::Strategy {
   pipeline::Plan plan_;
   std::unique_ptr<pipeline::ModuleStage> stage_;
   std::unique_ptr<pipeline::CommLinks> links_;
+  comm::Communicator replicas_;  // this stage's replicas (data_parallel > 1)
+  std::vector<core::Tensor> own_params_;
 };
 
 }  // namespace loom::parallel

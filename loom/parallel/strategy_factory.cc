@@ -38,17 +38,17 @@ ProcessRole choose_ps_role(const io::JobConfig& job, const comm::JobEnv& env, in
 // Pipeline mode: one process per stage, started here or by a launcher.
 ProcessRole choose_pipeline_role(const io::JobConfig& job, const comm::JobEnv& env, int workers_option) {
   const auto& d = job.distributed;
-  const int stages = static_cast<int>(d.stages);
-  LOOM_CHECK_T(ConfigError, workers_option == 0 || workers_option == stages,
-               "{}: a pipeline runs one process per stage: --workers {} with [distributed] stages = {}", job.path,
-               workers_option, stages);
+  const int processes = static_cast<int>(d.stages * d.data_parallel);
+  LOOM_CHECK_T(ConfigError, workers_option == 0 || workers_option == processes,
+               "{}: a pipeline runs one process per stage and replica: --workers {} with [distributed] stages = {} x "
+               "data_parallel = {}", job.path, workers_option, d.stages, d.data_parallel);
   if (env.has_coordinator()) {
-    LOOM_CHECK_T(ConfigError, env.world_size == stages,
-                 "{}: [distributed] stages = {}, but the launcher started {} processes (one per stage)", job.path,
-                 stages, env.world_size);
+    LOOM_CHECK_T(ConfigError, env.world_size == processes,
+                 "{}: [distributed] stages = {} x data_parallel = {} processes, but the launcher started {}", job.path,
+                 d.stages, d.data_parallel, env.world_size);
     return {.role = Role::Train, .mode = io::Mode::Pipeline};
   }
-  return {.role = Role::Launch, .mode = io::Mode::Pipeline, .workers = stages};
+  return {.role = Role::Launch, .mode = io::Mode::Pipeline, .workers = processes};
 }
 
 }  // namespace
@@ -100,6 +100,7 @@ PipelineStrategyOptions pipeline_options(const io::JobConfig& job) {
   const auto& d = job.distributed;
   const int chunks = static_cast<int>(d.stages * d.virtual_stages);
   return {.stages = static_cast<int>(d.stages),
+          .data_parallel = static_cast<int>(d.data_parallel),
           .microbatches = static_cast<int>(job.train.microbatches),
           .schedule = d.schedule,
           .virtual_stages = static_cast<int>(d.virtual_stages),

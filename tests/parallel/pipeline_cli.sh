@@ -3,6 +3,7 @@
 #  1. a small GPT (untied), 12 steps of 4 micro-batches: the final weights file of every schedule
 #     (1f1b and zb-h1 on 2 stages, gpipe on 4 stages with 3 micro-batches (M < P), interleaved with 2
 #     chunks a stage) is byte-identical to one process accumulating the same 4 micro-batches;
+#     2 replicas x 2 stages equal it within rounding (their sums add in another order);
 #  2. checkpoints hold the whole model: 6 steps on 2 stages resumed in one process, and 6 steps in
 #     one process resumed on 3 stages, both equal 12 straight;
 #  3. a stage process killed (-9) ends every other stage with a line naming it, within seconds;
@@ -69,6 +70,36 @@ for name in p2_1f1b p2_zbh1 p2_interleaved p4_recompute; do same "$name" ref; do
 run ref_m3 --set train.microbatches=3
 run p4_gpipe_m3 "${pipe[@]}" --set distributed.stages=4 --set distributed.schedule=gpipe --set train.microbatches=3
 same p4_gpipe_m3 ref_m3
+
+# 1b. Data x pipeline: 2 replicas of a 2-stage pipeline, each on 6 rows in 2 micro-batches (the same
+# 3-row micro-batches as ref's 4), gradients summed over a stage's replicas: equal to one process within rounding.
+# Without dropout: each replica draws its own masks (as data-parallel ranks do outside deterministic mode).
+# With SGD: Adam divides a gradient that is rounding noise (attention's key bias has a zero gradient) by
+# its own size, so other rounding gives other steps of lr, and one process with 1 and 4 micro-batches
+# already differs by 5e-5 there.
+plain=(--set model.dropout=0 --set optimizer.name=sgd --set optimizer.lr=0.1)
+run ref_nodrop "${plain[@]}"
+run d2p2 "${pipe[@]}" --set distributed.stages=2 --set distributed.data_parallel=2 --set train.microbatches=2 \
+  "${plain[@]}"
+# Per tensor: the largest difference over the tensor's largest value (safetensors read by hand).
+rel=$(python3 - "$tmp/d2p2.safetensors" "$tmp/ref_nodrop.safetensors" <<'PY'
+import array, json, struct, sys
+def load(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    out = {}
+    for k, v in json.loads(b[8:8 + n]).items():
+        if k != "__metadata__" and v["dtype"] == "F32":
+            s, e = v["data_offsets"]
+            out[k] = array.array("f", b[8 + n + s:8 + n + e])
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+print(max(max(abs(x - y) for x, y in zip(a[k], b[k])) / max(abs(y) for y in b[k]) for k in b))
+PY
+)
+python3 -c 'import sys; sys.exit(0 if 0 < float(sys.argv[1]) < 1e-6 else 1)' "$rel" &&
+  echo "ok   d2p2 ~ ref: largest difference per tensor $rel of its largest value" ||
+  fail "d2p2 against ref: largest relative difference $rel"
 
 # 2. Checkpoints are the whole model, whatever wrote them.
 half=(--set train.max_steps=6)

@@ -91,11 +91,12 @@ Trained reference(int64_t microbatches) {
   return t;
 }
 
-// The same steps under a pipeline of `o.stages` threads; rank 0's view after gather.
+// The same steps under a pipeline of `o.stages` x `o.data_parallel` threads; rank 0's view after gather.
 Trained pipelined(PipelineStrategyOptions o) {
-  comm::InProcHub hub(o.stages);
+  const int world = o.stages * o.data_parallel;
+  comm::InProcHub hub(world);
   Trained t;
-  run_ranks(o.stages, [&](int r) {
+  run_ranks(world, [&](int r) {
     auto m = model();
     optim::Optimizer opt = optim::make_optimizer(m->named_parameters(), kAdam);
     PipelineStrategy strategy(comm::make_communicator(hub.transport(r)), o);
@@ -103,7 +104,9 @@ Trained pipelined(PipelineStrategyOptions o) {
     std::vector<double> losses;
     for (const auto& b : batches()) {
       train::StepParts parts{.model = *m, .loss = kMse, .optimizer = opt};
-      losses.push_back(strategy.step(b, parts));
+      losses.push_back(strategy.step(train::share_of_batch({b.inputs, b.targets}, strategy.data_rank(),
+                                                           strategy.data_world_size()),
+                                     parts));
     }
     strategy.gather(*m, &opt);
     if (r == 0) {
@@ -177,6 +180,29 @@ TEST(PipelineStrategy, RecomputationGivesTheSameBits) {
   PipelineStrategyOptions recomputing = plain;
   recomputing.recompute = {true, true};
   EXPECT_EQ(train(recomputing), train(plain));
+}
+
+// D x P: D replicas of the pipeline, each on its share, gradients summed over
+// a stage's replicas. Summed in another order than one process adds its
+// micro-batches, so equal within rounding (the 1e-6 relative).
+TEST(PipelineStrategy, DataTimesPipelineMatchesGradientAccumulation) {
+  for (const auto& [d, p] : std::vector<std::pair<int, int>>{{2, 2}, {2, 1}, {4, 2}}) {
+    const Trained want = reference(2 * d);  // each replica's 16/d rows in 2 micro-batches: 2d in all
+    const Trained got = pipelined({.stages = p, .data_parallel = d, .microbatches = 2});
+    ASSERT_EQ(got.weights.size(), want.weights.size());
+    // Per tensor: the largest difference relative to the tensor's largest value.
+    double worst = 0;
+    for (size_t i = 0; i < got.weights.size(); ++i) {
+      double diff = 0, scale = 0;
+      for (size_t j = 0; j < got.weights[i].size(); ++j) {
+        diff = std::max(diff, static_cast<double>(std::abs(got.weights[i][j] - want.weights[i][j])));
+        scale = std::max(scale, static_cast<double>(std::abs(want.weights[i][j])));
+      }
+      worst = std::max(worst, diff / scale);
+    }
+    EXPECT_LT(worst, 1e-6) << d << " x " << p;
+    EXPECT_GT(worst, 0.0) << d << " x " << p << ": other sums, other rounding: equal bits would be a surprise";
+  }
 }
 
 TEST(PipelineStrategy, HandPlacementAndItsChecks) {
