@@ -4,6 +4,7 @@
 #     (1f1b and zb-h1 on 2 stages, gpipe on 4 stages with 3 micro-batches (M < P), interleaved with 2
 #     chunks a stage) is byte-identical to one process accumulating the same 4 micro-batches;
 #     2 replicas x 2 stages equal it within rounding (their sums add in another order);
+#     `loom launch --describe` prints the stages' layers and each rank's actions;
 #  2. checkpoints hold the whole model: 6 steps on 2 stages resumed in one process, and 6 steps in
 #     one process resumed on 3 stages, both equal 12 straight;
 #  3. a stage process killed (-9) ends every other stage with a line naming it, within seconds;
@@ -100,6 +101,11 @@ PY
 python3 -c 'import sys; sys.exit(0 if 0 < float(sys.argv[1]) < 1e-6 else 1)' "$rel" &&
   echo "ok   d2p2 ~ ref: largest difference per tensor $rel of its largest value" ||
   fail "d2p2 against ref: largest relative difference $rel"
+
+# 1c. The layout and each rank's actions, without starting anything.
+layout=$("$loom" launch --describe --workers 2 -- "$loom" train "$tmp/job.toml" "${pipe[@]}" --set distributed.stages=2 2>&1)
+echo "$layout" | grep -q "^stage 1, part 1: layers 2-4 (TransformerBlock" && echo "$layout" | grep -q "^rank 1: recv act mb 0 chunk 1 from 0" &&
+  echo "ok   launch --describe: $(echo "$layout" | grep '^pipeline:')" || { fail "launch --describe:"; echo "$layout"; }
 
 # 2. Checkpoints are the whole model, whatever wrote them.
 half=(--set train.max_steps=6)

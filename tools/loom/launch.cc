@@ -18,11 +18,15 @@
 #include <map>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <utility>
 
 #include "loom/core/error.h"
 #include "loom/io/config.h"
+#include "loom/parallel/pipeline/partition.h"
+#include "loom/parallel/pipeline/schedule.h"
+#include "loom/parallel/strategy_factory.h"
 #include "loom/ps/placement.h"
 #include "loom/train/trainer.h"
 
@@ -108,12 +112,21 @@ std::vector<Placement> place_servers(const LaunchOptions& o, int workers) {
   return out;
 }
 
+// The job file and its --set overrides in a `loom train JOB ...` command (no job: an empty path).
+std::pair<std::string, std::vector<std::string>> job_of(const std::vector<std::string>& command) {
+  std::string path;
+  std::vector<std::string> overrides;
+  for (size_t i = 0; i < command.size(); ++i) {
+    const std::string& a = command[i];
+    if (a.size() > 5 && a.substr(a.size() - 5) == ".toml") path = a;
+    if (a == "--set" && i + 1 < command.size()) overrides.push_back(command[++i]);
+  }
+  return {path, overrides};
+}
+
 // For `loom train JOB`: where each of the model's parameters (keys, in order) lives.
 void describe_keys(const LaunchOptions& o, const std::vector<std::string>& command) {
-  std::string job_path;
-  for (const auto& a : command) {
-    if (a.size() > 5 && a.substr(a.size() - 5) == ".toml") job_path = a;
-  }
+  const auto [job_path, overrides] = job_of(command);
   // The job's hosts: each --hosts entry without its slot count (none: this one).
   std::set<std::string> hosts;
   for (const std::string& h : o.hosts) hosts.insert(h.substr(0, h.rfind(':')));
@@ -125,11 +138,35 @@ void describe_keys(const LaunchOptions& o, const std::vector<std::string>& comma
               static_cast<long long>(o.split_bound), o.servers, o.replicas, static_cast<long long>(po.slice_elements),
               num_hosts, num_hosts == 1 ? "" : "s");
   if (job_path.empty()) return;
-  train::Trainer trainer(io::load_job_file(job_path), {.log = nullptr});
+  train::Trainer trainer(io::load_job_file(job_path, overrides), {.log = nullptr});
   int64_t key = 0;
   for (const auto& [name, p] : trainer.model().named_parameters()) {
     std::printf("  %-20s %s\n", name.c_str(), ps::describe_key(key++, p.shape(), po).c_str());
   }
+}
+
+// For a pipeline job: which layers each stage runs, and each rank's actions of one step.
+void describe_pipeline(const std::vector<std::string>& command) {
+  const auto [path, overrides] = job_of(command);
+  if (path.empty()) return;
+  const io::JobConfig job = io::load_job_file(path, overrides);
+  if (job.distributed.mode != io::Mode::Pipeline) return;
+  train::Trainer trainer(job, {.log = nullptr});
+  const parallel::PipelineStrategyOptions po = parallel::pipeline_options(job);
+  const parallel::pipeline::Plan plan = parallel::pipeline::compile_schedule(
+      {.kind = po.schedule, .stages = po.stages, .microbatches = po.microbatches, .virtual_stages = po.virtual_stages,
+       .recompute = po.recompute});
+  const parallel::pipeline::Layers layers = parallel::pipeline::pipeline_layers(trainer.model());
+  const auto chunks = po.placement.empty()
+                          ? parallel::pipeline::balance(parallel::pipeline::parameter_costs(layers), plan.num_chunks())
+                          : parallel::pipeline::cut_at(po.placement, static_cast<int64_t>(layers.size()));
+  std::printf("pipeline: %d stages x %d data-parallel replicas, schedule %s, %d micro-batches, %d chunk%s a stage\n",
+              po.stages, po.data_parallel, std::string(io::name(po.schedule)).c_str(), po.microbatches,
+              po.virtual_stages, po.virtual_stages == 1 ? "" : "s");
+  std::istringstream parts(parallel::pipeline::describe_parts(layers, chunks));  // a line a chunk ("part c: ...")
+  std::string line;
+  for (int c = 0; std::getline(parts, line); ++c) std::printf("stage %d, %s\n", plan.rank_of(c), line.c_str());
+  std::printf("%s", parallel::pipeline::describe(plan).c_str());
 }
 
 int free_tcp_port(const std::string& host) {
@@ -246,6 +283,7 @@ void print_plan(const LaunchOptions& o, const std::vector<Placement>& workers, c
     std::printf("server %d: host %s%s\n", p.rank, p.netns ? "netns:" : "", p.host.c_str());
   }
   if (o.servers > 0) describe_keys(o, command);
+  describe_pipeline(command);
 }
 
 // Where the job's coordinator listens: with network namespaces as hosts, on
