@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "loom/comm/collectives/communicator.h"
+#include "tests/comm/run_ranks.h"
 #include "loom/comm/transport/inproc_transport.h"
 #include "loom/core/error.h"
 #include "loom/nn/nn.h"
@@ -20,25 +21,6 @@ namespace loom::parallel {
 namespace {
 
 using core::Tensor;
-
-template <class F>
-void run_ranks(int world, F f) {
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
-  std::vector<std::thread> ranks;
-  for (int r = 0; r < world; ++r) {
-    ranks.emplace_back([&, r] {
-      try {
-        f(r);
-      } catch (...) {
-        errors[static_cast<size_t>(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : ranks) t.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
-}
 
 std::shared_ptr<nn::Sequential> model() {
   auto m = std::make_shared<nn::Sequential>();
@@ -93,13 +75,12 @@ Trained reference(int64_t microbatches) {
 
 // The same steps under a pipeline of `o.stages` x `o.data_parallel` threads; rank 0's view after gather.
 Trained pipelined(PipelineStrategyOptions o) {
-  const int world = o.stages * o.data_parallel;
-  comm::InProcHub hub(world);
   Trained t;
-  run_ranks(world, [&](int r) {
+  comm::testing::run_ranks(o.stages * o.data_parallel, {}, [&](comm::Communicator& c) {
+    const int r = c.rank;
     auto m = model();
     optim::Optimizer opt = optim::make_optimizer(m->named_parameters(), kAdam);
-    PipelineStrategy strategy(comm::make_communicator(hub.transport(r)), o);
+    PipelineStrategy strategy(c, o);
     strategy.attach(*m, kAdam);
     std::vector<double> losses;
     for (const auto& b : batches()) {
@@ -160,12 +141,12 @@ TEST(PipelineStrategy, RecomputationGivesTheSameBits) {
     return m;
   };
   auto train = [&](PipelineStrategyOptions o) {
-    comm::InProcHub hub(o.stages);
     std::vector<std::vector<float>> w;
-    run_ranks(o.stages, [&](int r) {
+    comm::testing::run_ranks(o.stages, {}, [&](comm::Communicator& c) {
+      const int r = c.rank;
       auto m = with_dropout();
       optim::Optimizer opt = optim::make_optimizer(m->named_parameters(), kAdam);
-      PipelineStrategy strategy(comm::make_communicator(hub.transport(r)), o);
+      PipelineStrategy strategy(c, o);
       strategy.attach(*m, kAdam);
       for (const auto& b : batches()) {
         train::StepParts parts{.model = *m, .loss = kMse, .optimizer = opt};
@@ -213,10 +194,9 @@ TEST(PipelineStrategy, HandPlacementAndItsChecks) {
 }
 
 TEST(PipelineStrategy, RefusesATiedGptAcrossRanksAndAWrongWorld) {
-  comm::InProcHub hub(2);
-  run_ranks(2, [&](int r) {
+  comm::testing::run_ranks(2, {}, [&](comm::Communicator& c) {
     nn::Gpt gpt({.vocab = 16, .context = 4, .blocks = 2, .heads = 1, .embed = 8, .tied = true});
-    PipelineStrategy strategy(comm::make_communicator(hub.transport(r)), {.stages = 2, .microbatches = 2});
+    PipelineStrategy strategy(c, {.stages = 2, .microbatches = 2});
     try {
       strategy.attach(gpt, kAdam);
       ADD_FAILURE() << "a tied GPT over two ranks was accepted";
