@@ -447,6 +447,11 @@ void check_distributed(const Section& s, const JobConfig& job) {
           format("cannot hold with mode = \"{}\", which applies each push as it arrives (the weights depend on the "
                  "order pushes reach the servers): use allreduce, dist_sync or pipeline", d.mode));
   const bool pipeline = d.mode == Mode::Pipeline;
+  s.check(!(pipeline && d.deterministic && s.node("deterministic_atoms") &&
+            d.deterministic_atoms != d.data_parallel * job.train.microbatches),
+          "deterministic_atoms", format("a deterministic pipeline's atoms are its data_parallel x [train] "
+                                        "microbatches = {}: leave deterministic_atoms out or set it to that",
+                                        d.data_parallel * job.train.microbatches));
   s.check(pipeline || !s.node("stages"), "stages", format("applies to mode = \"pipeline\" (mode is \"{}\")", d.mode));
   s.check(!pipeline || d.workers == 1 || d.workers == d.stages * d.data_parallel, "workers",
           format("a pipeline runs one process per stage and replica: leave workers out or set it to stages x "

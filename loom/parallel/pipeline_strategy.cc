@@ -6,8 +6,11 @@
 #include "loom/comm/collectives/collectives.h"
 #include "loom/comm/transport/sub_transport.h"
 #include "loom/core/error.h"
+#include "loom/nn/normalization.h"
 #include "loom/nn/transformer.h"
 #include "loom/ops/ops.h"
+#include "loom/parallel/data_parallel_atoms.h"
+#include "loom/parallel/data_parallel_fixed_point.h"
 #include "loom/parallel/pipeline/executor.h"
 
 namespace loom::parallel {
@@ -93,6 +96,15 @@ void PipelineStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
     }
   }
   stage_ = std::make_unique<pipeline::ModuleStage>(std::move(mine), parts, options_.recompute);
+  if (options_.deterministic) {
+    steps_.atoms = static_cast<int64_t>(options_.data_parallel) * options_.microbatches;
+    check_atoms(steps_.atoms, options_.data_parallel);
+    for (auto& [name, m] : model.named_modules()) {
+      LOOM_CHECK_T(ConfigError, dynamic_cast<nn::BatchNorm2d*>(m) == nullptr,
+                   "deterministic pipeline: batch norm '{}' is not supported (its statistics would need the atoms' "
+                   "all-gather deterministic data parallelism does); use layer norm or deterministic = false", name);
+    }
+  }
   const int replica = data_rank(), P = options_.stages;
   std::vector<int> stage_ranks, replicas;
   for (int s = 0; s < P; ++s) stage_ranks.push_back(replica * P + s);
@@ -104,7 +116,9 @@ void PipelineStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
 double PipelineStrategy::step(const train::StepBatch& batch, train::StepParts& parts) {
   LOOM_CHECK(stage_ != nullptr, "PipelineStrategy::step before attach");
   parts.optimizer.zero_grad();
-  std::vector<train::StepBatch> micro = cut_microbatches(batch, options_.microbatches);
+  std::vector<int64_t> atoms;
+  std::vector<train::StepBatch> micro = options_.deterministic ? atom_microbatches(batch, atoms)
+                                                               : cut_microbatches(batch, options_.microbatches);
   if (micro.empty()) return 0.0;
   pipeline::Plan fewer;  // a batch with fewer rows than micro-batches (the end of an epoch)
   if (static_cast<int>(micro.size()) != options_.microbatches) {
@@ -116,10 +130,20 @@ double PipelineStrategy::step(const train::StepBatch& batch, train::StepParts& p
                  batch.rows(), micro.size(), o.stages, options_.microbatches);
     fewer = pipeline::compile_schedule(o);
   }
-  stage_->begin_step(std::move(micro), parts.loss);
+  if (options_.deterministic) {
+    stage_->begin_step(std::move(micro), parts.loss, {.step = steps_.step, .index = std::move(atoms)});
+  } else {
+    stage_->begin_step(std::move(micro), parts.loss);
+  }
   pipeline::run_rank(fewer.ranks.empty() ? plan_ : fewer, stage(), *stage_, *links_,
                      std::chrono::steady_clock::now() + options_.timeout);
-  if (options_.data_parallel > 1) sync_gradients();
+  if (options_.deterministic) {
+    stage_->end_step();
+    exact_gradients();
+    ++steps_.step;
+  } else if (options_.data_parallel > 1) {
+    sync_gradients();
+  }
   parts.optimizer.step();
   // The last chunk's rank knows the loss of its replica's rows; rank 0 reports replica 0's.
   const int last = plan_.rank_of(plan_.num_chunks() - 1);
@@ -128,6 +152,42 @@ double PipelineStrategy::step(const train::StepBatch& batch, train::StepParts& p
   if (rank() == last) comm::send(*comm_, loss, 0, {.tag = tag(Message::Loss, 0)});
   if (rank() == 0) comm::recv(*comm_, loss, last, {.tag = tag(Message::Loss, 0), .timeout = options_.timeout});
   return loss.item<double>();
+}
+
+std::vector<train::StepBatch> PipelineStrategy::atom_microbatches(const train::StepBatch& batch,
+                                                                  std::vector<int64_t>& index) const {
+  std::vector<train::StepBatch> out;
+  for (const Atom& a : atoms_of_rank(batch.global_rows, steps_.atoms, data_rank(), options_.data_parallel)) {
+    if (a.rows() == 0) continue;  // a batch with fewer rows than atoms
+    out.push_back({ops::slice(batch.inputs, 0, a.begin, a.end), ops::slice(batch.targets, 0, a.begin, a.end),
+                   batch.global_rows});
+    index.push_back(a.index);
+  }
+  return out;
+}
+
+void PipelineStrategy::exact_gradients() {
+  const std::vector<Tensor>& sums = stage_->fixed_point_sums();
+  if (sums.empty()) return;
+  std::vector<Tensor> parts(sums.begin(), sums.end());
+  Tensor flat = ops::concat(parts, 0);  // i64, the stage's parameters in order
+  if (options_.data_parallel > 1) comm::allreduce(replicas_, flat, {.timeout = options_.timeout});
+  int64_t at = 0;
+  for (Tensor p : stage_->params()) {
+    if (!p.grad().defined()) p.set_grad(ops::zeros_like(p));
+    Tensor g = p.grad();
+    fixed_point::to_float(ops::slice(flat, 0, at, at + p.numel()), g);
+    at += p.numel();
+  }
+}
+
+void PipelineStrategy::add_checkpoint_state(io::NamedTensors&, io::Metadata& meta) {
+  if (options_.deterministic) steps_.add_to(meta);
+}
+
+void PipelineStrategy::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {
+  train::Strategy::restore_checkpoint_state(file, source);
+  if (options_.deterministic) steps_.restore(file, source);
 }
 
 void PipelineStrategy::sync_gradients() {

@@ -33,6 +33,16 @@
 // replica takes the same step. (The all-reduce follows the pipeline's drain;
 // it does not yet overlap it.)
 //
+// Deterministic (`deterministic`): the global batch is cut into
+// data_parallel x microbatches atoms, replica d's micro-batches are atoms
+// d M .. d M + M - 1, and each stage treats each as deterministic data
+// parallelism treats an atom (ModuleStage: dropout from (seed, step, atom),
+// gradients rounded into int64 fixed-point sums after each micro-batch's
+// backward); the replicas add their integers, and the float gradient is
+// read back once. The weights are then bitwise those of deterministic data
+// parallelism with deterministic_atoms = D M on any number of workers, one
+// included, whatever D, P and the schedule.
+//
 // A lost stage process fails every rank's step (the transport's
 // PeerLostError, or a receive's deadline), as with data parallelism.
 #pragma once
@@ -44,6 +54,7 @@
 
 #include "loom/comm/collectives/communicator.h"
 #include "loom/io/pipeline_schedule.h"
+#include "loom/parallel/deterministic_state.h"
 #include "loom/parallel/pipeline/comm_links.h"
 #include "loom/parallel/pipeline/module_stage.h"
 #include "loom/parallel/pipeline/partition.h"
@@ -64,6 +75,7 @@ struct PipelineStrategyOptions {
   StageBalance balance = StageBalance::Parameters;
   std::vector<int64_t> placement;  // by hand: each chunk's first layer (empty: balance)
   std::vector<bool> recompute;     // per chunk: keep only its input, recompute before backward (empty: none)
+  bool deterministic = false;      // atoms = data_parallel x microbatches; fixed-point sums
   std::chrono::milliseconds timeout{60000};  // one step's receives
 };
 
@@ -83,6 +95,8 @@ class PipelineStrategy final : public train::Strategy {
   void gather(nn::Module& model, optim::Optimizer* local) override;
   void barrier() override;
   void finish() override;
+  void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) override;
+  void restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) override;
 
   // After attach: the chunks as cut, and the plan.
   const std::vector<pipeline::LayerRange>& chunks() const { return chunks_; }
@@ -92,6 +106,10 @@ class PipelineStrategy final : public train::Strategy {
   int stage() const { return comm_->rank % options_.stages; }
   // Sums this stage's gradients over the data-parallel replicas.
   void sync_gradients();
+  // Deterministic: the micro-batches are the atoms of this replica's share.
+  std::vector<train::StepBatch> atom_microbatches(const train::StepBatch& batch, std::vector<int64_t>& index) const;
+  // Deterministic: the stage's fixed-point sums, added over the replicas, into the gradients.
+  void exact_gradients();
   std::unique_ptr<ProcessGroup> group_;
   comm::Communicator own_comm_;
   comm::Communicator* comm_;
@@ -103,6 +121,7 @@ class PipelineStrategy final : public train::Strategy {
   std::unique_ptr<pipeline::CommLinks> links_;
   comm::Communicator replicas_;  // this stage's replicas (data_parallel > 1)
   std::vector<core::Tensor> own_params_;
+  DeterministicSteps steps_;
 };
 
 }  // namespace loom::parallel

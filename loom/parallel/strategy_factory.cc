@@ -106,6 +106,7 @@ PipelineStrategyOptions pipeline_options(const io::JobConfig& job) {
           .virtual_stages = static_cast<int>(d.virtual_stages),
           .placement = d.placement,
           .recompute = d.recompute ? std::vector<bool>(static_cast<size_t>(chunks), true) : std::vector<bool>{},
+          .deterministic = d.deterministic,
           .timeout = seconds(d.timeout_s)};
 }
 

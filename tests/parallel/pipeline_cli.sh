@@ -4,6 +4,7 @@
 #     (1f1b and zb-h1 on 2 stages, gpipe on 4 stages with 3 micro-batches (M < P), interleaved with 2
 #     chunks a stage) is byte-identical to one process accumulating the same 4 micro-batches;
 #     2 replicas x 2 stages equal it within rounding (their sums add in another order);
+#     deterministic, 2x2, 1x4 and 4x1 equal deterministic data parallelism with 4 atoms byte for byte;
 #     `loom launch --describe` prints the stages' layers and each rank's actions;
 #  2. checkpoints hold the whole model: 6 steps on 2 stages resumed in one process, and 6 steps in
 #     one process resumed on 3 stages, both equal 12 straight;
@@ -102,7 +103,17 @@ python3 -c 'import sys; sys.exit(0 if 0 < float(sys.argv[1]) < 1e-6 else 1)' "$r
   echo "ok   d2p2 ~ ref: largest difference per tensor $rel of its largest value" ||
   fail "d2p2 against ref: largest relative difference $rel"
 
-# 1c. The layout and each rank's actions, without starting anything.
+# 1c. Deterministic: D x P bitwise equal to deterministic data parallelism with D M atoms (dropout on).
+det=(--set distributed.deterministic=true)
+run det_dp1 "${det[@]}" --set distributed.mode=allreduce --set distributed.deterministic_atoms=4
+run det_d2p2 "${det[@]}" "${pipe[@]}" --set distributed.stages=2 --set distributed.data_parallel=2 \
+  --set train.microbatches=2
+run det_d1p4 "${det[@]}" "${pipe[@]}" --set distributed.stages=4 --set distributed.schedule=zb-h1
+run det_d4p1 "${det[@]}" "${pipe[@]}" --set distributed.stages=1 --set distributed.data_parallel=4 \
+  --set train.microbatches=1
+for name in det_d2p2 det_d1p4 det_d4p1; do same "$name" det_dp1; done
+
+# 1d. The layout and each rank's actions, without starting anything.
 layout=$("$loom" launch --describe --workers 2 -- "$loom" train "$tmp/job.toml" "${pipe[@]}" --set distributed.stages=2 2>&1)
 echo "$layout" | grep -q "^stage 1, part 1: layers 2-4 (TransformerBlock" && echo "$layout" | grep -q "^rank 1: recv act mb 0 chunk 1 from 0" &&
   echo "ok   launch --describe: $(echo "$layout" | grep '^pipeline:')" || { fail "launch --describe:"; echo "$layout"; }

@@ -3,6 +3,8 @@
 #include "loom/autograd/engine.h"
 #include "loom/core/error.h"
 #include "loom/nn/normalization.h"
+#include "loom/parallel/data_parallel_atoms.h"
+#include "loom/parallel/data_parallel_fixed_point.h"
 #include "loom/ops/ops.h"
 
 namespace loom::parallel::pipeline {
@@ -12,6 +14,14 @@ ModuleStage::ModuleStage(std::map<int, Layers> chunks, int num_chunks, std::vect
   for (const auto& [c, layers] : chunks_) {
     LOOM_CHECK(c >= 0 && c < num_chunks_ && !layers.empty(), "pipeline: chunk {} of {} with {} layers", c,
                num_chunks_, layers.size());
+    const size_t first = params_.size();
+    for (size_t l = 0; l < layers.size(); ++l) {
+      for (const auto& [name, p] : layers[l]->named_parameters()) {
+        params_.push_back(p);
+        param_names_.push_back(format("'{}' of layer {} of chunk {}", name, l, c));
+      }
+    }
+    chunk_params_[c] = {first, params_.size()};
     if (!recomputes(c)) continue;
     for (const auto& layer : layers) {
       for (auto& [name, m] : layer->named_modules()) {
@@ -29,6 +39,53 @@ void ModuleStage::begin_step(std::vector<train::StepBatch> microbatches, const t
   micro_ = std::move(microbatches);
   loss_ = &loss;
   loss_sum_ = 0;
+  atoms_.reset();
+}
+
+void ModuleStage::begin_step(std::vector<train::StepBatch> microbatches, const train::LossFn& loss, Atoms atoms) {
+  LOOM_CHECK(atoms.index.size() == microbatches.size(), "pipeline: {} atoms for {} micro-batches",
+             atoms.index.size(), microbatches.size());
+  begin_step(std::move(microbatches), loss);
+  atoms_ = std::move(atoms);
+  seeds_.clear();
+  for (const auto& [c, layers] : chunks_) {
+    for (core::Generator* g : generators_of(c)) seeds_[g] = g->seed();
+  }
+  if (sums_.empty()) {
+    for (const core::Tensor& p : params_) sums_.push_back(ops::zeros({p.numel()}, core::DType::I64));
+  }
+  summed_.assign(params_.size(), false);
+}
+
+void ModuleStage::end_step() {
+  for (const auto& [g, seed] : seeds_) g->set_state(seed, 0);
+  for (size_t k = 0; k < sums_.size(); ++k) {
+    if (!summed_[k]) ops::fill_(sums_[k], 0.0);  // no atom gave it a gradient
+  }
+}
+
+void ModuleStage::reseed(int chunk, int i) {
+  if (!atoms_) return;
+  const int64_t atom = atoms_->index[static_cast<size_t>(i)];
+  for (core::Generator* g : generators_of(chunk)) g->set_state(atom_seed(seeds_.at(g), atoms_->step, atom), 0);
+}
+
+// The chunk's gradients of one atom, rounded into the sums; .grad is zeroed for the next.
+void ModuleStage::add_to_sums(int chunk) {
+  const auto [first, last] = chunk_params_.at(chunk);
+  for (size_t k = first; k < last; ++k) {
+    const core::Tensor g = params_[k].grad();
+    if (!g.defined()) continue;
+    LOOM_CHECK(g.is_contiguous(), "pipeline: the gradient of {} is not contiguous", param_names_[k]);
+    // acc (+)= round(g 2^40), g = 0 for the next atom.
+    const auto bad = fixed_point::accumulate(
+        g, sums_[k], {.mode = summed_[k] ? fixed_point::Mode::Add : fixed_point::Mode::Assign});
+    LOOM_CHECK_T(ValueError, !bad,
+                 "deterministic pipeline: element {} of the gradient of {} is {}, outside the range of the exact "
+                 "sums (|g| <= {}): the step cannot be made deterministic", bad ? bad->index : 0, param_names_[k],
+                 bad ? bad->value : 0.0, fixed_point::kMaxMagnitude);
+    summed_[k] = true;
+  }
 }
 
 const Layers& ModuleStage::layers_of(int chunk) const {
@@ -72,6 +129,7 @@ core::Tensor ModuleStage::forward(int chunk, int i, core::Tensor input) {
     s.input = input.detach();
     if (core::is_floating(s.input.dtype())) s.input.set_requires_grad(true);
   }
+  reseed(chunk, i);
   core::Tensor out;
   if (recomputes(chunk)) {
     for (core::Generator* g : generators_of(chunk)) s.generators.emplace_back(g->seed(), g->offset());
@@ -112,6 +170,7 @@ core::Tensor ModuleStage::backward(int chunk, int i, core::Tensor output_grad) {
   } else {
     autograd::backward(s.output);
   }
+  if (atoms_) add_to_sums(chunk);
   if (chunk == 0) return {};
   const core::Tensor g = s.input.grad();
   return g.defined() ? g : ops::zeros_like(s.input);  // a chunk whose output ignores its input

@@ -22,6 +22,13 @@
 // recompute() runs the forward again, with the graph and the same dropout
 // masks (the generators rewound, then put back where the first forward
 // left them), so the backward is the one without recomputation, bit for bit.
+// Deterministic mode (begin_step with atoms): micro-batch i is atom
+// atoms.index[i] of the global batch, and the stage does what deterministic
+// data parallelism does with an atom (data_parallel_atoms.h): its chunks'
+// generators draw from Philox(seed, step, atom) for its forward, and after
+// its backward every parameter's gradient is rounded into int64 fixed-point
+// sums (fixed_point_sums()), so the step's gradient is an exact sum of the
+// atoms' that any grouping over replicas and micro-batches reproduces.
 // Split backward (zb-h1): backward_input runs the whole backward, input and
 // weight gradients, and backward_weight has nothing left to do — the
 // schedule's order is kept and the results are the same, but until the
@@ -30,6 +37,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "loom/parallel/pipeline/executor.h"
@@ -48,6 +56,18 @@ class ModuleStage final : public StageWork {
   // uses the inputs, the targets or neither), and the loss (which outlives
   // the step); clears the loss sum.
   void begin_step(std::vector<train::StepBatch> microbatches, const train::LossFn& loss);
+  // Deterministic mode: which atom each micro-batch is, and the step.
+  struct Atoms {
+    int64_t step = 0;
+    std::vector<int64_t> index;  // per micro-batch
+  };
+  void begin_step(std::vector<train::StepBatch> microbatches, const train::LossFn& loss, Atoms atoms);
+  // After a deterministic step: the generators back at (seed, 0), as between steps.
+  void end_step();
+  // This rank's parameters (its chunks', in order) and, after a deterministic
+  // step, each one's i64 sum of its atoms' gradients in units of 2^-40.
+  const std::vector<core::Tensor>& params() const { return params_; }
+  const std::vector<core::Tensor>& fixed_point_sums() const { return sums_; }
   // Sum over this step's micro-batches of their mean loss times their rows
   // (0 unless this rank holds the last chunk).
   double loss_sum() const { return loss_sum_; }
@@ -71,6 +91,8 @@ class ModuleStage final : public StageWork {
   // Runs chunk `chunk` on `x` (micro-batch i): its output, or on the last chunk its scaled loss.
   core::Tensor run(int chunk, int i, core::Tensor x, bool count_loss);
   std::vector<core::Generator*> generators_of(int chunk) const;
+  void reseed(int chunk, int microbatch);
+  void add_to_sums(int chunk);
   const train::StepBatch& microbatch(int i) const;
 
   std::map<int, Layers> chunks_;
@@ -80,6 +102,14 @@ class ModuleStage final : public StageWork {
   std::vector<train::StepBatch> micro_;
   std::map<std::pair<int, int>, Saved> saved_;  // (chunk, micro-batch)
   double loss_sum_ = 0;
+  std::vector<core::Tensor> params_;
+  std::vector<std::string> param_names_;  // for messages
+  std::map<int, std::pair<size_t, size_t>> chunk_params_;  // chunk -> its range of params_
+  // Deterministic mode.
+  std::optional<Atoms> atoms_;
+  std::map<core::Generator*, uint64_t> seeds_;  // each generator's seed between steps
+  std::vector<core::Tensor> sums_;               // i64, one per parameter
+  std::vector<bool> summed_;                     // whether sums_[k] holds this step's first atom yet
 };
 
 }  // namespace loom::parallel::pipeline
