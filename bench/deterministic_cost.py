@@ -71,6 +71,7 @@ def main():
     workers = [int(w) for w in args.workers.split(",")]
 
     times = {}  # (model, workers, deterministic) -> [ms]
+    load_before = os.getloadavg()
     for r in range(args.rounds):
         for model in models:
             job = os.path.join(root, "examples", "fashion_mnist", f"{model}.toml")
@@ -83,8 +84,11 @@ def main():
                           f"{'deterministic' if det else 'normal'}: {ms:.1f} ms/step", file=sys.stderr, flush=True)
 
     atoms = args.atoms or 8
+    load_after = os.getloadavg()
+    # The machine's load (1-minute average, this script's own runs included): paired ratios
+    # survive a loaded machine better than the absolute times do.
     print(f"\n{args.steps} steps, global batch 128, train.threads=1 per worker, median of {args.rounds} rounds "
-          f"(deterministic_atoms = {atoms})\n")
+          f"(deterministic_atoms = {atoms}); load average {load_before[0]:.1f} before, {load_after[0]:.1f} after\n")
     print("| model | workers | normal ms/step | deterministic ms/step | ratio |")
     print("|---|---|---|---|---|")
     rows = []
@@ -98,7 +102,8 @@ def main():
             print(f"| {model} | {n} | {normal:.1f} | {det:.1f} | {det / normal:.2f}x |")
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"steps": args.steps, "rounds": args.rounds, "atoms": atoms, "rows": rows}, f, indent=1)
+            json.dump({"steps": args.steps, "rounds": args.rounds, "atoms": atoms, "rows": rows,
+                       "load_average": [load_before[0], load_after[0]]}, f, indent=1)
 
 
 if __name__ == "__main__":
