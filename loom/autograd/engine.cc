@@ -1,6 +1,7 @@
 #include "loom/autograd/engine.h"
 
 #include <queue>
+#include <unordered_set>
 #include <unordered_map>
 
 #include "loom/ops/backend.h"
@@ -50,6 +51,15 @@ Tensor add_grads(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// Bit i set for each edge of `n` to a leaf that is not one of `now`.
+uint64_t leaf_edges(const Node& n, const std::unordered_set<TensorImpl*>& now = {}) {
+  uint64_t bits = 0;
+  for (size_t i = 0; i < n.next.size() && i < 64; ++i) {
+    if (n.next[i].leaf && !now.contains(n.next[i].leaf.get())) bits |= uint64_t{1} << i;
+  }
+  return bits;
+}
+
 }  // namespace
 
 void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
@@ -80,8 +90,12 @@ void backward(const Tensor& root, const BackwardOptions& options) {
   // Count, for every node and leaf reachable from the root, how many edges lead to it.
   std::unordered_map<Node*, int> deps;
   std::unordered_map<TensorImpl*, LeafState> leaves;
+  std::unordered_map<Node*, std::shared_ptr<Node>> owner;  // to keep a deferred node
+  std::unordered_set<TensorImpl*> now;
+  for (const Tensor& t : options.now) now.insert(t.impl_ptr().get());
   std::vector<Node*> stack{root.grad_fn().get()};
   deps[root.grad_fn().get()] = 0;
+  owner[root.grad_fn().get()] = root.grad_fn();
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
@@ -90,6 +104,7 @@ void backward(const Tensor& root, const BackwardOptions& options) {
         auto [it, fresh] = deps.try_emplace(e.fn.get(), 0);
         ++it->second;
         if (fresh) stack.push_back(e.fn.get());
+        if (fresh && options.defer_weights) owner[e.fn.get()] = e.fn;
       } else if (e.leaf) {
         ++leaves[e.leaf.get()].pending;
       }
@@ -112,7 +127,15 @@ void backward(const Tensor& root, const BackwardOptions& options) {
     Tensor g = std::move(inbox[n]);
     inbox.erase(n);
     std::vector<Tensor> grads;
-    if (g.defined()) grads = n->apply(g);
+    const uint64_t to_leaves = options.defer_weights ? leaf_edges(*n, now) : 0;
+    if (g.defined() && to_leaves != 0) {
+      options.defer_weights->nodes.push_back({owner.at(n), g, to_leaves});  // those leaves' gradients: later
+      if (~to_leaves & ((n->next.size() >= 64 ? ~uint64_t{0} : (uint64_t{1} << n->next.size()) - 1))) {
+        grads = n->apply_only(g, ~to_leaves);
+      }
+    } else if (g.defined()) {
+      grads = n->apply(g);
+    }
     LOOM_ASSERT(grads.empty() || grads.size() == n->next.size());
     for (size_t i = 0; i < n->next.size(); ++i) {
       const auto& e = n->next[i];
@@ -120,7 +143,7 @@ void backward(const Tensor& root, const BackwardOptions& options) {
       if (e.fn) {
         if (gi.defined()) inbox[e.fn.get()] = add_grads(inbox[e.fn.get()], gi);
         if (--deps[e.fn.get()] == 0) ready.push(e.fn.get());
-      } else if (e.leaf) {
+      } else if (e.leaf && !((to_leaves >> i) & 1u)) {
         auto& st = leaves[e.leaf.get()];
         if (gi.defined()) st.sum = add_grads(st.sum, gi);
         if (--st.pending == 0 && st.sum.defined()) {
@@ -129,8 +152,37 @@ void backward(const Tensor& root, const BackwardOptions& options) {
         }
       }
     }
-    if (!retain_graph) n->release_saved();
+    if (!retain_graph && to_leaves == 0) n->release_saved();
   }
+  if (options.defer_weights) {
+    options.defer_weights->sink = options.sink;
+    options.defer_weights->retain_graph = retain_graph;
+  }
+}
+
+void backward_weights(DeferredWeights& deferred) {
+  NoGradGuard no_grad;
+  std::unordered_map<TensorImpl*, LeafState> leaves;
+  for (const auto& [n, g, edges] : deferred.nodes) {
+    for (size_t i = 0; i < n->next.size(); ++i) {
+      if ((edges >> i) & 1u) ++leaves[n->next[i].leaf.get()].pending;
+    }
+  }
+  for (const auto& [n, g, edges] : deferred.nodes) {
+    const std::vector<Tensor> grads = n->apply_only(g, edges);
+    for (size_t i = 0; i < n->next.size(); ++i) {
+      const auto& e = n->next[i];
+      if (!((edges >> i) & 1u)) continue;
+      auto& st = leaves[e.leaf.get()];
+      if (i < grads.size() && grads[i].defined()) st.sum = add_grads(st.sum, grads[i]);
+      if (--st.pending == 0 && st.sum.defined()) {
+        finish_leaf(e.leaf, st.sum, deferred.sink);
+        st.sum = Tensor();
+      }
+    }
+    if (!deferred.retain_graph) n->release_saved();
+  }
+  deferred.nodes.clear();
 }
 
 void register_hook(Tensor& leaf, GradHook hook) {

@@ -10,9 +10,15 @@
 //   autograd::register_hook(w, [](const Tensor& g) { ... });
 //   { autograd::NoGradGuard no_grad; ... }             // ops record nothing here
 //   autograd::backward(loss, {.sink = [&](const Tensor& leaf, const Tensor& g) { ...; return true; }});
+//   autograd::DeferredWeights later;                   // a split backward (zero-bubble pipelines):
+//   autograd::backward(loss, {.defer_weights = &later, .now = {x}}); // x's gradient now, other leaves' not
+//   autograd::backward_weights(later);                 //   ... the leaves' (parameters') gradients
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "loom/core/tensor.h"
 
@@ -35,12 +41,40 @@ void backward(const Tensor& root, const Tensor& grad = Tensor(), bool retain_gra
 // and zeroing `.grad` again would cost two more passes.
 using GradSink = std::function<bool(const Tensor& leaf, const Tensor& grad)>;
 
+// The second half of a split backward: the nodes that feed leaves, with the
+// gradient each received, in the order backward ran them.
+struct DeferredWeights {
+  struct Work {
+    std::shared_ptr<core::Node> node;
+    Tensor grad;     // what the node received
+    uint64_t edges;  // its edges held back (bit i: next[i])
+  };
+  std::vector<Work> nodes;
+  GradSink sink;
+  bool retain_graph = false;
+};
+
 struct BackwardOptions {
   Tensor grad;  // defaults to ones for a one-element root
   bool retain_graph = false;
   GradSink sink;  // optional
+  // Split backward: a node with edges to leaves computes only its other
+  // gradients now and is kept (with its saved tensors) in `defer_weights`;
+  // backward_weights computes the leaves' later. The results are the
+  // unsplit backward's, bit for bit (each op computes each input's gradient
+  // the same way whichever others it is asked for), and a pipeline stage can
+  // send its input gradient before doing its weight-gradient work.
+  DeferredWeights* defer_weights = nullptr;
+  // Leaves whose gradients a split backward still computes now (a pipeline
+  // stage's input, which the previous stage waits for).
+  std::vector<Tensor> now;
 };
 void backward(const Tensor& root, const BackwardOptions& options);
+
+// The leaves' gradients held back by backward(.defer_weights): each node's
+// leaf gradients, summed per leaf in the order backward would have, into
+// `.grad` (or the sink) with hooks; then the nodes are released. Empties it.
+void backward_weights(DeferredWeights& deferred);
 
 // Calls `hook(grad)` each time backward finishes `leaf`'s gradient.
 void register_hook(Tensor& leaf, GradHook hook);

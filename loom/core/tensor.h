@@ -146,6 +146,10 @@ class Node {
  public:
   virtual ~Node() = default;
   virtual std::vector<Tensor> apply(const Tensor& grad_output) = 0;
+  // As apply, but only the gradients of the edges in `only` (bit i: next[i])
+  // need computing (a split backward). A node that cannot leave the others
+  // out computes them anyway; the engine ignores them.
+  virtual std::vector<Tensor> apply_only(const Tensor& grad_output, uint64_t only) { return apply(grad_output); }
   virtual const char* name() const = 0;
   // Drops saved tensors once backward has used them (unless the graph is retained).
   virtual void release_saved() {}

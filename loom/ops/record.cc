@@ -13,6 +13,10 @@ class FnNode final : public core::Node {
                name_);
     return fn_(grad, need_);
   }
+  std::vector<core::Tensor> apply_only(const core::Tensor& grad, uint64_t only) override {
+    LOOM_CHECK(fn_ != nullptr, "backward: {} was already run and its saved tensors freed", name_);
+    return fn_(grad, GradMask{need_.bits & only});
+  }
   const char* name() const override { return name_; }
   void release_saved() override { fn_ = nullptr; }
 

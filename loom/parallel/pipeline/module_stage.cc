@@ -158,26 +158,42 @@ void ModuleStage::recompute(int chunk, int i) {
   for (size_t k = 0; k < gens.size(); ++k) gens[k]->set_state(after[k].first, after[k].second);
 }
 
-core::Tensor ModuleStage::backward(int chunk, int i, core::Tensor output_grad) {
+core::Tensor ModuleStage::run_backward(int chunk, int i, core::Tensor output_grad, autograd::DeferredWeights* later) {
   auto it = saved_.find({chunk, i});
   LOOM_CHECK(it != saved_.end(), "pipeline: backward of micro-batch {} on chunk {} before its forward", i, chunk);
   Saved s = std::move(it->second);
   saved_.erase(it);
   LOOM_CHECK(s.output.defined(), "pipeline: backward of micro-batch {} on chunk {} before its recompute", i, chunk);
+  autograd::BackwardOptions o{.defer_weights = later};
+  if (chunk > 0) o.now = {s.input};
   if (chunk + 1 < num_chunks_) {
     LOOM_CHECK(output_grad.defined(), "pipeline: chunk {} got no output gradient for micro-batch {}", chunk, i);
-    if (s.output.requires_grad()) autograd::backward(s.output, output_grad);
-  } else {
-    autograd::backward(s.output);
+    if (!s.output.requires_grad()) return chunk == 0 ? core::Tensor() : ops::zeros_like(s.input);
+    o.grad = output_grad;
   }
-  if (atoms_) add_to_sums(chunk);
+  autograd::backward(s.output, o);
   if (chunk == 0) return {};
   const core::Tensor g = s.input.grad();
   return g.defined() ? g : ops::zeros_like(s.input);  // a chunk whose output ignores its input
 }
 
+core::Tensor ModuleStage::backward(int chunk, int i, core::Tensor output_grad) {
+  core::Tensor g = run_backward(chunk, i, std::move(output_grad), nullptr);
+  if (atoms_) add_to_sums(chunk);
+  return g;
+}
+
 core::Tensor ModuleStage::backward_input(int chunk, int i, core::Tensor output_grad) {
-  return backward(chunk, i, std::move(output_grad));
+  return run_backward(chunk, i, std::move(output_grad), &deferred_[{chunk, i}]);
+}
+
+void ModuleStage::backward_weight(int chunk, int i) {
+  auto it = deferred_.find({chunk, i});
+  LOOM_CHECK(it != deferred_.end(), "pipeline: weight gradient of micro-batch {} on chunk {} before its input "
+             "gradient", i, chunk);
+  autograd::backward_weights(it->second);
+  deferred_.erase(it);
+  if (atoms_) add_to_sums(chunk);
 }
 
 }  // namespace loom::parallel::pipeline

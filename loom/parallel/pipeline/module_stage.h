@@ -29,17 +29,18 @@
 // its backward every parameter's gradient is rounded into int64 fixed-point
 // sums (fixed_point_sums()), so the step's gradient is an exact sum of the
 // atoms' that any grouping over replicas and micro-batches reproduces.
-// Split backward (zb-h1): backward_input runs the whole backward, input and
-// weight gradients, and backward_weight has nothing left to do — the
-// schedule's order is kept and the results are the same, but until the
-// autograd engine can hold a weight gradient back, the weight work does not
-// move into the bubbles.
+// Split backward (zb-h1): backward_input runs autograd with the parameters'
+// gradients held back (BackwardOptions::defer_weights; the chunk's input
+// gradient, which the previous stage waits for, computed now) and
+// backward_weight computes them later (backward_weights), where the schedule
+// put it; the two halves give the unsplit backward's bits.
 #pragma once
 
 #include <map>
 #include <optional>
 #include <vector>
 
+#include "loom/autograd/engine.h"
 #include "loom/parallel/pipeline/executor.h"
 #include "loom/parallel/pipeline/partition.h"
 #include "loom/train/strategy.h"
@@ -72,12 +73,12 @@ class ModuleStage final : public StageWork {
   // (0 unless this rank holds the last chunk).
   double loss_sum() const { return loss_sum_; }
   // No micro-batch is half done (every forward met its backward).
-  bool idle() const { return saved_.empty(); }
+  bool idle() const { return saved_.empty() && deferred_.empty(); }
 
   core::Tensor forward(int chunk, int microbatch, core::Tensor input) override;
   core::Tensor backward(int chunk, int microbatch, core::Tensor output_grad) override;
   core::Tensor backward_input(int chunk, int microbatch, core::Tensor output_grad) override;
-  void backward_weight(int chunk, int microbatch) override {}
+  void backward_weight(int chunk, int microbatch) override;
   void recompute(int chunk, int microbatch) override;
 
  private:
@@ -92,6 +93,7 @@ class ModuleStage final : public StageWork {
   core::Tensor run(int chunk, int i, core::Tensor x, bool count_loss);
   std::vector<core::Generator*> generators_of(int chunk) const;
   void reseed(int chunk, int microbatch);
+  core::Tensor run_backward(int chunk, int microbatch, core::Tensor output_grad, autograd::DeferredWeights* later);
   void add_to_sums(int chunk);
   const train::StepBatch& microbatch(int i) const;
 
@@ -101,6 +103,7 @@ class ModuleStage final : public StageWork {
   const train::LossFn* loss_ = nullptr;
   std::vector<train::StepBatch> micro_;
   std::map<std::pair<int, int>, Saved> saved_;  // (chunk, micro-batch)
+  std::map<std::pair<int, int>, autograd::DeferredWeights> deferred_;  // weight gradients still to compute
   double loss_sum_ = 0;
   std::vector<core::Tensor> params_;
   std::vector<std::string> param_names_;  // for messages
