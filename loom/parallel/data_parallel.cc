@@ -57,7 +57,7 @@ DataParallel::DataParallel(nn::Module& model, comm::Communicator& comm, DataPara
       p.set_grad(view);
       bucket.names.push_back(order[i].first);
       bucket.offsets.push_back(offset);
-      slot_of_[p.impl()] = {b, bucket.names.size() - 1};
+      slot_of_[p.impl()] = {.bucket = b, .index = bucket.names.size() - 1, .param = p.impl_ptr()};
       offset += p.numel();
       std::weak_ptr<bool> alive = alive_;
       const size_t k = bucket.names.size() - 1;
@@ -191,11 +191,11 @@ void DataParallel::add_fixed_point(size_t b, size_t k, const Tensor* grad) {
 bool DataParallel::take_atom_gradient(const Tensor& leaf, const Tensor& grad) {
   LOOM_CHECK(options_.deterministic, "DataParallel::take_atom_gradient needs the .deterministic option");
   const auto it = slot_of_.find(leaf.impl());
-  if (it == slot_of_.end()) return false;  // not one of the model's parameters
+  if (it == slot_of_.end() || it->second.param.lock().get() != leaf.impl()) return false;  // not a parameter of ours
   // A gradient that is not a plain array of the parameter's dtype goes the
   // long way (into .grad, then the hook), which converts it.
   if (!grad.is_contiguous() || grad.dtype() != leaf.dtype() || grad.numel() != leaf.numel()) return false;
-  add_fixed_point(it->second.first, it->second.second, &grad);
+  add_fixed_point(it->second.bucket, it->second.index, &grad);
   return true;
 }
 

@@ -37,7 +37,6 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
-#include <utility>
 #include <vector>
 
 #include "loom/comm/collectives/collectives.h"
@@ -136,7 +135,11 @@ class DataParallel {
   comm::Communicator& comm_;
   DataParallelOptions options_;
   std::vector<Bucket> buckets_;
-  std::unordered_map<const core::TensorImpl*, std::pair<size_t, size_t>> slot_of_;  // parameter -> (bucket, index)
+  struct Slot {
+    size_t bucket = 0, index = 0;
+    std::weak_ptr<core::TensorImpl> param;  // the address alone could be a new tensor's after the parameter is gone
+  };
+  std::unordered_map<const core::TensorImpl*, Slot> slot_of_;  // parameter -> where its gradient goes
   bool sync_ = true;
   int64_t accumulated_ = 0;  // deterministic: accumulate_fixed_point() calls this step
   bool last_atom_ = false;   // deterministic: begin_last_atom() was called this step
