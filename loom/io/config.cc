@@ -484,6 +484,7 @@ const SectionTable<DistributedConfig> kDistributed{
         {"schedule", &DistributedConfig::schedule, one_of(pipeline_schedule_names())},
         {"virtual_stages", &DistributedConfig::virtual_stages, kAtLeast1},  // with the schedule: pipeline::check_schedule_options
         {"placement", &DistributedConfig::placement},  // against the model's layers: pipeline::cut_at
+        {"balance", &DistributedConfig::balance, one_of({"parameters", "time"})},
         {"recompute", &DistributedConfig::recompute},
     },
     check_distributed,

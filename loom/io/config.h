@@ -100,7 +100,8 @@ struct DistributedConfig {
   int64_t data_parallel = 1;      // replicas of the pipeline: stages x data_parallel processes
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;  // gpipe | 1f1b | interleaved | zb-h1
   int64_t virtual_stages = 1;     // model chunks per stage (interleaved: >= 2)
-  std::vector<int64_t> placement; // by hand: the first layer of each chunk (empty: balanced by parameters)
+  std::vector<int64_t> placement; // by hand: the first layer of each chunk (empty: balanced)
+  std::string balance = "parameters";  // parameters | time (each layer's forward + backward, measured at the first step)
   bool recompute = false;         // every chunk keeps only its input and recomputes its forward before backward
 };
 

@@ -73,29 +73,10 @@ void PipelineStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
                                       .microbatches = options_.microbatches, .virtual_stages = options_.virtual_stages,
                                       .recompute = options_.recompute});
   layers_ = pipeline::pipeline_layers(model);
-  const int parts = plan_.num_chunks();
-  chunks_ = options_.placement.empty() ? pipeline::balance(pipeline::parameter_costs(layers_), parts)
-                                       : pipeline::cut_at(options_.placement, static_cast<int64_t>(layers_.size()));
-  LOOM_CHECK_T(ConfigError, static_cast<int>(chunks_.size()) == parts,
-               "pipeline: the placement names {} chunks, the pipeline has {} (stages {} x virtual_stages {})",
-               chunks_.size(), parts, options_.stages, options_.virtual_stages);
-  // A tied GPT's token table serves the embedding and the head: both must run on one rank.
-  if (auto* gpt = dynamic_cast<nn::Gpt*>(&model); gpt && gpt->options().tied) {
-    LOOM_CHECK_T(ConfigError, plan_.rank_of(0) == plan_.rank_of(parts - 1),
-                 "pipeline: the GPT's head shares the embedding's weight (tied = true), and they would run on ranks "
-                 "{} and {}: set [model] tied = false", plan_.rank_of(0), plan_.rank_of(parts - 1));
-  }
-  std::map<int, pipeline::Layers> mine;
-  own_params_.clear();
-  for (int c = 0; c < parts; ++c) {
-    if (plan_.rank_of(c) != stage()) continue;
-    const auto& r = chunks_[static_cast<size_t>(c)];
-    mine[c] = pipeline::Layers(layers_.begin() + r.begin, layers_.begin() + r.end);
-    for (const auto& layer : mine[c]) {
-      for (const auto& [name, p] : layer->named_parameters()) own_params_.push_back(p);
-    }
-  }
-  stage_ = std::make_unique<pipeline::ModuleStage>(std::move(mine), parts, options_.recompute);
+  tied_gpt_ = [&] {
+    auto* gpt = dynamic_cast<nn::Gpt*>(&model);
+    return gpt && gpt->options().tied;
+  }();
   if (options_.deterministic) {
     steps_.atoms = static_cast<int64_t>(options_.data_parallel) * options_.microbatches;
     check_atoms(steps_.atoms, options_.data_parallel);
@@ -111,10 +92,71 @@ void PipelineStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
   for (int d = 0; d < options_.data_parallel; ++d) replicas.push_back(d * P + stage());
   links_ = std::make_unique<pipeline::CommLinks>(*comm_, std::move(stage_ranks));
   if (options_.data_parallel > 1) replicas_ = comm::sub_communicator(*comm_, replicas, /*channel=*/3);
+  if (!options_.placement.empty()) {
+    build_stage(pipeline::cut_at(options_.placement, static_cast<int64_t>(layers_.size())));
+  } else if (options_.balance == StageBalance::Parameters) {
+    build_stage(pipeline::balance(pipeline::parameter_costs(layers_), plan_.num_chunks()));
+  }  // StageBalance::Time: at the first step, on its first micro-batch (measured_cut)
+}
+
+void PipelineStrategy::build_stage(std::vector<pipeline::LayerRange> chunks) {
+  const int parts = plan_.num_chunks();
+  LOOM_CHECK_T(ConfigError, static_cast<int>(chunks.size()) == parts,
+               "pipeline: the placement names {} chunks, the pipeline has {} (stages {} x virtual_stages {})",
+               chunks.size(), parts, options_.stages, options_.virtual_stages);
+  // A tied GPT's token table serves the embedding and the head: both must run on one rank.
+  LOOM_CHECK_T(ConfigError, !tied_gpt_ || plan_.rank_of(0) == plan_.rank_of(parts - 1),
+               "pipeline: the GPT's head shares the embedding's weight (tied = true), and they would run on ranks {} "
+               "and {}: set [model] tied = false", plan_.rank_of(0), plan_.rank_of(parts - 1));
+  chunks_ = std::move(chunks);
+  std::map<int, pipeline::Layers> mine;
+  own_params_.clear();
+  for (int c = 0; c < parts; ++c) {
+    if (plan_.rank_of(c) != stage()) continue;
+    const auto& r = chunks_[static_cast<size_t>(c)];
+    mine[c] = pipeline::Layers(layers_.begin() + r.begin, layers_.begin() + r.end);
+    for (const auto& layer : mine[c]) {
+      for (const auto& [name, p] : layer->named_parameters()) own_params_.push_back(p);
+    }
+  }
+  stage_ = std::make_unique<pipeline::ModuleStage>(std::move(mine), parts, options_.recompute);
+}
+
+// Rank 0 times every layer's forward and backward on `sample` and cuts there;
+// every rank takes its cut (collective). The model's buffers and generators
+// are put back as they were, so measuring changes no result.
+std::vector<pipeline::LayerRange> PipelineStrategy::measured_cut(const Tensor& sample) {
+  const int parts = plan_.num_chunks();
+  Tensor firsts = ops::zeros({parts}, core::DType::I64);
+  if (rank() == 0) {
+    std::vector<Tensor> kept;  // copies of the buffers (batch norm's statistics)
+    std::vector<std::pair<core::Generator*, std::pair<uint64_t, uint64_t>>> generators;
+    for (const auto& layer : layers_) {
+      for (const auto& [name, b] : layer->named_buffers()) kept.push_back(ops::contiguous(ops::mul(b, 1.0)));
+      for (auto& [name, m] : layer->named_modules()) {
+        if (core::Generator* g = m->random_generator()) generators.push_back({g, {g->seed(), g->offset()}});
+      }
+    }
+    const auto cut = pipeline::balance(pipeline::measured_costs(layers_, sample), parts);
+    size_t k = 0;
+    for (const auto& layer : layers_) {
+      for (auto [name, b] : layer->named_buffers()) ops::copy_(b, kept[k++]);
+    }
+    for (auto& [g, state] : generators) g->set_state(state.first, state.second);
+    std::vector<int64_t> v;
+    for (const auto& r : cut) v.push_back(r.begin);
+    firsts = Tensor::from_vector<int64_t>(v, {parts});
+  }
+  comm::broadcast(*comm_, firsts, 0, {.timeout = options_.timeout});
+  return pipeline::cut_at(firsts.to_vector<int64_t>(), static_cast<int64_t>(layers_.size()));
 }
 
 double PipelineStrategy::step(const train::StepBatch& batch, train::StepParts& parts) {
-  LOOM_CHECK(stage_ != nullptr, "PipelineStrategy::step before attach");
+  LOOM_CHECK(plan_.num_chunks() > 0, "PipelineStrategy::step before attach");
+  if (!stage_) {
+    const auto micro = cut_microbatches(batch, options_.microbatches);
+    build_stage(measured_cut(micro.empty() ? batch.inputs : micro.front().inputs));
+  }
   parts.optimizer.zero_grad();
   std::vector<int64_t> atoms;
   std::vector<train::StepBatch> micro = options_.deterministic ? atom_microbatches(batch, atoms)
@@ -222,7 +264,7 @@ void PipelineStrategy::sync_gradients() {
 }
 
 void PipelineStrategy::gather(nn::Module& model, optim::Optimizer* local) {
-  LOOM_CHECK(stage_ != nullptr, "PipelineStrategy::gather before attach");
+  if (!stage_) return;  // not cut yet (balance by time, before the first step): every rank holds the initial model
   if (data_rank() != 0) return;  // the replicas hold the same weights: replica 0's stages send theirs
   const comm::SendRecvOptions base{.timeout = options_.timeout};
   // Parameters and buffers, chunk by chunk, from their rank to rank 0.

@@ -72,7 +72,7 @@ struct PipelineStrategyOptions {
   int microbatches = 1;
   io::PipelineSchedule schedule = io::PipelineSchedule::OneFOneB;
   int virtual_stages = 1;  // model chunks per rank (interleaved)
-  StageBalance balance = StageBalance::Parameters;
+  StageBalance balance = StageBalance::Parameters;  // Time: measured by rank 0 at the first step
   std::vector<int64_t> placement;  // by hand: each chunk's first layer (empty: balance)
   std::vector<bool> recompute;     // per chunk: keep only its input, recompute before backward (empty: none)
   bool deterministic = false;      // atoms = data_parallel x microbatches; fixed-point sums
@@ -104,6 +104,8 @@ class PipelineStrategy final : public train::Strategy {
 
  private:
   int stage() const { return comm_->rank % options_.stages; }
+  void build_stage(std::vector<pipeline::LayerRange> chunks);
+  std::vector<pipeline::LayerRange> measured_cut(const core::Tensor& sample);
   // Sums this stage's gradients over the data-parallel replicas.
   void sync_gradients();
   // Deterministic: the micro-batches are the atoms of this replica's share.
@@ -115,6 +117,7 @@ class PipelineStrategy final : public train::Strategy {
   comm::Communicator* comm_;
   PipelineStrategyOptions options_;
   pipeline::Layers layers_;
+  bool tied_gpt_ = false;
   std::vector<pipeline::LayerRange> chunks_;
   pipeline::Plan plan_;
   std::unique_ptr<pipeline::ModuleStage> stage_;

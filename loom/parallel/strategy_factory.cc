@@ -104,6 +104,7 @@ PipelineStrategyOptions pipeline_options(const io::JobConfig& job) {
           .microbatches = static_cast<int>(job.train.microbatches),
           .schedule = d.schedule,
           .virtual_stages = static_cast<int>(d.virtual_stages),
+          .balance = d.balance == "time" ? StageBalance::Time : StageBalance::Parameters,
           .placement = d.placement,
           .recompute = d.recompute ? std::vector<bool>(static_cast<size_t>(chunks), true) : std::vector<bool>{},
           .deterministic = d.deterministic,

@@ -2,7 +2,7 @@
 # Pipeline parallelism with real processes (`loom train` with [distributed] mode = "pipeline"):
 #  1. a small GPT (untied), 12 steps of 4 micro-batches: the final weights file of every schedule
 #     (1f1b and zb-h1 on 2 stages, gpipe on 4 stages with 3 micro-batches (M < P), interleaved with 2
-#     chunks a stage) is byte-identical to one process accumulating the same 4 micro-batches;
+#     chunks a stage, 4 stages recomputing, 3 stages cut by measured time) is byte-identical to one process accumulating the same 4 micro-batches;
 #     2 replicas x 2 stages equal it within rounding (their sums add in another order);
 #     deterministic, 2x2, 1x4 and 4x1 equal deterministic data parallelism with 4 atoms byte for byte;
 #     `loom launch --describe` prints the stages' layers and each rank's actions;
@@ -68,7 +68,8 @@ run p2_zbh1 "${pipe[@]}" --set distributed.stages=2 --set distributed.schedule=z
 run p2_interleaved "${pipe[@]}" --set distributed.stages=2 --set distributed.schedule=interleaved \
   --set distributed.virtual_stages=2
 run p4_recompute "${pipe[@]}" --set distributed.stages=4 --set distributed.recompute=true
-for name in p2_1f1b p2_zbh1 p2_interleaved p4_recompute; do same "$name" ref; done
+run p3_time "${pipe[@]}" --set distributed.stages=3 --set distributed.balance=time
+for name in p2_1f1b p2_zbh1 p2_interleaved p4_recompute p3_time; do same "$name" ref; done
 run ref_m3 --set train.microbatches=3
 run p4_gpipe_m3 "${pipe[@]}" --set distributed.stages=4 --set distributed.schedule=gpipe --set train.microbatches=3
 same p4_gpipe_m3 ref_m3

@@ -157,6 +157,11 @@ void describe_pipeline(const std::vector<std::string>& command) {
       {.kind = po.schedule, .stages = po.stages, .microbatches = po.microbatches, .virtual_stages = po.virtual_stages,
        .recompute = po.recompute});
   const parallel::pipeline::Layers layers = parallel::pipeline::pipeline_layers(trainer.model());
+  if (po.placement.empty() && po.balance == parallel::StageBalance::Time) {
+    std::printf("stages: cut at the first step, by each layer's measured time (balance = \"time\")\n%s",
+                parallel::pipeline::describe(plan).c_str());
+    return;
+  }
   const auto chunks = po.placement.empty()
                           ? parallel::pipeline::balance(parallel::pipeline::parameter_costs(layers), plan.num_chunks())
                           : parallel::pipeline::cut_at(po.placement, static_cast<int64_t>(layers.size()));
