@@ -44,8 +44,17 @@ void DataParallelStrategy::attach(nn::Module& model, const optim::OptimizerSpec&
 double DataParallelStrategy::step(const train::StepBatch& batch, train::StepParts& parts) {
   LOOM_ASSERT(dp_ != nullptr);
   parts.optimizer.zero_grad();
-  const double loss_value =
-      options_.deterministic ? deterministic_forward_backward(batch, parts) : train::forward_backward(batch, parts);
+  // Gradient accumulation: only the last micro-batch's backward all-reduces (the hooks send the sums).
+  std::optional<DataParallel::NoSync> accumulating;
+  const train::BeforeBackward sync_on_last = [&](bool last) {
+    if (last) {
+      accumulating.reset();
+    } else if (!accumulating) {
+      accumulating.emplace(*dp_);
+    }
+  };
+  const double loss_value = options_.deterministic ? deterministic_forward_backward(batch, parts)
+                                                   : train::forward_backward(batch, parts, sync_on_last);
   if (!options_.deterministic) dp_->finish_gradient_sync();
   parts.optimizer.step();
   return loss_value;
@@ -62,6 +71,11 @@ double DataParallelStrategy::deterministic_forward_backward(const train::StepBat
              "deterministic data parallelism: rank {} of {} got {} rows of a global batch of {}; it needs rows "
              "[B r / N, B (r + 1) / N) (train::share_of_batch)", r, n, rows, global_rows);
   const std::vector<Atom> atoms = atoms_of_rank(global_rows, options_.deterministic_atoms, r, n);
+  // The atoms are the micro-batches: one at a time, B / A rows each.
+  LOOM_CHECK_T(ConfigError, parts.microbatches <= static_cast<int64_t>(atoms.size()),
+               "deterministic data parallelism runs a worker's {} atoms one at a time, so [train] microbatches = {} "
+               "cannot cut finer: set deterministic_atoms to at least {} (workers x microbatches)", atoms.size(),
+               parts.microbatches, static_cast<int64_t>(n) * parts.microbatches);
   AtomScope scope(parts.model, deterministic_step_, atoms);
   const Atom* last = nullptr;
   for (const Atom& atom : atoms) {

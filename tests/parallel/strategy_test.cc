@@ -34,7 +34,7 @@ std::shared_ptr<data::TensorDataset> regression_data() {
 const train::LossFn kMse = [](const Tensor& out, const Tensor& y) { return ops::mse_loss(out, y); };
 
 // Final weights after 2 epochs on `world` ranks (rank 0's; all ranks agree).
-std::vector<std::vector<float>> train_data_parallel(int world, bool deterministic) {
+std::vector<std::vector<float>> train_data_parallel(int world, bool deterministic, int64_t microbatches = 1) {
   auto hub = std::make_shared<comm::InProcHub>(world);
   std::vector<std::vector<std::vector<float>>> weights(static_cast<size_t>(world));
   std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
@@ -55,7 +55,8 @@ std::vector<std::vector<float>> train_data_parallel(int world, bool deterministi
                                 .loss = kMse,
                                 .optimizer = {.rule = optim::Rule::Sgd, .lr = 0.1, .momentum = 0.9},
                                 .strategy = strategy},
-                               io::TrainConfig{.epochs = 2, .eval_interval = 0}, {.log = nullptr});
+                               io::TrainConfig{.epochs = 2, .eval_interval = 0, .microbatches = microbatches},
+                               {.log = nullptr});
         trainer.fit();
         for (auto& [name, p] : model->named_parameters()) weights[static_cast<size_t>(r)].push_back(p.to_vector<float>());
       } catch (...) {
@@ -86,6 +87,22 @@ TEST(DataParallelStrategy, WithoutDeterministicCloseToOneRank) {
   for (size_t i = 0; i < one.size(); ++i) {
     for (size_t j = 0; j < one[i].size(); ++j) EXPECT_NEAR(one[i][j], three[i][j], 1e-4);
   }
+}
+
+// Gradient accumulation under data parallelism: the all-reduce waits for the
+// last micro-batch (DataParallel::no_sync for the others), so 3 ranks with 2
+// micro-batches each stay as close to one rank as without micro-batches;
+// deterministic mode's atoms already are its micro-batches (its bits do not
+// change), and more micro-batches than a rank's atoms are refused.
+TEST(DataParallelStrategy, MicrobatchesSyncOnceAStep) {
+  const auto one = train_data_parallel(1, false);
+  const auto three = train_data_parallel(3, false, 2);
+  ASSERT_EQ(one.size(), three.size());
+  for (size_t i = 0; i < one.size(); ++i) {
+    for (size_t j = 0; j < one[i].size(); ++j) EXPECT_NEAR(one[i][j], three[i][j], 1e-4);
+  }
+  EXPECT_EQ(train_data_parallel(3, true, 2), train_data_parallel(1, true));
+  EXPECT_THROW(train_data_parallel(3, true, 3), ConfigError);  // 6 atoms: 2 a rank
 }
 
 // ids i64 [B, 2] -> ServerEmbedding [B, 2, 3] -> Linear -> [B, 1].
