@@ -60,6 +60,55 @@ uint64_t leaf_edges(const Node& n, const std::unordered_set<TensorImpl*>& now = 
   return bits;
 }
 
+// The gradient backward starts from: `grad`, or ones for a one-element root.
+Tensor root_gradient(const Tensor& root, const Tensor& grad) {
+  LOOM_CHECK(root.defined(), "backward: undefined tensor");
+  LOOM_CHECK(root.requires_grad(), "backward: the tensor does not require grad (no parameter in its history "
+                                   "requires grad, or it was computed under NoGradGuard)");
+  if (!grad.defined()) {
+    LOOM_CHECK_T(ShapeError, root.numel() == 1,
+                 "backward: implicit gradient needs a one-element tensor, got shape {}; pass `grad`",
+                 core::to_string(root.shape()));
+    return ops::ones(root.shape(), root.dtype(), root.device());
+  }
+  LOOM_CHECK_T(ShapeError, grad.shape() == root.shape(), "backward: grad shape {} differs from tensor shape {}",
+               core::to_string(grad.shape()), core::to_string(root.shape()));
+  return grad;
+}
+
+// For every node and leaf reachable from the root, how many edges lead to it
+// (and, for a split backward, each node's owner, to keep the held-back ones).
+struct Tape {
+  std::unordered_map<Node*, int> deps;
+  std::unordered_map<TensorImpl*, LeafState> leaves;
+  std::unordered_map<Node*, std::shared_ptr<Node>> owner;
+};
+
+Tape count_edges(const std::shared_ptr<Node>& root, bool owners) {
+  Tape tape;
+  std::vector<Node*> stack{root.get()};
+  tape.deps[root.get()] = 0;
+  if (owners) tape.owner[root.get()] = root;
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (const auto& e : n->next) {
+      if (e.fn) {
+        auto [it, fresh] = tape.deps.try_emplace(e.fn.get(), 0);
+        ++it->second;
+        if (fresh) stack.push_back(e.fn.get());
+        if (fresh && owners) tape.owner[e.fn.get()] = e.fn;
+      } else if (e.leaf) {
+        ++tape.leaves[e.leaf.get()].pending;
+      }
+    }
+  }
+  return tape;
+}
+
+// Bit i set for every edge of `n`.
+uint64_t all_edges(const Node& n) { return n.next.size() >= 64 ? ~uint64_t{0} : (uint64_t{1} << n.next.size()) - 1; }
+
 }  // namespace
 
 void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
@@ -67,49 +116,15 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
 }
 
 void backward(const Tensor& root, const BackwardOptions& options) {
-  const Tensor& grad_in = options.grad;
-  const bool retain_graph = options.retain_graph;
-  LOOM_CHECK(root.defined(), "backward: undefined tensor");
-  LOOM_CHECK(root.requires_grad(), "backward: the tensor does not require grad (no parameter in its history "
-                                   "requires grad, or it was computed under NoGradGuard)");
-  Tensor grad = grad_in;
-  if (!grad.defined()) {
-    LOOM_CHECK_T(ShapeError, root.numel() == 1,
-                 "backward: implicit gradient needs a one-element tensor, got shape {}; pass `grad`",
-                 core::to_string(root.shape()));
-    grad = ops::ones(root.shape(), root.dtype(), root.device());
-  }
-  LOOM_CHECK_T(ShapeError, grad.shape() == root.shape(), "backward: grad shape {} differs from tensor shape {}",
-               core::to_string(grad.shape()), core::to_string(root.shape()));
+  Tensor grad = root_gradient(root, options.grad);
   NoGradGuard no_grad;
   if (!root.grad_fn()) {
     finish_leaf(root.impl_ptr(), grad, options.sink);
     return;
   }
-
-  // Count, for every node and leaf reachable from the root, how many edges lead to it.
-  std::unordered_map<Node*, int> deps;
-  std::unordered_map<TensorImpl*, LeafState> leaves;
-  std::unordered_map<Node*, std::shared_ptr<Node>> owner;  // to keep a deferred node
+  Tape tape = count_edges(root.grad_fn(), options.defer_weights != nullptr);
   std::unordered_set<TensorImpl*> now;
   for (const Tensor& t : options.now) now.insert(t.impl_ptr().get());
-  std::vector<Node*> stack{root.grad_fn().get()};
-  deps[root.grad_fn().get()] = 0;
-  owner[root.grad_fn().get()] = root.grad_fn();
-  while (!stack.empty()) {
-    Node* n = stack.back();
-    stack.pop_back();
-    for (const auto& e : n->next) {
-      if (e.fn) {
-        auto [it, fresh] = deps.try_emplace(e.fn.get(), 0);
-        ++it->second;
-        if (fresh) stack.push_back(e.fn.get());
-        if (fresh && options.defer_weights) owner[e.fn.get()] = e.fn;
-      } else if (e.leaf) {
-        ++leaves[e.leaf.get()].pending;
-      }
-    }
-  }
 
   // Latest-created node first: a valid reverse topological order that also
   // finishes the last layers' parameters first (what bucketed all-reduce wants).
@@ -126,13 +141,12 @@ void backward(const Tensor& root, const BackwardOptions& options) {
     ready.pop();
     Tensor g = std::move(inbox[n]);
     inbox.erase(n);
+    // A split backward holds back the gradients of this node's leaves (but the `now` ones).
+    const uint64_t held = options.defer_weights ? leaf_edges(*n, now) : 0;
     std::vector<Tensor> grads;
-    const uint64_t to_leaves = options.defer_weights ? leaf_edges(*n, now) : 0;
-    if (g.defined() && to_leaves != 0) {
-      options.defer_weights->nodes.push_back({owner.at(n), g, to_leaves});  // those leaves' gradients: later
-      if (~to_leaves & ((n->next.size() >= 64 ? ~uint64_t{0} : (uint64_t{1} << n->next.size()) - 1))) {
-        grads = n->apply_only(g, ~to_leaves);
-      }
+    if (g.defined() && held != 0) {
+      options.defer_weights->nodes.push_back({tape.owner.at(n), g, held});
+      if (all_edges(*n) & ~held) grads = n->apply_only(g, ~held);
     } else if (g.defined()) {
       grads = n->apply(g);
     }
@@ -142,9 +156,9 @@ void backward(const Tensor& root, const BackwardOptions& options) {
       Tensor gi = i < grads.size() ? grads[i] : Tensor();
       if (e.fn) {
         if (gi.defined()) inbox[e.fn.get()] = add_grads(inbox[e.fn.get()], gi);
-        if (--deps[e.fn.get()] == 0) ready.push(e.fn.get());
-      } else if (e.leaf && !((to_leaves >> i) & 1u)) {
-        auto& st = leaves[e.leaf.get()];
+        if (--tape.deps[e.fn.get()] == 0) ready.push(e.fn.get());
+      } else if (e.leaf && !((held >> i) & 1u)) {
+        auto& st = tape.leaves[e.leaf.get()];
         if (gi.defined()) st.sum = add_grads(st.sum, gi);
         if (--st.pending == 0 && st.sum.defined()) {
           finish_leaf(e.leaf, st.sum, options.sink);
@@ -152,11 +166,11 @@ void backward(const Tensor& root, const BackwardOptions& options) {
         }
       }
     }
-    if (!retain_graph && to_leaves == 0) n->release_saved();
+    if (!options.retain_graph && held == 0) n->release_saved();
   }
   if (options.defer_weights) {
     options.defer_weights->sink = options.sink;
-    options.defer_weights->retain_graph = retain_graph;
+    options.defer_weights->retain_graph = options.retain_graph;
   }
 }
 
