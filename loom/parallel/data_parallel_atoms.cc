@@ -4,8 +4,6 @@
 
 #include "loom/comm/collectives/collectives.h"
 #include "loom/core/error.h"
-#include "loom/nn/attention.h"
-#include "loom/nn/dropout.h"
 #include "loom/ops/ops.h"
 #include "loom/parallel/data_parallel_fixed_point.h"
 
@@ -62,10 +60,8 @@ AtomScope::AtomScope(nn::Module& model, int64_t step, const std::vector<Atom>& a
       bn->defer_running_stats(true);
       norms_.push_back({name, bn});
       slot_numel_ += 1 + 2 * bn->options().num_features;
-    } else if (auto* d = dynamic_cast<nn::Dropout*>(m)) {
-      randoms_.push_back({&d->generator(), d->generator().seed()});
-    } else if (auto* a = dynamic_cast<nn::MultiheadAttention*>(m)) {
-      randoms_.push_back({&a->generator(), a->generator().seed()});
+    } else if (core::Generator* g = m->random_generator()) {
+      randoms_.push_back({g, g->seed()});
     }
   }
   slots_.assign(static_cast<size_t>(atoms_per_rank_ * slot_numel_), 0.0);
