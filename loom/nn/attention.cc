@@ -67,11 +67,13 @@ MultiheadAttention::Output MultiheadAttention::attend(const Tensor& x_in, bool n
   const Tensor x = unbatched ? ops::unsqueeze(x_in, 0) : x_in;
   const int64_t batch = x.size(0), seq = x.size(1);
 
-  // [B, S, 3E] -> q, k, v each [B, H, S, D].
+  // [B, S, 3E] -> q, k, v each [B, H, S, D], packed: one copy of rows of D
+  // here, and k's transpose below is then a view a GEMM reads as it is
+  // (instead of an element-by-element gather into a fresh buffer).
   const Tensor qkv = ops::linear(x, in_proj_weight_, in_proj_bias_);
   auto split_heads = [&](int64_t part) {
     Tensor t = ops::slice(qkv, -1, part * e, (part + 1) * e);
-    return ops::transpose(ops::reshape(t, {batch, seq, heads, head_dim}), 1, 2);
+    return ops::contiguous(ops::transpose(ops::reshape(t, {batch, seq, heads, head_dim}), 1, 2));
   };
   const Tensor q = split_heads(0), k = split_heads(1), v = split_heads(2);
 

@@ -429,6 +429,16 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   if (core::is_half(a_in.dtype())) {
     return to_dtype(matmul(to_dtype(a_in, DType::F32), to_dtype(b_in, DType::F32)), a_in.dtype());
   }
+  // [..., m, k] @ [k, n] (a layer's weight): one GEMM over all of a's rows,
+  // not b copied once per batch entry to make a batched one.
+  if (a_in.dim() > 2 && b_in.dim() == 2) {
+    const int64_t k = a_in.shape()[a_in.dim() - 1];
+    LOOM_CHECK_T(ShapeError, k == b_in.shape()[0], "matmul: shapes {} and {} do not align ({} vs {})",
+                 to_string(a_in.shape()), to_string(b_in.shape()), k, b_in.shape()[0]);
+    core::Shape shape(a_in.shape().begin(), a_in.shape().end() - 1);
+    shape.push_back(b_in.shape()[1]);
+    return reshape(matmul(reshape(a_in, {-1, k}), b_in), shape);
+  }
   // 1-D operands become matrices and lose that dim at the end.
   Tensor a = a_in.dim() == 1 ? unsqueeze(a_in, 0) : a_in;
   Tensor b = b_in.dim() == 1 ? unsqueeze(b_in, 1) : b_in;
