@@ -433,6 +433,7 @@ const SectionTable<TrainConfig> kTrain{
         {"tensorboard_dir", &TrainConfig::tensorboard_dir},
         {"label_smoothing", &TrainConfig::label_smoothing, kFromZeroBelowOne},
         {"microbatches", &TrainConfig::microbatches, kAtLeast1},
+        {"eval_timeout_s", &TrainConfig::eval_timeout_s, kPositiveFinite},
     },
 };
 

@@ -78,6 +78,10 @@ struct TrainConfig {
   // Gradient accumulation: each step's rows go through forward and backward in
   // this many micro-batches (a pipeline's micro-batches, with mode = "pipeline").
   int64_t microbatches = 1;
+  // How long the other ranks wait for the main rank's evaluation or
+  // checkpoint before they give up (a distributed job's every other wait is
+  // the [distributed] timeout).
+  double eval_timeout_s = 3600.0;
 };
 
 struct DistributedConfig {

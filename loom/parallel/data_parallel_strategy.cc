@@ -132,7 +132,9 @@ void DataParallelStrategy::restore_checkpoint_state(const io::SafetensorsFile& f
   deterministic_step_ = step ? *step : number("loom.step").value_or(0);
 }
 
-void DataParallelStrategy::barrier() { comm::barrier(*comm_); }
+void DataParallelStrategy::barrier(std::optional<std::chrono::milliseconds> timeout) {
+  comm::barrier(*comm_, {.timeout = timeout});
+}
 
 void DataParallelStrategy::finish() {
   if (group_) group_->finish();

@@ -65,7 +65,7 @@ class ParameterServerStrategy final : public train::Strategy {
   // Backward, push the server embeddings' rows, pushpull the dense keys.
   // The local optimizer is left alone: the servers update.
   double step(const train::StepBatch& batch, train::StepParts& parts) override;
-  void barrier() override { kv_->barrier(); }
+  void barrier(std::optional<std::chrono::milliseconds> timeout = std::nullopt) override { kv_->barrier(timeout); }
   // The servers' optimizer state of the dense keys, by parameter (the local
   // optimizer stays idle and keeps none); rank 0's model takes the servers'
   // weights it goes with. On resume rank 0 puts the model's weights and the

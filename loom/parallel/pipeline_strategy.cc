@@ -323,7 +323,9 @@ void PipelineStrategy::gather(nn::Module& model, optim::Optimizer* local) {
   if (rank() == 0) local->load_state(state);
 }
 
-void PipelineStrategy::barrier() { comm::barrier(*comm_, {.timeout = options_.timeout}); }
+void PipelineStrategy::barrier(std::optional<std::chrono::milliseconds> timeout) {
+  comm::barrier(*comm_, {.timeout = timeout.value_or(options_.timeout)});
+}
 
 void PipelineStrategy::finish() {
   if (group_) group_->finish();

@@ -93,7 +93,7 @@ class PipelineStrategy final : public train::Strategy {
   void attach(nn::Module& model, const optim::OptimizerSpec& spec) override;
   double step(const train::StepBatch& batch, train::StepParts& parts) override;
   void gather(nn::Module& model, optim::Optimizer* local) override;
-  void barrier() override;
+  void barrier(std::optional<std::chrono::milliseconds> timeout = std::nullopt) override;
   void finish() override;
   void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) override;
   void restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) override;

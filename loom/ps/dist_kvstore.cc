@@ -250,8 +250,10 @@ class DistKVStore final : public KVStore {
     barrier();
   }
 
-  void barrier() override {
-    if (client()) client()->barrier(comm::rendezvous::kv_barrier(barriers_++), o_.options.timeout, "worker");
+  void barrier(std::optional<std::chrono::milliseconds> timeout = std::nullopt) override {
+    if (client()) {
+      client()->barrier(comm::rendezvous::kv_barrier(barriers_++), timeout.value_or(o_.options.timeout), "worker");
+    }
   }
 
   void advance_clock() override {

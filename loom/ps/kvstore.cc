@@ -186,7 +186,7 @@ class LocalKVStore final : public KVStore {
     optimizer_ = make_server_optimizer(spec);
     for (auto& [k, e] : shards_) e.shard->set_optimizer(optimizer_);
   }
-  void barrier() override {}
+  void barrier(std::optional<std::chrono::milliseconds>) override {}
 
   void optimizer_states(const std::string& prefix, io::NamedTensors& tensors, io::Metadata& meta) override {
     std::map<int64_t, detail::KeyState> states;

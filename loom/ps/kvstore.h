@@ -34,6 +34,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -126,7 +127,8 @@ class KVStore {
 
   // Every worker calls it; rank 0's spec is sent to the servers.
   virtual void set_optimizer(const optim::OptimizerSpec& spec) = 0;
-  virtual void barrier() = 0;
+  // (timeout: this wait's own, e.g. for a peer that evaluates; default the store's)
+  virtual void barrier(std::optional<std::chrono::milliseconds> timeout = std::nullopt) = 0;
   // dist_ssp: the end of one step (see above); a no-op for the other types.
   virtual void advance_clock() {}
 

@@ -21,8 +21,10 @@
 // checkpoints. docs/ARCHITECTURE.md ("Strategies") shows a step of each.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -103,8 +105,10 @@ class Strategy {
   // the mean loss of this rank's rows.
   virtual double step(const StepBatch& batch, StepParts& parts) = 0;
 
-  // Waits for every rank (the end of training).
-  virtual void barrier() {}
+  // Waits for every rank: the end of training, and after the main rank
+  // evaluated or wrote a checkpoint (with the Trainer's longer timeout, since
+  // the others wait for that work; default: the strategy's own).
+  virtual void barrier(std::optional<std::chrono::milliseconds> timeout = std::nullopt) {}
 
   // The optimizer's state in optim's one layout (optim/state_dict.h), from
   // wherever it lives, so that a checkpoint does not depend on the strategy

@@ -279,6 +279,10 @@ ClassificationResult Trainer::evaluate() {
   return metrics.result();
 }
 
+std::chrono::milliseconds Trainer::eval_timeout() const {
+  return std::chrono::milliseconds(static_cast<int64_t>(loop_.eval_timeout_s * 1000));
+}
+
 EpochReport Trainer::fit() {
   const auto t0 = Clock::now();
   std::unique_ptr<MetricsLog> jsonl;
@@ -344,10 +348,15 @@ EpochReport Trainer::fit() {
       }
       tb->flush();
     }
-    if (checkpoints_ && (last || (epoch + 1) % loop_.checkpoint_every == 0 || !finished_epoch)) {
+    const bool checkpoint_now =
+        checkpoints_ && (last || (epoch + 1) % loop_.checkpoint_every == 0 || !finished_epoch);
+    if (checkpoint_now) {
       parts_.strategy->gather(*parts_.model, optimizer_.get());  // every rank
       if (is_main()) log(format("checkpoint: {}", save_checkpoint().string()));
     }
+    // The others wait for the main rank's evaluation and checkpoint here, with
+    // a timeout for that work, not in their next step's first receive.
+    if (evaluate_now || checkpoint_now) parts_.strategy->barrier(eval_timeout());
     if (options_.on_epoch_end) options_.on_epoch_end(report);
     if (stopped) break;
   }

@@ -26,6 +26,8 @@
 // into this layout on loading.
 #pragma once
 
+#include <chrono>
+
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -138,6 +140,7 @@ class Trainer {
   void log(const std::string& line) const;
   double train_one_epoch(int64_t epoch);
   double train_step(const data::Batch& batch);
+  std::chrono::milliseconds eval_timeout() const;  // [train] eval_timeout_s
   bool is_main() const { return parts_.strategy->is_main(); }
   bool can_evaluate() const {
     return parts_.test_loader && (parts_.num_classes > 0 || parts_.task == Task::LanguageModel);
