@@ -36,6 +36,7 @@ DataParallelStrategy::~DataParallelStrategy() { dp_.reset(); }
 
 void DataParallelStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
   if (options_.deterministic) check_atoms(options_.deterministic_atoms, world_size());
+  steps_.atoms = options_.deterministic_atoms;
   DataParallelOptions dp = options_.data_parallel;
   dp.deterministic = options_.deterministic;
   dp_ = std::make_unique<DataParallel>(model, grad_comm_, dp);
@@ -76,7 +77,7 @@ double DataParallelStrategy::deterministic_forward_backward(const train::StepBat
                "deterministic data parallelism runs a worker's {} atoms one at a time, so [train] microbatches = {} "
                "cannot cut finer: set deterministic_atoms to at least {} (workers x microbatches)", atoms.size(),
                parts.microbatches, static_cast<int64_t>(n) * parts.microbatches);
-  AtomScope scope(parts.model, deterministic_step_, atoms);
+  AtomScope scope(parts.model, steps_.step, atoms);
   const Atom* last = nullptr;
   for (const Atom& atom : atoms) {
     if (atom.rows() > 0) last = &atom;
@@ -100,36 +101,17 @@ double DataParallelStrategy::deterministic_forward_backward(const train::StepBat
   }
   dp_->finish_gradient_sync();
   scope.apply_statistics(*comm_);
-  ++deterministic_step_;
+  ++steps_.step;
   return rows > 0 ? loss_sum / static_cast<double>(rows) : 0.0;
 }
 
 void DataParallelStrategy::add_checkpoint_state(io::NamedTensors&, io::Metadata& meta) {
-  if (!options_.deterministic) return;
-  meta["loom.deterministic.step"] = std::to_string(deterministic_step_);
-  meta["loom.deterministic.atoms"] = std::to_string(options_.deterministic_atoms);
+  if (options_.deterministic) steps_.add_to(meta);
 }
 
 void DataParallelStrategy::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {
   train::Strategy::restore_checkpoint_state(file, source);
-  if (!options_.deterministic) return;
-  auto number = [&](const char* key) -> std::optional<int64_t> {
-    auto it = file.metadata.find(key);
-    if (it == file.metadata.end()) return std::nullopt;
-    try {
-      return std::stoll(it->second);
-    } catch (const std::exception&) {
-      throw IoError(format("{}: metadata {} = '{}' is not a number", source, key, it->second));
-    }
-  };
-  const auto atoms = number("loom.deterministic.atoms");
-  LOOM_CHECK_T(ConfigError, !atoms || *atoms == options_.deterministic_atoms,
-               "{}: the checkpoint was trained with deterministic_atoms = {}, this run has {}; other atoms give "
-               "other bits: set [distributed] deterministic_atoms = {} to go on with the same ones", source, *atoms,
-               options_.deterministic_atoms, *atoms);
-  // A checkpoint of a run without deterministic mode: count from its step.
-  const auto step = number("loom.deterministic.step");
-  deterministic_step_ = step ? *step : number("loom.step").value_or(0);
+  if (options_.deterministic) steps_.restore(file, source);
 }
 
 void DataParallelStrategy::barrier(std::optional<std::chrono::milliseconds> timeout) {

@@ -22,6 +22,7 @@
 
 #include "loom/comm/collectives/communicator.h"
 #include "loom/parallel/data_parallel.h"
+#include "loom/parallel/deterministic_state.h"
 #include "loom/parallel/process_group.h"
 #include "loom/train/strategy.h"
 
@@ -68,7 +69,7 @@ class DataParallelStrategy final : public train::Strategy {
   comm::Communicator grad_comm_;         // channel 1: the gradient thread's own tag space
   DataParallelStrategyOptions options_;
   std::unique_ptr<DataParallel> dp_;
-  int64_t deterministic_step_ = 0;  // steps taken (and restored from checkpoints) in deterministic mode
+  DeterministicSteps steps_;  // deterministic mode: steps taken (and restored from checkpoints), atoms
 
   double deterministic_forward_backward(const train::StepBatch& batch, train::StepParts& parts);
 };
