@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `loom train examples/lm/tiny.toml` end to end on the fortunes corpus
 # (scripts/setup installs it): loss and bits per byte for train and
-# validation, `loom eval` of the saved weights, and bad language-model jobs
+# validation, `loom eval` of the saved weights, tiny_pipeline.toml (2 stages)
+# equal to one process bit for bit, and bad language-model jobs
 # get one clear line naming the key and exit status 1.
 # Usage: language_model.sh path/to/loom path/to/examples/lm
 set -u
@@ -24,6 +25,15 @@ done
 grep -qE '^\{"loss":[0-9.]+,"bpb":[0-9.]+,"num_tokens":[0-9]+\}$' "$tmp/out" || fail "no validation JSON on stdout: $(cat "$tmp/out")"
 "$loom" eval "$examples/tiny.toml" --checkpoint "$tmp/tiny.safetensors" >"$tmp/eval" 2>"$tmp/err" || fail "eval: $(cat "$tmp/err")"
 cmp -s "$tmp/out" "$tmp/eval" || fail "eval of the final weights differs from training's last validation: $(cat "$tmp/eval")"
+
+# The pipeline example: 2 stages, byte-identical to tiny.toml untied with 4 micro-batches in one process.
+few=(--set train.max_steps=8)
+"$loom" train "$examples/tiny_pipeline.toml" "${few[@]}" --save-final "$tmp/pipe.safetensors" >/dev/null 2>"$tmp/err" ||
+  fail "tiny_pipeline.toml did not train: $(tail -3 "$tmp/err")"
+"$loom" train "$examples/tiny.toml" "${few[@]}" --set model.tied=false --set train.microbatches=4 \
+  --save-final "$tmp/one.safetensors" >/dev/null 2>&1 || fail "tiny.toml untied with 4 micro-batches did not train"
+cmp -s "$tmp/pipe.safetensors" "$tmp/one.safetensors" && echo "ok   tiny_pipeline: the same bytes as one process" ||
+  fail "tiny_pipeline.toml's weights differ from one process accumulating the same micro-batches"
 
 # expect_error NAME PATTERN -- ARGS...: wants status 1 and one stderr line matching PATTERN.
 expect_error() {
