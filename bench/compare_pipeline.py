@@ -8,21 +8,23 @@ micro-batches, tokens/s.
 Every Loom run is
 
     loom train JOB --set model.tied=false --set distributed.mode=pipeline
-        --set distributed.stages=S --set distributed.schedule=gpipe|1f1b
-        --set train.microbatches=M --set data.batch_size=B --set train.threads=1
+        --set distributed.stages=S --set distributed.schedule=gpipe|1f1b|interleaved|zb-h1
+        --set distributed.virtual_stages=V --set train.microbatches=M --set data.batch_size=B --set train.threads=1
         --set train.max_steps=W+N --set train.log_interval=1 [config overrides]
 
 and its time is the wall time between the arrival of rank 0's progress line
 for step W and the one for step W+N (lines are stamped as they arrive; the
 start-up, the first W steps and the final evaluation are outside it). The
 reference runs W untimed steps, then times N between two barriers. tokens/s =
-B * context * N / time. Each round runs every (config, stages, schedule) for
+B * context * N / time. V is 2 for the interleaved schedule (the reference:
+ScheduleInterleaved1F1B with 2 chunks per rank) and 1 for the others (zb-h1's
+reference: ScheduleInterleavedZeroBubble with one chunk per rank). Each round runs every (config, stages, schedule) for
 both frameworks, which one goes first alternating from round to round; the
 table gives medians and the min-max over rounds. Both run under
 `nice -n -15` (root) so that concurrent builds take less of their time; each
 run records the load average and the cores other processes used during it.
 
-    python3 bench/compare_pipeline.py [--configs small,mid] [--stages 2,4] [--schedules gpipe,1f1b]
+    python3 bench/compare_pipeline.py [--configs small,mid] [--stages 2,4] [--schedules gpipe,1f1b,interleaved,zb-h1]
         [--rounds 3] [--json-out FILE] [--loom build/bin/loom] [--python PY]
     python3 bench/compare_pipeline.py --merge a.json b.json   # one table of both files' rounds
 """
@@ -55,6 +57,7 @@ CONFIGS = {
 # tail is 1% (a short final evaluation), and the pipeline's receive deadline is long enough for it.
 COMMON = ['data.files=["/usr/share/games/fortunes/zippy"]', "model.tied=false", "data.val_fraction=0.01",
           "distributed.timeout_s=900"]
+VIRTUAL_STAGES = 2  # model chunks per rank of the interleaved schedule
 PROGRESS = re.compile(r"\[worker 0\] epoch \d+/\d+ (\d+)/\d+ \(")
 NICE = ["nice", "-n", "-15"]
 
@@ -83,6 +86,7 @@ def loom_tokens_s(loom, name, stages, schedule, timeout):
     job, overrides, batch, m, warmup, steps, context = CONFIGS[name]
     sets = COMMON + overrides + [
         "distributed.mode=pipeline", f"distributed.stages={stages}", f"distributed.schedule={schedule}",
+        f"distributed.virtual_stages={VIRTUAL_STAGES if schedule == 'interleaved' else 1}",
         f"train.microbatches={m}", f"data.batch_size={batch}", f"data.test_batch_size={batch}", "train.threads=1",
         f"train.max_steps={warmup + steps}", "train.log_interval=1"]
     cmd = NICE + [loom, "train", job] + [a for s in sets for a in ("--set", s)]
@@ -107,7 +111,7 @@ def loom_tokens_s(loom, name, stages, schedule, timeout):
 def torch_tokens_s(python, name, stages, schedule, timeout):
     job, overrides, batch, m, warmup, steps, context = CONFIGS[name]
     cmd = NICE + [python, os.path.join(here, "pytorch_pipeline_gpt.py"), "--job", job, "--stages", str(stages),
-                  "--schedule", schedule, "--microbatches", str(m), "--batch", str(batch), "--threads", "1",
+                  "--schedule", schedule, "--virtual-stages", str(VIRTUAL_STAGES), "--microbatches", str(m), "--batch", str(batch), "--threads", "1",
                   "--warmup", str(warmup), "--steps", str(steps)]
     cmd += [a for s in COMMON + overrides for a in ("--set", s)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

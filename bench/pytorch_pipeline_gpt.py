@@ -4,8 +4,10 @@ the same byte-level GPT (nn::Gpt, untied: token + position embeddings and
 dropout, N pre-norm blocks x + drop(attn(ln_1(x))), x + drop(proj(gelu(fc(ln_2(x))))),
 causal multi-head attention with one [3E, E] input projection, exact-erf GELU,
 final LayerNorm, LM head without bias), cut into the same stages, trained
-with AdamW by torch.distributed.pipelining (PipelineStage + ScheduleGPipe or
-Schedule1F1B) over gloo, one CPU process per stage (torch.multiprocessing),
+with AdamW by torch.distributed.pipelining (PipelineStage + ScheduleGPipe,
+Schedule1F1B, ScheduleInterleaved1F1B with --virtual-stages chunks per rank,
+or ScheduleInterleavedZeroBubble with one chunk per rank, which is ZB-H1)
+over gloo, one CPU process per stage (torch.multiprocessing),
 torch.set_num_threads(--threads) in each.
 
 The data are the job's: the corpus files (globs sorted by path, read as one
@@ -19,16 +21,18 @@ cross-entropy of each micro-batch and gradients are averaged over them
 the shuffle, the initial draws and dropout's draws are PyTorch's own.
 
 Stages are cut as Loom's PipelineStrategy cuts by parameter count: the parts
-(embedding, block 0..N-1, head) into `stages` contiguous ranges that
-minimise the largest range's parameter count (for the configurations of
-bench/compare_pipeline.py the optimum is unique, so the cut is Loom's).
+(embedding, block 0..N-1, head) into `stages` x v contiguous ranges (chunks;
+v = 1 except for the interleaved schedule) that minimise the largest
+range's parameter count; rank r holds chunks r, r + stages, ... (for the
+configurations of bench/compare_pipeline.py the optimum is unique, so the
+cut is Loom's).
 
 Rank 0 prints one JSON line: the wall time of steps warmup+1..warmup+steps
 (a barrier before and after; start-up and the first steps excluded), ms per
 step and tokens/s (batch * context tokens a step).
 
-    PY bench/pytorch_pipeline_gpt.py --job examples/lm/gpt_small.toml --stages 2 --schedule 1f1b
-        --microbatches 4 [--batch 16] [--threads 1] [--warmup 1] [--steps 4] [--set model.blocks=4 ...]
+    PY bench/pytorch_pipeline_gpt.py --job examples/lm/gpt_small.toml --stages 2
+        --schedule gpipe|1f1b|interleaved|zb-h1 [--virtual-stages 2] --microbatches 4 [--batch 16] [--threads 1] [--warmup 1] [--steps 4] [--set model.blocks=4 ...]
 """
 import argparse
 import glob
@@ -168,29 +172,40 @@ def windows(c):
 
 
 def run(rank, args, c, port):
-    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+    from torch.distributed.pipelining import (PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B,
+                                              ScheduleInterleavedZeroBubble)
 
     torch.set_num_threads(args.threads)
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=args.stages)
     torch.manual_seed(c["seed"])
     units = parts(c)  # every rank builds the whole model (same seed, same weights) and keeps its range
-    starts = cut([sum(p.numel() for p in u.parameters()) for u in units], args.stages) + [len(units)]
-    module = nn.Sequential(*units[starts[rank]:starts[rank + 1]])
+    v = args.virtual_stages if args.schedule == "interleaved" else 1
+    chunks = args.stages * v
+    starts = cut([sum(p.numel() for p in u.parameters()) for u in units], chunks) + [len(units)]
+    mine = list(range(rank, chunks, args.stages))  # Megatron-LM's placement, as Loom's
+    modules = [nn.Sequential(*units[starts[k]:starts[k + 1]]) for k in mine]
     del units
-    module.train()
+    for m in modules:
+        m.train()
 
     mb = args.batch // args.microbatches
     t = c["window"]
-    example = (torch.zeros(mb, t, dtype=torch.long) if rank == 0 else torch.zeros(mb, t, c["embed"]),)
-    stage = PipelineStage(module, rank, args.stages, torch.device("cpu"), input_args=example)
+    stages = [PipelineStage(m, k, chunks, torch.device("cpu"),
+                            input_args=(torch.zeros(mb, t, dtype=torch.long) if k == 0 else torch.zeros(mb, t, c["embed"]),))
+              for k, m in zip(mine, modules)]
 
     def loss_fn(logits, target):
         return F.cross_entropy(logits.flatten(0, 1), target.flatten())
 
-    schedule_cls = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[args.schedule]
-    schedule = schedule_cls(stage, args.microbatches, loss_fn=loss_fn)
-    opt = torch.optim.AdamW(module.parameters(), lr=c["lr"], betas=c["betas"], weight_decay=c["weight_decay"])
+    if args.schedule in ("gpipe", "1f1b"):
+        schedule_cls = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[args.schedule]
+        schedule = schedule_cls(stages[0], args.microbatches, loss_fn=loss_fn)
+    else:
+        schedule_cls = {"interleaved": ScheduleInterleaved1F1B, "zb-h1": ScheduleInterleavedZeroBubble}[args.schedule]
+        schedule = schedule_cls(stages, args.microbatches, loss_fn=loss_fn)
+    params = [p for m in modules for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=c["lr"], betas=c["betas"], weight_decay=c["weight_decay"])
 
     first, last = rank == 0, rank == args.stages - 1
     data = windows(c) if first or last else None
@@ -230,7 +245,7 @@ def run(rank, args, c, port):
     if first:
         tokens = args.batch * c["window"]
         print(json.dumps({"framework": "pytorch-pipelining", "torch": torch.__version__, "stages": args.stages,
-                          "schedule": args.schedule, "microbatches": args.microbatches, "batch": args.batch,
+                          "schedule": args.schedule, "virtual_stages": v, "microbatches": args.microbatches, "batch": args.batch,
                           "context": c["window"], "threads": args.threads, "cut": starts[:-1],
                           "params": sum(p.numel() for p in parts(c) for p in p.parameters()),
                           "warmup_steps": args.warmup, "timed_steps": args.steps,
@@ -246,7 +261,8 @@ def main():
                                                   "gpt_small.toml"))
     ap.add_argument("--set", action="append", default=[], help="section.key=value, as loom train --set")
     ap.add_argument("--stages", type=int, default=2)
-    ap.add_argument("--schedule", choices=("gpipe", "1f1b"), default="1f1b")
+    ap.add_argument("--schedule", choices=("gpipe", "1f1b", "interleaved", "zb-h1"), default="1f1b")
+    ap.add_argument("--virtual-stages", type=int, default=2, help="chunks per rank of the interleaved schedule")
     ap.add_argument("--microbatches", type=int, default=4)
     ap.add_argument("--batch", type=int, default=0, help="global batch (default: the job's data.batch_size)")
     ap.add_argument("--threads", type=int, default=1)
