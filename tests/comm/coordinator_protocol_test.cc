@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,11 @@ TEST(CoordinatorFraming, HeaderBytesArePinned) {
   const Header back = decode_header(h);
   EXPECT_EQ(back.type, Type::Register);
   EXPECT_EQ(back.request, 0x0102030405060708u);
+  // The types added later keep every earlier number.
+  EXPECT_EQ(hex(encode_header(Type::Propose, 1)), "4c4d434f010008000100000000000000");
+  EXPECT_EQ(hex(encode_header(Type::TryGet, 1)), "4c4d434f010009000100000000000000");
+  EXPECT_EQ(hex(encode_header(Type::MaybeValue, 1)), "4c4d434f010027000100000000000000");
+  for (Type t : {Type::Propose, Type::TryGet, Type::MaybeValue}) EXPECT_EQ(decode_header(encode_header(t, 2)).type, t);
 }
 
 TEST(CoordinatorFraming, BodyBytesArePinned) {
@@ -64,6 +70,10 @@ TEST(CoordinatorFraming, BodyBytesArePinned) {
             "0700000070732f7479706509000000646973745f73796e63");
   EXPECT_EQ(hex(encode(GetBody{.key = "ps/type", .timeout = 30000ms})), "0700000070732f747970653075000000000000");
   EXPECT_EQ(hex(encode(ValueBody{.value = "dist_sync"})), "09000000646973745f73796e63");
+  EXPECT_EQ(hex(encode(ProposeBody{.key = "stop_at", .value = "120"})), "0700000073746f705f617403000000313230");
+  EXPECT_EQ(hex(encode(TryGetBody{.key = "stop_at"})), "0700000073746f705f6174");
+  EXPECT_EQ(hex(encode(MaybeValueBody{.value = "120"})), "010000000000000003000000313230");
+  EXPECT_EQ(hex(encode(MaybeValueBody{.value = std::nullopt})), "000000000000000000000000");
   EXPECT_EQ(hex(encode(LeaveBody{.clean = false, .reason = "crashed"})), "00000000000000000700000063726173686564");
   EXPECT_EQ(hex(encode(kLost)), kLostBytes);
   EXPECT_EQ(hex(encode_heartbeat_ack({kLost})), "0100000000000000" + std::string(kLostBytes));
@@ -90,6 +100,13 @@ TEST(CoordinatorFraming, BodiesRoundTrip) {
   EXPECT_EQ(decode_set(encode(SetBody{.key = "k", .value = std::string(1000, 'v')})).value, std::string(1000, 'v'));
   EXPECT_EQ(decode_get(encode(GetBody{.key = "k", .timeout = 1ms})).key, "k");
   EXPECT_EQ(decode_value(encode(ValueBody{.value = ""})).value, "");
+  const ProposeBody proposal = decode_propose(encode(ProposeBody{.key = "k", .value = std::string(1000, 'v')}));
+  EXPECT_EQ(proposal.key, "k");
+  EXPECT_EQ(proposal.value, std::string(1000, 'v'));
+  EXPECT_EQ(decode_try_get(encode(TryGetBody{.key = "k"})).key, "k");
+  EXPECT_EQ(decode_maybe_value(encode(MaybeValueBody{.value = "v"})).value, std::optional<std::string>("v"));
+  EXPECT_EQ(decode_maybe_value(encode(MaybeValueBody{.value = ""})).value, std::optional<std::string>(""));
+  EXPECT_EQ(decode_maybe_value(encode(MaybeValueBody{.value = std::nullopt})).value, std::nullopt);
   EXPECT_FALSE(decode_leave(encode(LeaveBody{.clean = false, .reason = "r"})).clean);
   EXPECT_EQ(decode_error(encode(ErrorBody{.code = kRefused, .message = "no"})).message, "no");
   EXPECT_EQ(decode_lost(encode(kLost)).describe(), kLost.describe());
@@ -107,6 +124,7 @@ TEST(CoordinatorFraming, BodiesRoundTrip) {
 
 // Malformed bodies are CommErrors naming the message and the field.
 TEST(CoordinatorFraming, MalformedBodiesNameMessageAndField) {
+  using namespace std::chrono_literals;
   auto message_of = [](auto decode) -> std::string {
     try {
       decode();
@@ -126,6 +144,32 @@ TEST(CoordinatorFraming, MalformedBodiesNameMessageAndField) {
   Membership job{.role = "worker", .rank = 0, .num_workers = 1, .num_servers = 0, .num_hosts = 1};
   job.processes.push_back({.role = "server", .rank = 0, .host = "a", .host_index = 0, .local_rank = 0});
   EXPECT_NE(message_of([&] { decode_registered(encode_registered(job)); }).find("out of order"), std::string::npos);
+  EXPECT_EQ(message_of([] { decode_try_get(""); }),
+            "coordinator protocol: try_get message, field 'key': truncated: 0 bytes left, need 4");
+  EXPECT_EQ(message_of([] { decode_try_get(encode(GetBody{.key = "k", .timeout = 1ms})); }),
+            "coordinator protocol: try_get message, field 'end': 8 unexpected trailing bytes");
+  EXPECT_EQ(message_of([] { decode_maybe_value(core::FrameWriter().i64(2).str("").take()); }),
+            "coordinator protocol: maybe_value message, field 'found': value 2 outside [0, 1]");
+  EXPECT_EQ(message_of([] { decode_maybe_value(core::FrameWriter().i64(0).str("v").take()); }),
+            "coordinator protocol: maybe_value message, field 'value': a value for a key that is not set");
+  EXPECT_EQ(message_of([] { decode_maybe_value(core::FrameWriter().i64(1).take()); }),
+            "coordinator protocol: maybe_value message, field 'value': truncated: 0 bytes left, need 4");
+  const std::string mb = std::string(kMaxValueBytes + 1, 'x');
+  EXPECT_EQ(message_of([&] { decode_maybe_value(encode(MaybeValueBody{.value = mb})); }),
+            "coordinator protocol: maybe_value message, field 'value': 1048577 bytes, limit 1048576");
+  // Oversized, truncated, or with bytes left over.
+  EXPECT_EQ(message_of([&] { decode_propose(encode(ProposeBody{.key = "k", .value = mb})); }),
+            "coordinator protocol: propose message, field 'value': 1048577 bytes, limit 1048576");
+  EXPECT_EQ(message_of([] { decode_propose(encode(ProposeBody{.key = std::string(kMaxNameBytes + 1, 'k')})); }),
+            "coordinator protocol: propose message, field 'key': 4097 bytes, limit 4096");
+  EXPECT_EQ(message_of([] { decode_propose(encode(TryGetBody{.key = "k"})); }),
+            "coordinator protocol: propose message, field 'value': truncated: 0 bytes left, need 4");
+  std::string cut = encode(ProposeBody{.key = "k", .value = "120"});
+  cut.pop_back();
+  EXPECT_EQ(message_of([&] { decode_propose(cut); }),
+            "coordinator protocol: propose message, field 'value': truncated: 2 bytes left, need 3");
+  EXPECT_EQ(message_of([] { decode_propose(encode(ProposeBody{.key = "k", .value = "v"}) + "x"); }),
+            "coordinator protocol: propose message, field 'end': 1 unexpected trailing bytes");
   const std::string type99 = std::string("LMCO\1\0\x63\0", 8) + std::string(8, '\0');
   EXPECT_NE(message_of([&] { decode_header(type99); }).find("field 'type': unknown message type 99"), std::string::npos);
 }

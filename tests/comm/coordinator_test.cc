@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -339,6 +340,80 @@ TEST(Coordinator, KeyValueStore) {
   EXPECT_LT(waited, 2s);
   EXPECT_THROW(clients[0]->set("big", std::string((1 << 20) + 1, 'x')), ValueError);
   for (auto& c : clients) c->leave();
+}
+
+// The step-boundary agreement: every worker proposes at once, one proposal
+// wins and every caller (and every later one) learns the same winner.
+TEST(Coordinator, ConcurrentProposalsAllLearnTheSameWinner) {
+  constexpr int kWorkers = 4;
+  Coordinator coord(options(kWorkers));
+  auto clients = join_workers(coord, kWorkers);
+  for (int round = 0; round < 5; ++round) {
+    const std::string key = format("stop_at/{}", round);
+    EXPECT_EQ(clients[0]->try_get(key), std::nullopt);
+    std::string waited;  // a get waiting before any proposal is answered with the winner
+    std::thread getter([&] { waited = clients[0]->get(key, 5s); });
+    std::this_thread::sleep_for(50ms);
+    std::vector<std::string> won(kWorkers);
+    std::vector<std::thread> threads;
+    std::atomic<int> ready{0};
+    for (int i = 0; i < kWorkers; ++i) {
+      threads.emplace_back([&, i] {
+        ++ready;
+        while (ready.load() < kWorkers) std::this_thread::yield();
+        won[static_cast<size_t>(i)] = clients[static_cast<size_t>(i)]->propose(key, format("step {}", 100 + i));
+      });
+    }
+    for (auto& t : threads) t.join();
+    getter.join();
+    EXPECT_TRUE(won[0].starts_with("step 10")) << won[0];
+    for (int i = 0; i < kWorkers; ++i) EXPECT_EQ(won[static_cast<size_t>(i)], won[0]) << "worker " << i;
+    EXPECT_EQ(waited, won[0]);
+    for (auto& c : clients) EXPECT_EQ(c->try_get(key), std::optional<std::string>(won[0]));
+    EXPECT_EQ(clients[1]->propose(key, "step 7"), won[0]);  // a late proposal loses too
+  }
+  // try_get does not wait: it answers at once for a key nobody sets.
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(clients[2]->try_get("never"), std::nullopt);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
+  clients[3]->set("empty", "");
+  EXPECT_EQ(clients[2]->try_get("empty"), std::optional<std::string>(""));
+  EXPECT_THROW(clients[0]->propose("big", std::string((1 << 20) + 1, 'x')), ValueError);
+  EXPECT_THROW(clients[0]->try_get(std::string(4097, 'k')), ValueError);
+  for (auto& c : clients) c->leave();
+}
+
+// With the coordinator stopped, propose and try_get time out like get; once
+// the client has declared the coordinator lost they throw PeerLostError.
+TEST(Coordinator, ProposeAndTryGetReportAStoppedCoordinator) {
+  CoordinatorOptions opt = options(1);
+  opt.heartbeat_timeout = 2000ms;  // room for the calls that time out first
+  Coordinator coord(opt);
+  auto clients = join_workers(coord, 1);
+  CoordinatorClient& client = *clients[0];
+  LossLog log;
+  client.on_peer_lost(log.callback());
+  EXPECT_EQ(client.propose("stop_at", "120"), "120");
+  coord.stop();
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(client.try_get("stop_at", 200ms), TimeoutError);
+  EXPECT_THROW(client.propose("stop_at", "95", 200ms), TimeoutError);
+  EXPECT_THROW(client.get("stop_at", 200ms), TimeoutError);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 600ms);
+  ASSERT_TRUE(log.wait_for(1, 2000ms + 1500ms)) << "the coordinator was not reported lost";
+  EXPECT_EQ(log.get()[0].role, "coordinator");
+  for (auto call : {std::function<void()>([&] { client.try_get("stop_at", 5s); }),
+                    std::function<void()>([&] { client.propose("stop_at", "95", 5s); }),
+                    std::function<void()>([&] { client.get("stop_at", 5s); })}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      call();
+      ADD_FAILURE() << "a call to a lost coordinator returned";
+    } catch (const PeerLostError& e) {
+      EXPECT_NE(std::string(e.what()).find("the coordinator at"), std::string::npos) << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);  // at once, not at the timeout
+  }
 }
 
 TEST(Coordinator, RefusesBadRegistrations) {

@@ -13,6 +13,8 @@
 //   if (m.rank == 0) client.set("nccl_id", id);  else id = client.get("nccl_id", 60s);
 //   client.barrier("start", 60s);
 //   ...
+//   if (client.try_get("stop_at")) ...                        // each step, without waiting: a stop proposed?
+//   std::string stop_at = client.propose("stop_at", "1200");  // on SIGTERM: the first proposal wins
 //   client.leave();                                   // a clean exit: nobody is told "lost"
 //
 // Rendezvous: register_process() returns once every expected process
@@ -47,6 +49,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -148,6 +151,14 @@ class CoordinatorClient {
            std::chrono::milliseconds timeout = std::chrono::seconds(30));
   // Waits until `key` is set (TimeoutError otherwise).
   std::string get(const std::string& key, std::chrono::milliseconds timeout);
+  // Sets `key` to `value` unless it is set already; returns the value the
+  // key holds afterwards: `value` if this call set it, else the earlier one
+  // (the first proposal wins; every caller learns the same winner).
+  std::string propose(const std::string& key, const std::string& value,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // The value of `key` if it is set, without waiting for it (nullopt if not).
+  std::optional<std::string> try_get(const std::string& key,
+                                     std::chrono::milliseconds timeout = std::chrono::seconds(30));
   // Tells the coordinator this process is done; others are not told it is lost.
   void leave(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 

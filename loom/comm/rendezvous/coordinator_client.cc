@@ -425,6 +425,23 @@ std::string CoordinatorClient::get(const std::string& key, std::chrono::millisec
   return decode_value(reply).value;
 }
 
+std::string CoordinatorClient::propose(const std::string& key, const std::string& value,
+                                       std::chrono::milliseconds timeout) {
+  LOOM_CHECK(key.size() <= kMaxNameBytes, "propose: key longer than {} bytes", kMaxNameBytes);
+  LOOM_CHECK(value.size() <= kMaxValueBytes, "propose: value of {} bytes is over the {}-byte limit", value.size(),
+             kMaxValueBytes);
+  const std::string reply = impl_->request(Type::Propose, encode(ProposeBody{.key = key, .value = value}),
+                                           Type::Value, timeout, format("propose '{}'", key));
+  return decode_value(reply).value;
+}
+
+std::optional<std::string> CoordinatorClient::try_get(const std::string& key, std::chrono::milliseconds timeout) {
+  LOOM_CHECK(key.size() <= kMaxNameBytes, "try_get: key longer than {} bytes", kMaxNameBytes);
+  const std::string reply = impl_->request(Type::TryGet, encode(TryGetBody{.key = key}), Type::MaybeValue, timeout,
+                                           format("try_get '{}'", key));
+  return decode_maybe_value(reply).value;
+}
+
 void CoordinatorClient::leave(std::chrono::milliseconds timeout) {
   impl_->request(Type::Leave, encode(LeaveBody{.clean = true}), Type::Done, timeout, "leave");
   std::lock_guard lock(impl_->mu);

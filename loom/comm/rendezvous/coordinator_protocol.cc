@@ -31,6 +31,16 @@ Ms timeout_field(FrameReader& r, const char* field) { return Ms(r.i64(field, 0, 
 
 void write_lost(FrameWriter& w, const LostPeer& p) { w.str(p.role).i64(p.rank).str(p.host).str(p.reason); }
 
+// Set and Propose: a key and a value.
+SetBody read_key_value(std::string_view body, std::string_view message) {
+  FrameReader r = body_reader(body, message);
+  SetBody b;
+  b.key = r.str("key", kMaxNameBytes);
+  b.value = r.str("value", kMaxValueBytes);
+  r.done();
+  return b;
+}
+
 LostPeer read_lost(FrameReader& r) {
   LostPeer p;
   p.role = r.str("role", kMaxNameBytes);
@@ -43,7 +53,7 @@ LostPeer read_lost(FrameReader& r) {
 
 }  // namespace
 
-bool known_type(uint16_t t) { return (t >= 1 && t <= 7) || (t >= 32 && t <= 38); }
+bool known_type(uint16_t t) { return (t >= 1 && t <= 9) || (t >= 32 && t <= 39); }
 
 std::string encode_header(Type type, uint64_t request) {
   std::string h(kHeaderBytes, '\0');
@@ -81,6 +91,12 @@ std::string encode(const SetBody& b) { return FrameWriter().str(b.key).str(b.val
 std::string encode(const GetBody& b) { return FrameWriter().str(b.key).i64(b.timeout.count()).take(); }
 
 std::string encode(const ValueBody& b) { return FrameWriter().str(b.value).take(); }
+
+std::string encode(const TryGetBody& b) { return FrameWriter().str(b.key).take(); }
+
+std::string encode(const MaybeValueBody& b) {
+  return FrameWriter().i64(b.value ? 1 : 0).str(b.value.value_or("")).take();
+}
 
 std::string encode(const LeaveBody& b) { return FrameWriter().i64(b.clean ? 1 : 0).str(b.reason).take(); }
 
@@ -147,14 +163,9 @@ BarrierBody decode_barrier(std::string_view body) {
   return b;
 }
 
-SetBody decode_set(std::string_view body) {
-  FrameReader r = body_reader(body, "set message");
-  SetBody b;
-  b.key = r.str("key", kMaxNameBytes);
-  b.value = r.str("value", kMaxValueBytes);
-  r.done();
-  return b;
-}
+SetBody decode_set(std::string_view body) { return read_key_value(body, "set message"); }
+
+ProposeBody decode_propose(std::string_view body) { return read_key_value(body, "propose message"); }
 
 GetBody decode_get(std::string_view body) {
   FrameReader r = body_reader(body, "get message");
@@ -170,6 +181,22 @@ ValueBody decode_value(std::string_view body) {
   ValueBody b{.value = r.str("value", kMaxValueBytes)};
   r.done();
   return b;
+}
+
+TryGetBody decode_try_get(std::string_view body) {
+  FrameReader r = body_reader(body, "try_get message");
+  TryGetBody b{.key = r.str("key", kMaxNameBytes)};
+  r.done();
+  return b;
+}
+
+MaybeValueBody decode_maybe_value(std::string_view body) {
+  FrameReader r = body_reader(body, "maybe_value message");
+  const bool found = r.i64("found", 0, 1) == 1;
+  std::string value = r.str("value", kMaxValueBytes);
+  r.done();
+  if (!found && !value.empty()) r.fail("value", "a value for a key that is not set");
+  return found ? MaybeValueBody{.value = std::move(value)} : MaybeValueBody{};
 }
 
 LeaveBody decode_leave(std::string_view body) {

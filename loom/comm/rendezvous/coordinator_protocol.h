@@ -14,6 +14,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,8 @@ inline constexpr size_t kMaxValueBytes = size_t{1} << 20;
 inline constexpr int64_t kMaxProcesses = 1 << 16;
 inline constexpr int64_t kMaxTimeoutMs = INT64_MAX / 2000000;  // a deadline of now + it cannot overflow
 
+// Propose, TryGet and MaybeValue came later under the same version; a
+// coordinator built before them drops them as unknown (the call times out).
 enum class Type : uint16_t {
   // client -> coordinator
   Hello = 1,
@@ -45,6 +48,8 @@ enum class Type : uint16_t {
   Get = 5,
   Heartbeat = 6,
   Leave = 7,
+  Propose = 8,
+  TryGet = 9,
   // coordinator -> client
   Welcome = 32,
   Registered = 33,
@@ -53,6 +58,7 @@ enum class Type : uint16_t {
   HeartbeatAck = 36,
   Lost = 37,
   Error = 38,
+  MaybeValue = 39,
 };
 
 bool known_type(uint16_t t);
@@ -101,6 +107,14 @@ struct GetBody {  // Get (Value answers)
 struct ValueBody {  // Value
   std::string value;
 };
+// Propose: set the key unless it is set (Value answers with the value it holds then).
+using ProposeBody = SetBody;
+struct TryGetBody {  // TryGet (MaybeValue answers at once)
+  std::string key;
+};
+struct MaybeValueBody {  // MaybeValue: an i64 found (0 or 1), then the value ("" when not found)
+  std::optional<std::string> value;
+};
 struct LeaveBody {  // Leave (Done answers)
   bool clean = true;   // false: the process ended on an error, report it lost
   std::string reason;
@@ -118,6 +132,8 @@ std::string encode(const BarrierBody& b);
 std::string encode(const SetBody& b);
 std::string encode(const GetBody& b);
 std::string encode(const ValueBody& b);
+std::string encode(const TryGetBody& b);
+std::string encode(const MaybeValueBody& b);
 std::string encode(const LeaveBody& b);
 std::string encode(const ErrorBody& b);
 std::string encode(const LostPeer& p);
@@ -133,6 +149,9 @@ BarrierBody decode_barrier(std::string_view body);
 SetBody decode_set(std::string_view body);
 GetBody decode_get(std::string_view body);
 ValueBody decode_value(std::string_view body);
+ProposeBody decode_propose(std::string_view body);
+TryGetBody decode_try_get(std::string_view body);
+MaybeValueBody decode_maybe_value(std::string_view body);
 LeaveBody decode_leave(std::string_view body);
 ErrorBody decode_error(std::string_view body);
 LostPeer decode_lost(std::string_view body);  // role worker or server

@@ -179,6 +179,12 @@ struct Coordinator::Impl {
         GetBody get = decode_get(body);
         return kv.get(id, h.request, std::move(get.key), now + get.timeout, out);
       }
+      case Type::Propose: {
+        ProposeBody proposal = decode_propose(body);
+        return kv.propose(id, h.request, std::move(proposal.key), std::move(proposal.value), out);
+      }
+      case Type::TryGet:
+        return kv.try_get(id, h.request, decode_try_get(body).key, out);
       case Type::Leave:
         return on_leave(id, h.request, decode_leave(body), out);
       default:

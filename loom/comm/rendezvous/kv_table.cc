@@ -1,4 +1,4 @@
-// KvTable: set, waiting gets and their deadlines (kv_table.h).
+// KvTable: set, proposals, waiting gets and their deadlines (kv_table.h).
 #include "loom/comm/rendezvous/kv_table.h"
 
 namespace loom::comm::coordinator_state {
@@ -19,6 +19,17 @@ void KvTable::get(const std::string& id, uint64_t request, std::string key, Cloc
     return out.reply(id, Type::Value, request, encode(ValueBody{v->second}));
   }
   gets_.emplace(std::move(key), Waiter{id, request, deadline});
+}
+
+void KvTable::propose(const std::string& id, uint64_t request, std::string key, std::string value, Outbox& out) {
+  if (!values_.contains(key)) set(key, std::move(value), out);
+  out.reply(id, Type::Value, request, encode(ValueBody{values_.at(key)}));
+}
+
+void KvTable::try_get(const std::string& id, uint64_t request, const std::string& key, Outbox& out) {
+  MaybeValueBody answer;
+  if (auto v = values_.find(key); v != values_.end()) answer.value = v->second;
+  out.reply(id, Type::MaybeValue, request, encode(answer));
 }
 
 void KvTable::drop_waiters_of(const std::string& id) {
