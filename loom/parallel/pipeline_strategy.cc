@@ -27,19 +27,6 @@ uint64_t tag(Message kind, uint64_t value) {
   return (uint64_t{1} << 53) | (static_cast<uint64_t>(kind) << 48) | value;
 }
 
-// The micro-batches of a rank's rows: contiguous, as train::forward_backward
-// cuts them; empty ones (fewer rows than micro-batches) left out.
-std::vector<train::StepBatch> cut_microbatches(const train::StepBatch& batch, int64_t m) {
-  std::vector<train::StepBatch> out;
-  const int64_t rows = batch.rows();
-  for (int64_t k = 0; k < m; ++k) {
-    const int64_t begin = rows * k / m, end = rows * (k + 1) / m;
-    if (begin == end) continue;
-    out.push_back({ops::slice(batch.inputs, 0, begin, end), ops::slice(batch.targets, 0, begin, end), batch.global_rows});
-  }
-  return out;
-}
-
 // What gather() moves of a layer: its parameters, its buffers, and the
 // states of its generators (checkpoints record them) as (seed, offset) pairs.
 std::vector<Tensor> tensors_of(nn::Module& layer) {
@@ -154,13 +141,13 @@ std::vector<pipeline::LayerRange> PipelineStrategy::measured_cut(const Tensor& s
 double PipelineStrategy::step(const train::StepBatch& batch, train::StepParts& parts) {
   LOOM_CHECK(plan_.num_chunks() > 0, "PipelineStrategy::step before attach");
   if (!stage_) {
-    const auto micro = cut_microbatches(batch, options_.microbatches);
+    const auto micro = train::microbatches_of(batch, options_.microbatches);
     build_stage(measured_cut(micro.empty() ? batch.inputs : micro.front().inputs));
   }
   parts.optimizer.zero_grad();
   std::vector<int64_t> atoms;
   std::vector<train::StepBatch> micro = options_.deterministic ? atom_microbatches(batch, atoms)
-                                                               : cut_microbatches(batch, options_.microbatches);
+                                                               : train::microbatches_of(batch, options_.microbatches);
   if (micro.empty()) return 0.0;
   pipeline::Plan fewer;  // a batch with fewer rows than micro-batches (the end of an epoch)
   if (static_cast<int>(micro.size()) != options_.microbatches) {

@@ -16,29 +16,35 @@ StepBatch share_of_batch(const data::Batch& global, int rank, int world_size) {
   return {ops::slice(global.inputs, 0, begin, end), ops::slice(global.targets, 0, begin, end), b};
 }
 
-double forward_backward(const StepBatch& batch, StepParts& parts, const BeforeBackward& before_backward) {
-  const int64_t rows = batch.rows(), m = parts.microbatches;
+std::vector<StepBatch> microbatches_of(const StepBatch& batch, int64_t m) {
   LOOM_CHECK_T(ConfigError, m >= 1, "[train] microbatches = {}: at least 1", m);
-  if (rows == 0) return 0.0;
-  const bool whole = m == 1;
-  double loss_sum = 0.0;
+  const int64_t rows = batch.rows();
+  if (m == 1) return rows == 0 ? std::vector<StepBatch>{} : std::vector<StepBatch>{batch};
+  std::vector<StepBatch> out;
   for (int64_t k = 0; k < m; ++k) {
     const int64_t begin = rows * k / m, end = rows * (k + 1) / m;
     if (begin == end) continue;
-    const bool last = end == rows;
-    const Tensor inputs = whole ? batch.inputs : ops::slice(batch.inputs, 0, begin, end);
-    const Tensor targets = whole ? batch.targets : ops::slice(batch.targets, 0, begin, end);
-    Tensor loss = parts.loss(parts.model(inputs), targets);
-    if (before_backward) before_backward(last);
-    if (end - begin == batch.global_rows) {
+    out.push_back({ops::slice(batch.inputs, 0, begin, end), ops::slice(batch.targets, 0, begin, end), batch.global_rows});
+  }
+  return out;
+}
+
+double forward_backward(const StepBatch& batch, StepParts& parts, const BeforeBackward& before_backward) {
+  const std::vector<StepBatch> micro = microbatches_of(batch, parts.microbatches);
+  double loss_sum = 0.0;
+  for (size_t k = 0; k < micro.size(); ++k) {
+    const int64_t rows = micro[k].rows();
+    Tensor loss = parts.loss(parts.model(micro[k].inputs), micro[k].targets);
+    if (before_backward) before_backward(k + 1 == micro.size());
+    if (rows == batch.global_rows) {
       autograd::backward(loss);
     } else {
-      autograd::backward(ops::mul(loss, static_cast<double>(end - begin) / static_cast<double>(batch.global_rows)));
+      autograd::backward(ops::mul(loss, static_cast<double>(rows) / static_cast<double>(batch.global_rows)));
     }
-    if (whole) return loss.item<double>();
-    loss_sum += loss.item<double>() * static_cast<double>(end - begin);
+    if (micro.size() == 1) return loss.item<double>();
+    loss_sum += loss.item<double>() * static_cast<double>(rows);
   }
-  return loss_sum / static_cast<double>(rows);
+  return micro.empty() ? 0.0 : loss_sum / static_cast<double>(batch.rows());
 }
 
 void Strategy::restore_checkpoint_state(const io::SafetensorsFile& file, const std::string& source) {

@@ -62,6 +62,13 @@ struct StepBatch {
 // Rank r of n takes rows [B r / n, B (r + 1) / n) of a global batch of B rows.
 StepBatch share_of_batch(const data::Batch& global, int rank, int world_size);
 
+// The micro-batches of `batch`'s rows: m contiguous parts (rows r k / m ..
+// r (k + 1) / m), each keeping the step's global_rows; empty parts (fewer
+// rows than micro-batches) left out, so a rank with no rows gets none. m = 1
+// gives the batch itself. The one cut gradient accumulation and the
+// pipeline both use.
+std::vector<StepBatch> microbatches_of(const StepBatch& batch, int64_t m);
+
 // Called before each micro-batch's backward with whether it is the step's
 // last: a data-parallel strategy lets its gradient hooks start the
 // all-reduce only then (PyTorch DDP's no_sync for the others).
