@@ -11,6 +11,7 @@
 #include <string>
 
 #include "loom/core/error.h"
+#include "loom/core/stop_signals.h"
 
 namespace loom::io {
 namespace {
@@ -55,6 +56,12 @@ AtomicFile::AtomicFile(std::filesystem::path target) : target_(std::move(target)
   }
   LOOM_CHECK_T(IoError, fd_ >= 0, "{}: cannot create temporary file {}: {}", target_.string(), temp_path_.string(),
                errno_text(errno));
+  try {
+    cleanup_ = std::make_unique<core::AbortCleanup>(temp_path_);
+  } catch (...) {
+    discard();
+    throw;
+  }
   buffer_.reserve(kBufferBytes);
 }
 
@@ -71,6 +78,7 @@ void AtomicFile::discard() noexcept {
     ::unlink(temp_path_.c_str());
     temp_path_.clear();
   }
+  cleanup_.reset();
 }
 
 void AtomicFile::write_fully(const char* data, size_t nbytes) {
@@ -131,6 +139,7 @@ void AtomicFile::commit() {
   }
   committed_ = true;
   temp_path_.clear();
+  cleanup_.reset();
   fsync_dir(parent_dir(target_), target_);
 }
 

@@ -5,7 +5,8 @@
 //   f.write(bytes.data(), bytes.size());
 //   f.commit();   // flush, fsync, rename over the target, fsync the directory
 //
-// Destroyed without commit() (an exception was thrown, the write failed):
+// Destroyed without commit() (an exception was thrown, the write failed), or
+// the process ended at once by a second stop signal (core/stop_signals.h):
 // the temporary file is removed and whatever was under the target name before
 // is untouched. Readers see either the old file or the complete new one.
 //
@@ -15,8 +16,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string_view>
 #include <vector>
+
+namespace loom::core {
+class AbortCleanup;
+}
 
 namespace loom::io {
 
@@ -53,6 +59,9 @@ class AtomicFile {
   bool committed_ = false;
   uint64_t nbytes_ = 0;
   std::vector<char> buffer_;  // small writes are gathered here
+  // The temporary file is removed if a second stop signal ends the process
+  // at once (core/stop_signals.h).
+  std::unique_ptr<core::AbortCleanup> cleanup_;
 };
 
 void write_file_atomically(const std::filesystem::path& path, std::string_view contents);

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "loom/core/error.h"
+#include "loom/core/stop_signals.h"
 
 // A job file is read from tables: one per [section], one row per key (its
 // name, the JobConfig member it fills and the values allowed), and a short
@@ -253,6 +254,10 @@ void check_value(const Section& s, const Field<S>& f, T& value) {
     }
   } else if constexpr (std::is_same_v<T, std::string>) {
     if (!f.allowed.names.empty()) require_one_of(s, f.key, value, f.allowed.names);
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    if (!f.allowed.names.empty()) {
+      for (const std::string& v : value) require_one_of(s, f.key, v, f.allowed.names);
+    }
   }
 }
 
@@ -428,7 +433,12 @@ const SectionTable<TrainConfig> kTrain{
         {"log_interval", &TrainConfig::log_interval, kAtLeast1},
         {"checkpoint_dir", &TrainConfig::checkpoint_dir},
         {"checkpoint_every", &TrainConfig::checkpoint_every, kAtLeast1},
+        {"checkpoint_every_steps", &TrainConfig::checkpoint_every_steps, kAtLeast0},
+        {"checkpoint_every_minutes", &TrainConfig::checkpoint_every_minutes, kAtLeast0},
         {"checkpoint_keep", &TrainConfig::checkpoint_keep, kAtLeast1},
+        {"checkpoint_async", &TrainConfig::checkpoint_async},
+        {"stop_signals", &TrainConfig::stop_signals, one_of(core::stop_signal_names())},
+        {"stop_grace_s", &TrainConfig::stop_grace_s, kPositiveFinite},
         {"metrics_out", &TrainConfig::metrics_out},
         {"tensorboard_dir", &TrainConfig::tensorboard_dir},
         {"label_smoothing", &TrainConfig::label_smoothing, kFromZeroBelowOne},

@@ -71,7 +71,15 @@ struct TrainConfig {
   int64_t log_interval = 50;   // steps between progress updates
   std::string checkpoint_dir;  // empty: no checkpoints
   int64_t checkpoint_every = 1;  // epochs
-  int64_t checkpoint_keep = 3;
+  int64_t checkpoint_every_steps = 0;     // also every N optimizer steps (0: not by steps)
+  double checkpoint_every_minutes = 0.0;  // also every X minutes of training (0: not by time)
+  int64_t checkpoint_keep = 3;            // applies to checkpoints of every kind
+  bool checkpoint_async = true;           // a background thread writes and fsyncs; the step only snapshots
+  // Preemption: these signals (names without "SIG") make every rank finish
+  // the step, write a checkpoint and exit with status 75 (preempted,
+  // resumable). A second signal, or stop_grace_s after the first, exits at once.
+  std::vector<std::string> stop_signals = {"TERM", "INT", "USR1"};
+  double stop_grace_s = 120.0;
   std::string metrics_out;     // JSONL, one object per epoch
   std::string tensorboard_dir;
   double label_smoothing = 0.0;

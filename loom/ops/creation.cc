@@ -20,6 +20,12 @@ Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype(), t.device
 Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype(), t.device()); }
 Tensor full_like(const Tensor& t, double value) { return full(t.shape(), value, t.dtype(), t.device()); }
 
+Tensor clone(const Tensor& t) {
+  Tensor c = empty_like(t);
+  copy_(c, t);
+  return c;
+}
+
 Tensor arange(double start, double end, double step, DType dtype) {
   LOOM_CHECK(step != 0, "arange: step must be non-zero");
   LOOM_CHECK(std::isfinite(start) && std::isfinite(end), "arange: bounds must be finite, got {} and {}", start, end);

@@ -36,5 +36,8 @@ void uniform_(Tensor& t, core::Generator& gen, double lo, double hi);
 void normal_(Tensor& t, core::Generator& gen, double mean, double std);
 // dst <- src (same shape; dtype converted). Not recorded by autograd.
 void copy_(Tensor& dst, const Tensor& src);
+// A copy of `t` with storage of its own (contiguous): a snapshot later
+// in-place updates of `t` do not change. Not recorded by autograd.
+Tensor clone(const Tensor& t);
 
 }  // namespace loom::ops

@@ -16,12 +16,6 @@ NamedTensors name_by_index(std::vector<Tensor> params) {
   return named;
 }
 
-Tensor clone(const Tensor& t) {
-  Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
-  ops::copy_(c, t);
-  return c;
-}
-
 void check_lr(double lr) {
   LOOM_CHECK(lr >= 0.0 && std::isfinite(lr), "optimizer: learning rate must be finite and >= 0, got {}", lr);
 }
@@ -125,7 +119,7 @@ OptimizerState Optimizer::state_snapshot() const {
     ParamState& p = s.params.emplace_back();
     p.step = param_steps_[i];
     if (p.step == 0) continue;
-    for (const Tensor& slot : state_[i]) p.slots.push_back(clone(slot));
+    for (const Tensor& slot : state_[i]) p.slots.push_back(ops::clone(slot));
   }
   return s;
 }

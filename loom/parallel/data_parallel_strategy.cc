@@ -4,6 +4,7 @@
 #include <string>
 
 #include "loom/parallel/data_parallel_atoms.h"
+#include "loom/parallel/step_vote.h"
 
 #include "loom/autograd/engine.h"
 #include "loom/comm/collectives/collectives.h"
@@ -113,6 +114,8 @@ void DataParallelStrategy::restore_checkpoint_state(const io::SafetensorsFile& f
   train::Strategy::restore_checkpoint_state(file, source);
   if (options_.deterministic) steps_.restore(file, source);
 }
+
+train::StepVote DataParallelStrategy::vote(train::StepVote mine) { return allreduce_vote(*comm_, mine); }
 
 void DataParallelStrategy::barrier(std::optional<std::chrono::milliseconds> timeout) {
   comm::barrier(*comm_, {.timeout = timeout});

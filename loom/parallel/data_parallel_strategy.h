@@ -52,6 +52,7 @@ class DataParallelStrategy final : public train::Strategy {
   int world_size() const override { return comm_->size; }
   void attach(nn::Module& model, const optim::OptimizerSpec& spec) override;
   double step(const train::StepBatch& batch, train::StepParts& parts) override;
+  train::StepVote vote(train::StepVote mine) override;
   void barrier(std::optional<std::chrono::milliseconds> timeout = std::nullopt) override;
   void finish() override;
   // Deterministic mode's step count (its dropout masks depend on it) and

@@ -94,6 +94,23 @@ double ParameterServerStrategy::step(const train::StepBatch& batch, train::StepP
   return loss;
 }
 
+namespace {
+constexpr uint32_t kStop = 1, kCheckpoint = 2;  // the agreement's bits
+train::StepVote from_bits(uint32_t bits) {
+  return {.stop = (bits & kStop) != 0, .checkpoint = (bits & kCheckpoint) != 0};
+}
+}  // namespace
+
+train::StepVote ParameterServerStrategy::vote(train::StepVote mine) {
+  return from_bits(kv_->vote((mine.stop ? kStop : 0) | (mine.checkpoint ? kCheckpoint : 0), steps_));
+}
+
+std::optional<train::StepVote> ParameterServerStrategy::final_vote() {
+  const std::optional<uint32_t> bits = kv_->finish_votes(steps_);
+  if (!bits) return std::nullopt;
+  return from_bits(*bits);
+}
+
 // As DataParallelStrategy's deterministic step, less the collectives: each
 // atom's gradient (its mean loss scaled by its rows / the global batch) is
 // rounded into the fixed-point sums as soon as its backward is done; the

@@ -66,6 +66,11 @@ class ParameterServerStrategy final : public train::Strategy {
   // The local optimizer is left alone: the servers update.
   double step(const train::StepBatch& batch, train::StepParts& parts) override;
   void barrier(std::optional<std::chrono::milliseconds> timeout = std::nullopt) override { kv_->barrier(timeout); }
+  // Through the coordinator (ps/step_agreement.h): every worker acts at the
+  // same step with dist_sync and dist_ssp, at its first boundary past the
+  // agreed step with dist_async.
+  train::StepVote vote(train::StepVote mine) override;
+  std::optional<train::StepVote> final_vote() override;
   // The servers' optimizer state of the dense keys, by parameter (the local
   // optimizer stays idle and keeps none); rank 0's model takes the servers'
   // weights it goes with. On resume rank 0 puts the model's weights and the

@@ -12,6 +12,7 @@
 #include "loom/parallel/data_parallel_atoms.h"
 #include "loom/parallel/data_parallel_fixed_point.h"
 #include "loom/parallel/pipeline/executor.h"
+#include "loom/parallel/step_vote.h"
 
 namespace loom::parallel {
 
@@ -309,6 +310,8 @@ void PipelineStrategy::gather(nn::Module& model, optim::Optimizer* local) {
   }
   if (rank() == 0) local->load_state(state);
 }
+
+train::StepVote PipelineStrategy::vote(train::StepVote mine) { return allreduce_vote(*comm_, mine); }
 
 void PipelineStrategy::barrier(std::optional<std::chrono::milliseconds> timeout) {
   comm::barrier(*comm_, {.timeout = timeout.value_or(options_.timeout)});

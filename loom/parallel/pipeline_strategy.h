@@ -93,6 +93,7 @@ class PipelineStrategy final : public train::Strategy {
   void attach(nn::Module& model, const optim::OptimizerSpec& spec) override;
   double step(const train::StepBatch& batch, train::StepParts& parts) override;
   void gather(nn::Module& model, optim::Optimizer* local) override;
+  train::StepVote vote(train::StepVote mine) override;
   void barrier(std::optional<std::chrono::milliseconds> timeout = std::nullopt) override;
   void finish() override;
   void add_checkpoint_state(io::NamedTensors& tensors, io::Metadata& meta) override;

@@ -6,6 +6,7 @@
 // barriers and closing.
 #include <exception>
 #include <map>
+#include <optional>
 
 #include "loom/comm/rendezvous/coordinator.h"
 #include "loom/comm/rendezvous/job_env.h"
@@ -19,6 +20,7 @@
 #include "loom/ps/request_plan.h"
 #include "loom/ps/server_calls.h"
 #include "loom/ps/sparse_transfer.h"
+#include "loom/ps/step_agreement.h"
 #include "loom/ps/worker_state.h"
 
 namespace loom::ps {
@@ -260,6 +262,14 @@ class DistKVStore final : public KVStore {
     if (o_.type == io::Mode::DistSsp && client()) clock_.advance(*client());
   }
 
+  uint32_t vote(uint32_t wish, int64_t steps) override {
+    return client() ? agreement().vote(wish, steps) : wish;
+  }
+
+  std::optional<uint32_t> finish_votes(int64_t steps) override {
+    return client() ? agreement().finish(steps) : std::nullopt;
+  }
+
   void optimizer_states(const std::string& prefix, io::NamedTensors& tensors, io::Metadata& meta) override {
     if (o_.rank != 0) return;
     std::vector<int64_t> keys;
@@ -367,6 +377,15 @@ class DistKVStore final : public KVStore {
   DenseTransfer dense_;  // sends through servers_
   std::map<int64_t, KeyInfo> keys_info_;
   int64_t barriers_ = 0;
+  std::optional<StepAgreement> agreement_;  // made at the first vote
+
+  StepAgreement& agreement() {
+    if (!agreement_) {
+      const int64_t staleness = o_.type == io::Mode::DistSsp ? o_.options.staleness : 0;
+      agreement_.emplace(*client(), StepAgreementOptions{.margin = 1 + staleness, .timeout = o_.options.timeout});
+    }
+    return *agreement_;
+  }
   SspClock clock_{o_.rank, o_.num_workers, o_.options.staleness, o_.options.timeout};
   bool closed_ = false;
 };

@@ -131,6 +131,14 @@ class KVStore {
   virtual void barrier(std::optional<std::chrono::milliseconds> timeout = std::nullopt) = 0;
   // dist_ssp: the end of one step (see above); a no-op for the other types.
   virtual void advance_clock() {}
+  // Step-boundary agreement among the workers (ps/step_agreement.h): every
+  // worker after every step, with its wish (bits, 0 for none) and the steps
+  // it has done; returns the bits every worker acts on at this boundary.
+  // Stores without a coordinator (local, one worker) return `wish`.
+  virtual uint32_t vote(uint32_t wish, int64_t steps) { return wish; }
+  // After the last step, until it returns nullopt: the next event's bits to
+  // act on (StepAgreement::finish). Stores without a coordinator: nullopt.
+  virtual std::optional<uint32_t> finish_votes(int64_t steps) { return std::nullopt; }
 
   // Rank 0 writes (others wait): every key's value and server-side optimizer
   // state, as one safetensors file (atomically). Loading puts them back.

@@ -82,6 +82,12 @@ using BeforeBackward = std::function<void(bool last)>;
 // rows (fewer rows than micro-batches) are skipped.
 double forward_backward(const StepBatch& batch, StepParts& parts, const BeforeBackward& before_backward = {});
 
+// What the ranks decide together after a step (Strategy::vote).
+struct StepVote {
+  bool stop = false;        // a rank was asked to stop (a signal): checkpoint and leave
+  bool checkpoint = false;  // the main rank's step or time interval came due
+};
+
 // The prefix of the tensors and metadata a strategy adds to checkpoints.
 inline constexpr const char* kServerStatePrefix = "servers.";
 
@@ -111,6 +117,19 @@ class Strategy {
   // gradients, forward and backward, the gradient path, the update. Returns
   // the mean loss of this rank's rows.
   virtual double step(const StepBatch& batch, StepParts& parts) = 0;
+
+  // Collective, after every step while the Trainer takes stop requests or
+  // checkpoints by steps or time: every rank gets the OR of all ranks'
+  // votes, so that all of them checkpoint (and stop) at the same step
+  // boundary, whichever rank saw the signal. Strategies whose ranks step in
+  // lockstep (all-reduce, pipeline, dist_sync) agree on the very step; with
+  // dist_async each worker acts at its first step boundary after the vote.
+  virtual StepVote vote(StepVote mine) { return mine; }
+  // After the last step, every rank, until it returns nullopt: an agreed
+  // event left to act on (a strategy whose ranks do not step in lockstep may
+  // have agreed on a step this rank has passed; see ps/step_agreement.h).
+  // Lockstep strategies: none.
+  virtual std::optional<StepVote> final_vote() { return std::nullopt; }
 
   // Waits for every rank: the end of training, and after the main rank
   // evaluated or wrote a checkpoint (with the Trainer's longer timeout, since

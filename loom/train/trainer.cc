@@ -6,6 +6,7 @@
 
 #include "loom/autograd/engine.h"
 #include "loom/core/parallel.h"
+#include "loom/core/stop_signals.h"
 #include "loom/data/data.h"
 #include "loom/nn/nn.h"
 #include "loom/ops/ops.h"
@@ -174,7 +175,11 @@ Trainer::Trainer(TrainerParts parts, io::TrainConfig loop, TrainerOptions option
   std::string dir = options_.checkpoint_dir.empty() ? loop_.checkpoint_dir : options_.checkpoint_dir;
   if (!dir.empty()) {
     checkpoints_ = std::make_unique<io::CheckpointManager>(dir, io::CheckpointOptions{.keep_last = static_cast<int>(loop_.checkpoint_keep)});
+    if (loop_.checkpoint_async && is_main()) writer_ = std::make_unique<io::AsyncCheckpointWriter>(*checkpoints_);
   }
+  policy_ = CheckpointPolicy::from(loop_);
+  voting_ = !loop_.stop_signals.empty() || policy_.every_steps > 0 || policy_.every_minutes > 0;
+  last_checkpoint_ = Clock::now();
 }
 
 // The optimizer with the run's length filled in: schedules in epochs count
@@ -225,6 +230,7 @@ double Trainer::train_one_epoch(int64_t epoch) {
       std::snprintf(status, sizeof status, "loss %.4f", l);
       bar->step(batch->inputs.size(0), status);
     }
+    if (take_step_requests()) break;
   }
   if (bar) {
     char status[32];
@@ -232,6 +238,62 @@ double Trainer::train_one_epoch(int64_t epoch) {
     bar->finish(status);
   }
   return batches ? loss_sum / static_cast<double>(batches) : last_train_loss_;
+}
+
+// After a step: the ranks vote on a stop (a signal on any of them) and on a
+// checkpoint (the main rank's step or time interval), and all of them
+// checkpoint here if either passed; true when training stops here. A stop
+// waits for its checkpoint to be on disk.
+bool Trainer::take_step_requests() {
+  if (!voting_) return false;
+  const double minutes = std::chrono::duration<double>(Clock::now() - last_checkpoint_).count() / 60.0;
+  const StepVote mine{.stop = !loop_.stop_signals.empty() && core::stop_requested(),
+                      .checkpoint = is_main() && checkpoints_ && policy_.due_after_step(step_, minutes)};
+  return act_on(parts_.strategy->vote(mine));
+}
+
+// After the last step: events the ranks agreed on that this rank has not
+// acted on yet (Strategy::final_vote); true when one of them was a stop.
+bool Trainer::take_final_requests() {
+  if (!voting_) return false;
+  while (const std::optional<StepVote> v = parts_.strategy->final_vote()) {
+    if (act_on(*v)) return true;
+  }
+  return false;
+}
+
+// What every rank does with the agreed vote; true for a stop.
+bool Trainer::act_on(const StepVote& all) {
+  if (all.stop) preempted_ = true;
+  if (checkpoints_ && (all.stop || all.checkpoint)) {
+    write_checkpoint();
+    if (all.stop) wait_for_checkpoint();
+    parts_.strategy->barrier(eval_timeout());
+  }
+  return all.stop;
+}
+
+// Every rank: the strategy brings the whole model and optimizer state to the
+// main rank, which saves it, or copies it for the background writer.
+void Trainer::write_checkpoint() {
+  parts_.strategy->gather(*parts_.model, optimizer_.get());
+  last_checkpoint_ = Clock::now();
+  last_checkpoint_step_ = step_;
+  if (!is_main()) return;
+  if (!writer_) {
+    last_checkpoint_path_ = save_checkpoint();
+    log(format("checkpoint: {}", last_checkpoint_path_->string()));
+    return;
+  }
+  CheckpointContents c = checkpoint_contents();
+  writer_->submit(step_, io::snapshot(c.tensors), std::move(c.metadata));  // the step goes on updating the originals
+  last_checkpoint_path_ = checkpoints_->path_for(step_);
+  log(format("checkpoint: {} (writing in the background)", last_checkpoint_path_->string()));
+}
+
+// The main rank: until the background write (if any) is on disk; its error, if it failed.
+void Trainer::wait_for_checkpoint() {
+  if (writer_) writer_->wait();
 }
 
 // One optimizer step on `batch` (this rank's rows of it when distributed);
@@ -300,6 +362,17 @@ EpochReport Trainer::fit() {
     report = EpochReport{};
     report.train_loss = last_train_loss_ = train_one_epoch(epoch);
     const bool stopped = loop_.max_steps > 0 && step_ >= loop_.max_steps;
+    if (!preempted_ && (stopped || epoch + 1 == epochs)) take_final_requests();
+    if (preempted_) {
+      report.epoch = epoch;
+      report.step = step_;
+      report.preempted = true;
+      report.checkpoint = last_checkpoint_path_;
+      report.wall_s = seconds_since(t0);
+      log(format("stopped by {} at step {}: {}", core::stop_signal() ? format("signal {}", core::stop_signal()) : "request",
+                 step_, last_checkpoint_path_ ? "checkpoint " + last_checkpoint_path_->string() : "no checkpoint dir, nothing saved"));
+      return report;
+    }
     const bool finished_epoch = parts_.train_loader->position().epoch > epoch;
     report.epoch = epoch + 1;
     report.step = step_;
@@ -349,17 +422,16 @@ EpochReport Trainer::fit() {
       tb->flush();
     }
     const bool checkpoint_now =
-        checkpoints_ && (last || (epoch + 1) % loop_.checkpoint_every == 0 || !finished_epoch);
-    if (checkpoint_now) {
-      parts_.strategy->gather(*parts_.model, optimizer_.get());  // every rank
-      if (is_main()) log(format("checkpoint: {}", save_checkpoint().string()));
-    }
+        checkpoints_ && last_checkpoint_step_ != step_ && policy_.due_after_epoch(epoch + 1, last, finished_epoch);
+    if (checkpoint_now) write_checkpoint();
     // The others wait for the main rank's evaluation and checkpoint here, with
     // a timeout for that work, not in their next step's first receive.
     if (evaluate_now || checkpoint_now) parts_.strategy->barrier(eval_timeout());
     if (options_.on_epoch_end) options_.on_epoch_end(report);
     if (stopped) break;
   }
+  wait_for_checkpoint();
+  report.checkpoint = last_checkpoint_path_;
   // The main rank's model is the whole trained model (what `--save-final` writes).
   parts_.strategy->gather(*parts_.model, nullptr);
   parts_.strategy->barrier();
@@ -388,14 +460,19 @@ io::Metadata Trainer::checkpoint_metadata() const {
   return m;
 }
 
-std::filesystem::path Trainer::save_checkpoint() {
-  LOOM_CHECK(checkpoints_ != nullptr, "save_checkpoint: no checkpoint directory (set [train] checkpoint_dir or --checkpoint-dir)");
+Trainer::CheckpointContents Trainer::checkpoint_contents() {
   // The optimizer's state first: with parameter servers it brings their weights into the model.
   const optim::OptimizerState optimizer_state = parts_.strategy->optimizer_state(*optimizer_);
-  io::NamedTensors tensors = checkpoint_tensors(optimizer_state);
-  io::Metadata meta = checkpoint_metadata();
-  parts_.strategy->add_checkpoint_state(tensors, meta);
-  return checkpoints_->save(step_, tensors, meta);
+  CheckpointContents c{checkpoint_tensors(optimizer_state), checkpoint_metadata()};
+  parts_.strategy->add_checkpoint_state(c.tensors, c.metadata);
+  return c;
+}
+
+std::filesystem::path Trainer::save_checkpoint() {
+  LOOM_CHECK(checkpoints_ != nullptr, "save_checkpoint: no checkpoint directory (set [train] checkpoint_dir or --checkpoint-dir)");
+  wait_for_checkpoint();  // the background one first: checkpoints land in step order
+  const CheckpointContents c = checkpoint_contents();
+  return checkpoints_->save(step_, c.tensors, c.metadata);
 }
 
 bool Trainer::resume_from_latest() {

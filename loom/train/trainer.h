@@ -36,10 +36,12 @@
 #include <string>
 
 #include "loom/data/loader.h"
+#include "loom/io/async_checkpoint.h"
 #include "loom/io/checkpoint.h"
 #include "loom/io/config.h"
 #include "loom/nn/module.h"
 #include "loom/optim/optim.h"
+#include "loom/train/checkpoint_policy.h"
 #include "loom/train/lm_metrics.h"
 #include "loom/train/metrics.h"
 #include "loom/train/strategy.h"
@@ -57,6 +59,10 @@ struct EpochReport {
   double wall_s = 0.0;  // since fit() started
   std::optional<ClassificationResult> test;  // when evaluated this epoch (classification)
   std::optional<LanguageModelResult> validation;  // when evaluated this epoch (language model)
+  // A stop signal ended training at this step (core/stop_signals.h): the
+  // epoch is unfinished, not evaluated, and `checkpoint` holds the step.
+  bool preempted = false;
+  std::optional<std::filesystem::path> checkpoint;  // the last checkpoint written (main rank)
 };
 
 // After each optimizer step.
@@ -106,6 +112,16 @@ class Trainer {
  public:
   // `loop`: epochs, max_steps, eval_interval, checkpoint_dir/every/keep,
   // metrics_out, tensorboard_dir (the job file's [train]).
+  //
+  // Checkpoints: at the end of every checkpoint_every epochs, and after the
+  // steps where checkpoint_every_steps or checkpoint_every_minutes come due
+  // (the main rank's clock, voted to the others). With checkpoint_async the
+  // step only copies the state and a background thread writes it (one write
+  // in flight); fit() waits for it before it returns. Preemption: with
+  // [train] stop_signals, a stop request (core::stop_requested(); the
+  // program installs core::StopSignals) is voted among the ranks after every
+  // step; all of them stop at the same step, the main rank writes a
+  // checkpoint and waits for it, and fit() returns a report with preempted.
   Trainer(TrainerParts parts, io::TrainConfig loop, TrainerOptions options = {});
   // The job file's parts: data, loaders, model (zoo or layers), cross-entropy
   // with the job's label smoothing, [optimizer] and [schedule]; `strategy`
@@ -140,6 +156,16 @@ class Trainer {
   void log(const std::string& line) const;
   double train_one_epoch(int64_t epoch);
   double train_step(const data::Batch& batch);
+  bool take_step_requests();
+  bool take_final_requests();
+  bool act_on(const StepVote& all);
+  void write_checkpoint();
+  void wait_for_checkpoint();
+  struct CheckpointContents {
+    io::NamedTensors tensors;
+    io::Metadata metadata;
+  };
+  CheckpointContents checkpoint_contents();
   std::chrono::milliseconds eval_timeout() const;  // [train] eval_timeout_s
   bool is_main() const { return parts_.strategy->is_main(); }
   bool can_evaluate() const {
@@ -155,6 +181,13 @@ class Trainer {
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<optim::LRScheduler> scheduler_;
   std::unique_ptr<io::CheckpointManager> checkpoints_;
+  std::unique_ptr<io::AsyncCheckpointWriter> writer_;  // checkpoint_async, on the main rank
+  CheckpointPolicy policy_;
+  bool voting_ = false;  // vote after every step: stop signals, or checkpoints by steps or time
+  bool preempted_ = false;
+  std::chrono::steady_clock::time_point last_checkpoint_;
+  std::optional<std::filesystem::path> last_checkpoint_path_;
+  int64_t last_checkpoint_step_ = -1;
   int64_t step_ = 0;
   double last_train_loss_ = 0.0;
 };

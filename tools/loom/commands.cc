@@ -5,12 +5,14 @@
 #include <cstdio>
 
 #include <csignal>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include "loom/comm/collectives/collectives.h"
 #include "loom/comm/rendezvous/coordinator.h"
 #include "loom/comm/rendezvous/job_env.h"
+#include "loom/core/stop_signals.h"
 #include "loom/io/safetensors.h"
 #include "loom/parallel/strategy_factory.h"
 #include "loom/ps/kvstore.h"
@@ -24,6 +26,12 @@ namespace loom::cli {
 namespace {
 
 int train_here(const TrainArgs& args, const io::JobConfig& job, std::shared_ptr<train::Strategy> strategy) {
+  // Preemption: the first stop signal finishes the step and checkpoints (Trainer::fit).
+  std::optional<core::StopSignals> stop_signals;
+  if (!job.train.stop_signals.empty()) {
+    stop_signals.emplace(job.train.stop_signals,
+                         std::chrono::milliseconds(static_cast<int64_t>(job.train.stop_grace_s * 1000)));
+  }
   train::Trainer trainer(job, {.checkpoint_dir = args.checkpoint_dir, .metrics_out = args.metrics_out}, strategy);
   const bool main = strategy->is_main();
   if (args.resume) {
@@ -34,6 +42,12 @@ int train_here(const TrainArgs& args, const io::JobConfig& job, std::shared_ptr<
     }
   }
   train::EpochReport last = trainer.fit();
+  if (last.preempted) {
+    strategy->finish();
+    // Resumable only if it saved (on the main rank; the others follow its checkpoint dir).
+    const bool saved = !args.checkpoint_dir.empty() || !job.train.checkpoint_dir.empty();
+    return saved ? core::kExitPreempted : 128 + (core::stop_signal() > 0 ? core::stop_signal() : SIGTERM);
+  }
   if (main && !args.save_final.empty()) {
     trainer.save_model(args.save_final);
     std::fprintf(stderr, "saved final weights to %s\n", args.save_final.c_str());
@@ -49,10 +63,15 @@ int train_here(const TrainArgs& args, const io::JobConfig& job, std::shared_ptr<
 int launch_job(const TrainArgs& args, const io::JobConfig& job, const parallel::ProcessRole& role) {
   std::vector<std::string> command = {self_executable()};
   for (const auto& a : args.argv) command.push_back(a);
-  if (!io::uses_servers(role.mode)) return launch({.workers = role.workers, .insecure = false}, command);
+  // The workers end themselves stop_grace_s after a stop signal; the launcher gives them 10 s more.
+  const int stop_grace_ms = static_cast<int>(job.train.stop_grace_s * 1000) + 10000;
+  if (!io::uses_servers(role.mode)) {
+    return launch({.workers = role.workers, .insecure = false, .stop_grace_ms = stop_grace_ms}, command);
+  }
   const auto& d = job.distributed;
-  return launch({.workers = role.workers, .servers = role.servers, .replicas = static_cast<int>(d.replicas),
-                 .split_bound = d.split_bound, .heartbeat_timeout_s = d.heartbeat_timeout_s},
+  return launch({.workers = role.workers, .servers = role.servers, .stop_grace_ms = stop_grace_ms,
+                 .replicas = static_cast<int>(d.replicas), .split_bound = d.split_bound,
+                 .heartbeat_timeout_s = d.heartbeat_timeout_s},
                 command);
 }
 

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "loom/core/error.h"
+#include "loom/core/stop_signals.h"
 #include "loom/io/config.h"
 #include "loom/parallel/pipeline/partition.h"
 #include "loom/parallel/pipeline/schedule.h"
@@ -268,8 +269,13 @@ bool pump(Child& c) {
   return true;
 }
 
-volatile sig_atomic_t g_interrupted = 0;
-void on_signal(int) { g_interrupted = 1; }
+// Signals the launcher got, and the last one (forwarded to the workers).
+volatile sig_atomic_t g_signals = 0;
+volatile sig_atomic_t g_last_signal = 0;
+void on_signal(int signal) {
+  g_last_signal = signal;
+  g_signals = g_signals + 1;
+}
 
 std::string describe_exit(int status) {
   if (WIFEXITED(status)) return format("exited with status {}", WEXITSTATUS(status));
@@ -360,19 +366,23 @@ std::vector<Child> spawn_job(const LaunchOptions& o, const std::vector<Placement
 }
 
 // Watches a launched job until every child has exited: copies their output,
-// and on the first failure (or an interrupt, or once the workers are done)
-// stops the others with SIGTERM, then SIGKILL after grace_ms.
+// and on the first failure (or once the workers are done) stops the others
+// with SIGTERM, then SIGKILL after grace_ms. A signal to the launcher goes
+// to the workers (preemption: they checkpoint and exit with
+// core::kExitPreempted, which is no failure), and to every child again if
+// they outlast stop_grace_ms.
 class Supervisor {
  public:
   Supervisor(std::vector<Child>& children, const LaunchOptions& o) : children_(children), o_(o) {}
 
-  // The exit status for `loom`: 0, the first failed child's, or 130 when interrupted.
+  // The exit status for `loom`: 0, the first failed child's, or
+  // core::kExitPreempted when the workers stopped on a signal and saved.
   int run() {
     while (alive() > 0) {
       pump_ready();
       reap();
+      forward_signals();
       stop_once_workers_are_done();
-      if (g_interrupted && !stopping_) stop("interrupted", 130);
       if (stopping_ && Clock::now() > deadline_) kill_all(SIGKILL);
     }
     for (auto& c : children_) {
@@ -383,7 +393,7 @@ class Supervisor {
       std::fflush(stdout);
       std::fprintf(stderr, "loom launch: %s; stopped the other processes\n", failure_.c_str());
     }
-    return result_;
+    return result_ == 0 && preempted_ ? core::kExitPreempted : result_;
   }
 
  private:
@@ -398,6 +408,25 @@ class Supervisor {
   void kill_all(int sig) {
     for (auto& c : children_) {
       if (!c.exited) ::kill(-c.pid, sig);
+    }
+  }
+
+  static bool is_worker(const Child& c) { return c.label.rfind("worker", 0) == 0; }
+
+  // Each signal the launcher got goes to the workers (a second one makes
+  // them exit at once); servers and the coordinator stay for their
+  // checkpoint. Workers past the grace period are stopped like a failure.
+  void forward_signals() {
+    const int seen = g_signals;
+    if (seen > forwarded_) {
+      forwarded_ = seen;
+      for (auto& c : children_) {
+        if (!c.exited && is_worker(c)) ::kill(-c.pid, g_last_signal);
+      }
+      if (stop_by_ == Clock::time_point::max()) stop_by_ = Clock::now() + std::chrono::milliseconds(o_.stop_grace_ms);
+    }
+    if (!stopping_ && Clock::now() > stop_by_) {
+      stop(format("the workers did not stop within {} s of the signal", o_.stop_grace_ms / 1000), 128 + g_last_signal);
     }
   }
 
@@ -435,7 +464,9 @@ class Supervisor {
       c.exited = true;
       c.status = status;
       const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      if (ok || stopping_) continue;  // the coordinator leaves once the workers are done
+      const bool preempted = WIFEXITED(status) && WEXITSTATUS(status) == core::kExitPreempted && is_worker(c);
+      preempted_ = preempted_ || preempted;
+      if (ok || preempted || stopping_) continue;  // the coordinator leaves once the workers are done
       if (o_.replicas > 0 && c.label.rfind("server", 0) == 0) {
         // Replicated parameter servers: the backups take over its shards.
         std::fflush(stdout);
@@ -453,7 +484,7 @@ class Supervisor {
   // finish on their own (servers print their statistics and leave), then are told to go.
   void stop_once_workers_are_done() {
     bool workers_done = true;
-    for (const auto& c : children_) workers_done = workers_done && (c.label.rfind("worker", 0) != 0 || c.exited);
+    for (const auto& c : children_) workers_done = workers_done && (!is_worker(c) || c.exited);
     if (!workers_done || stopping_) return;
     const auto now = Clock::now();
     if (workers_done_at_ == Clock::time_point::max()) workers_done_at_ = now;
@@ -463,6 +494,9 @@ class Supervisor {
   std::vector<Child>& children_;
   const LaunchOptions& o_;
   bool stopping_ = false;
+  bool preempted_ = false;  // a worker exited with core::kExitPreempted
+  int forwarded_ = 0;       // signals passed on to the workers
+  Clock::time_point stop_by_ = Clock::time_point::max();  // the first signal + stop_grace_ms
   Clock::time_point deadline_ = Clock::time_point::max();
   Clock::time_point workers_done_at_ = Clock::time_point::max();
   std::string failure_;
@@ -495,6 +529,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& command) {
   sa.sa_handler = on_signal;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGUSR1, &sa, nullptr);
 
   std::vector<Child> children = spawn_job(o, workers, servers, command, coordinator);
   return Supervisor(children, o).run();

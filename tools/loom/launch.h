@@ -20,6 +20,11 @@ struct LaunchOptions {
   bool insecure = false;
   std::string coordinator_bind = "127.0.0.1";
   int grace_ms = 5000;              // after a failure: SIGTERM, then SIGKILL after this long
+  // Preemption: a SIGTERM, SIGINT or SIGUSR1 sent to the launcher goes to
+  // every worker, which finishes its step, checkpoints and exits with
+  // core::kExitPreempted (the launcher then too); workers still running this
+  // long after the first signal are stopped as after a failure.
+  int stop_grace_ms = 120000;
   bool describe = false;            // print the placement and exit
   int replicas = 0;                 // parameter servers: backups per shard (a lost server does not stop the job)
   int64_t split_bound = 1 << 20;    // parameter servers: split arrays larger than this (elements)

@@ -1,0 +1,58 @@
+#include "loom/ps/step_agreement.h"
+
+#include <cstdio>
+
+#include "loom/core/error.h"
+
+namespace loom::ps {
+namespace {
+
+std::string event_key(int64_t n) { return "loom.vote." + std::to_string(n); }
+
+}  // namespace
+
+StepAgreement::StepAgreement(comm::CoordinatorClient& client, StepAgreementOptions options)
+    : client_(client), options_(options) {
+  LOOM_CHECK_T(ConfigError, options_.margin >= 1, "StepAgreement: margin must be >= 1, got {}", options_.margin);
+}
+
+StepAgreement::Event StepAgreement::parse(const std::string& value) const {
+  unsigned bits = 0;
+  long long step = 0;
+  char end = 0;
+  LOOM_CHECK_T(CommError, std::sscanf(value.c_str(), "%u@%lld%c", &bits, &step, &end) == 2,
+               "step agreement: coordinator key {} holds '{}', not '<bits>@<step>'", event_key(next_), value);
+  return {bits, step};
+}
+
+void StepAgreement::learn() {
+  if (pending_) return;
+  if (std::optional<std::string> value = client_.try_get(event_key(next_), options_.timeout)) pending_ = parse(*value);
+}
+
+uint32_t StepAgreement::vote(uint32_t wish, int64_t steps) {
+  learn();
+  if (!pending_ && wish != 0) {
+    const std::string mine = std::to_string(wish) + "@" + std::to_string(steps + options_.margin);
+    pending_ = parse(client_.propose(event_key(next_), mine, options_.timeout));  // the winner, maybe not mine
+  }
+  if (!pending_ || pending_->bits == 0 || steps < pending_->step) return 0;  // none, the end, or not yet
+  const uint32_t act = pending_->bits;
+  pending_.reset();
+  ++next_;
+  return act;
+}
+
+std::optional<uint32_t> StepAgreement::finish(int64_t steps) {
+  learn();
+  if (!pending_) pending_ = parse(client_.propose(event_key(next_), "0@0", options_.timeout));
+  // The end marker, or an event past every worker's steps (they all have as many with dist_sync and
+  // dist_async alike: the same loader and max_steps), which nobody acts on.
+  if (pending_->bits == 0 || pending_->step > steps) return std::nullopt;
+  const uint32_t act = pending_->bits;
+  pending_.reset();
+  ++next_;
+  return act;
+}
+
+}  // namespace loom::ps
