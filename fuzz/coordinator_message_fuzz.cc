@@ -25,7 +25,8 @@ namespace {
 constexpr cp::Type kTypes[] = {cp::Type::Hello,      cp::Type::Register, cp::Type::Barrier, cp::Type::Set,
                                cp::Type::Get,        cp::Type::Heartbeat, cp::Type::Leave,  cp::Type::Welcome,
                                cp::Type::Registered, cp::Type::Done,     cp::Type::Value,   cp::Type::HeartbeatAck,
-                               cp::Type::Lost,       cp::Type::Error};
+                               cp::Type::Lost,       cp::Type::Error,    cp::Type::Propose, cp::Type::TryGet,
+                               cp::Type::MaybeValue};
 
 void expect_same(const std::string& again, std::string_view body) {
   if (again != body) throw loom::InternalError("coordinator_message_fuzz: a body does not encode back to its bytes");
@@ -43,6 +44,9 @@ void check_body(cp::Type type, std::string_view body) {
     case cp::Type::Value: return expect_same(cp::encode(cp::decode_value(body)), body);
     case cp::Type::Lost: return expect_same(cp::encode(cp::decode_lost(body)), body);
     case cp::Type::Error: return expect_same(cp::encode(cp::decode_error(body)), body);
+    case cp::Type::Propose: return expect_same(cp::encode(cp::decode_propose(body)), body);
+    case cp::Type::TryGet: return expect_same(cp::encode(cp::decode_try_get(body)), body);
+    case cp::Type::MaybeValue: return expect_same(cp::encode(cp::decode_maybe_value(body)), body);
     case cp::Type::HeartbeatAck: return expect_same(cp::encode_heartbeat_ack(cp::decode_heartbeat_ack(body)), body);
     case cp::Type::Registered: {
       const loom::comm::Membership m = cp::decode_registered(body);
