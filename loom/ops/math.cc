@@ -492,6 +492,15 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                  "linear: bias {} does not match weight {} ({} outputs)", to_string(bias.shape()),
                  to_string(weight.shape()), weight.shape()[0]);
   }
+  if (!core::is_half(x.dtype()) && x.dim() > 2) {
+    // [..., in] (a sequence): the 2-D path over all rows, so that the bias
+    // goes into the GEMM and the backward is one node whose weight and bias
+    // inputs are the leaves themselves (a split backward defers their
+    // gradients: zb-h1's weight pass), not a transpose view of the weight.
+    core::Shape shape(x.shape().begin(), x.shape().end() - 1);
+    shape.push_back(weight.shape()[0]);
+    return reshape(linear(reshape(x, {-1, x.shape().back()}), weight, bias), shape);
+  }
   if (core::is_half(x.dtype()) || x.dim() != 2) {
     Tensor y = matmul(x, transpose(weight, 0, 1));
     return bias.defined() ? add(y, bias) : y;

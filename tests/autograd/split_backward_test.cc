@@ -72,5 +72,24 @@ TEST(SplitBackward, WithoutNowLeavesEveryLeafWaits) {
   EXPECT_TRUE(n.w1.grad().defined());
 }
 
+// A layer on a sequence ([batch, time, in], as in a transformer) holds back
+// its weight-gradient GEMM itself, not only a view of its weight: the weight
+// pass of a split backward (zb-h1's W) is where that work goes.
+TEST(SplitBackward, ALinearOnASequenceDefersItsWeightGemm) {
+  core::Generator g(5);
+  const Tensor w = ops::randn({4, 6}, g).set_requires_grad(true), b = ops::randn({4}, g).set_requires_grad(true);
+  const Tensor x = ops::randn({2, 3, 6}, g).set_requires_grad(true);
+  autograd::DeferredWeights later;
+  autograd::backward(ops::sum(ops::linear(x, w, b)), {.defer_weights = &later, .now = {x}});
+  ASSERT_EQ(later.nodes.size(), 1u);
+  EXPECT_STREQ(later.nodes[0].node->name(), "LinearBackward");
+  EXPECT_EQ(later.nodes[0].edges, 0b110u);  // weight and bias
+  EXPECT_TRUE(x.grad().defined());
+  EXPECT_FALSE(w.grad().defined());
+  autograd::backward_weights(later);
+  EXPECT_TRUE(w.grad().defined());
+  EXPECT_TRUE(b.grad().defined());
+}
+
 }  // namespace
 }  // namespace loom
