@@ -15,7 +15,12 @@ namespace loom::core {
 using Shape = std::vector<int64_t>;
 using Strides = std::vector<int64_t>;
 
-int64_t numel(const Shape& s);
+// Inline: kernels call it in loops.
+inline int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
 Strides contiguous_strides(const Shape& s);
 std::string to_string(const Shape& s);  // "[2, 3]"
 std::ostream& operator<<(std::ostream& os, const Shape& s);

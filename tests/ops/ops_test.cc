@@ -1,9 +1,11 @@
 // Forward values, dtypes and error messages of the ops.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "loom/core/parallel.h"
+#include "loom/autograd/engine.h"
 #include "loom/ops/ops.h"
 
 namespace loom {
@@ -48,6 +50,31 @@ TEST(Ops, UnaryValues) {
   EXPECT_NEAR(g[0], -0.15865525f, 1e-6);  // PyTorch: gelu(-1)
   EXPECT_NEAR(g[2], 1.9544997f, 1e-6);
   EXPECT_NEAR(ops::tanh(x).to_vector<float>()[2], std::tanh(2.0f), 1e-6);
+}
+
+// f32 GELU and its backward go through oneDNN (a polynomial erf); they stay
+// within a few ulp of the f64 reference loop, on contiguous and strided inputs.
+TEST(Ops, GeluF32MatchesTheF64ReferenceClosely) {
+  std::vector<float> xs;
+  for (int i = -4000; i <= 4000; ++i) xs.push_back(static_cast<float>(i) * 0.0025f);  // [-10, 10]
+  const Tensor x = vec(xs);
+  const Tensor x64 = ops::to_dtype(x, DType::F64);
+  const auto close = [](const Tensor& got, const Tensor& want, const char* what) {
+    const auto g = got.to_vector<float>();
+    const auto w = want.to_vector<double>();
+    double worst = 0;  // in units of the float spacing at max(1, |want|)
+    for (size_t i = 0; i < g.size(); ++i) {
+      worst = std::max(worst, std::abs(g[i] - w[i]) / (std::max(1.0, std::abs(w[i])) * 0x1p-23));
+    }
+    EXPECT_LT(worst, 8.0) << what;
+  };
+  close(ops::gelu(x), ops::gelu(x64), "gelu");
+  Tensor xr = x.detach().set_requires_grad(true), xr64 = x64.detach().set_requires_grad(true);
+  autograd::backward(ops::sum(ops::mul(ops::gelu(xr), xr)));  // a non-constant upstream gradient
+  autograd::backward(ops::sum(ops::mul(ops::gelu(xr64), xr64)));
+  close(xr.grad(), xr64.grad(), "gelu backward");
+  const Tensor strided = ops::slice(ops::reshape(x, {3, -1}), 1, 0, 100);  // the generic loop
+  close(ops::gelu(strided), ops::gelu(ops::to_dtype(strided, DType::F64)), "gelu strided");
 }
 
 TEST(Ops, HalfTypesComputeInFloat) {

@@ -8,6 +8,11 @@
 
 namespace loom::ops::cpu {
 
+// GELU and its backward (grad * gelu'(x)) on contiguous f32 tensors of one
+// shape through oneDNN (gelu.cc); false, doing nothing, for anything else.
+bool gelu_f32(const Tensor& x, Tensor& out);
+bool gelu_backward_f32(const Tensor& grad, const Tensor& x, Tensor& out);
+
 class CpuBackend final : public Backend {
  public:
   void copy(const Tensor& src, Tensor& dst) const override;

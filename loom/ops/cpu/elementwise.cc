@@ -210,10 +210,12 @@ void CpuBackend::fill_normal(Tensor& dst, double mean, double std, core::Generat
 }
 
 void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) const {
+  if (op == BinaryOp::GeluBackward && gelu_backward_f32(a, b, out)) return;
   core::visit_compute_dtype(out.dtype(), "binary", [&]<class T>() { binary_dispatch<T>(op, a, b, out); });
 }
 
 void CpuBackend::unary(UnaryOp op, const Tensor& a, Tensor& out) const {
+  if (op == UnaryOp::Gelu && gelu_f32(a, out)) return;
   core::visit_compute_dtype(out.dtype(), "unary", [&]<class T>() { unary_dispatch<T>(op, a, out); });
 }
 
