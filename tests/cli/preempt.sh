@@ -8,8 +8,9 @@
 #  2. all-reduce, 2 workers (deterministic), the signal to the launcher;
 #  3. all-reduce, 2 workers, the signal to worker 1 only: every rank agrees on the step;
 #  4. dist_sync on a parameter server, 2 workers (deterministic), the signal to the launcher;
-#  5. dist_async: stops with 75 and resumes (no bitwise claim: pushes apply as they come);
-#  6. a second signal (SIGINT right after SIGTERM; checkpoints every step) exits at once (143)
+#  5. a 2-stage pipeline (deterministic), the signal to the launcher;
+#  6. dist_async: stops with 75 and resumes (no bitwise claim: pushes apply as they come);
+#  7. a second signal (SIGINT right after SIGTERM; checkpoints every step) exits at once (143)
 #     leaving no temporary file; the job resumes
 #     from the last complete checkpoint and still ends bitwise equal.
 # Usage: preempt.sh path/to/loom
@@ -126,15 +127,17 @@ check_case() {
   fi
 }
 
-# 1-5.
+# 1-6.
 check_case local launcher --
 check_case allreduce launcher -- --workers 2 --set distributed.mode=allreduce --set distributed.deterministic=true
 check_case allreduce_one_rank worker1 -- --workers 2 --set distributed.mode=allreduce --set distributed.deterministic=true
 check_case dist_sync launcher -- --workers 2 --set distributed.mode=dist_sync --set distributed.servers=1 \
   --set distributed.deterministic=true
+check_case pipeline launcher -- --workers 2 --set distributed.mode=pipeline --set distributed.stages=2 \
+  --set train.microbatches=2 --set distributed.deterministic=true
 bitwise=0 check_case dist_async launcher -- --workers 2 --set distributed.mode=dist_async --set distributed.servers=1
 
-# 6. Two signals: at once, nothing half-written; the job resumes from the last whole checkpoint.
+# 7. Two signals: at once, nothing half-written; the job resumes from the last whole checkpoint.
 ck="$tmp/ck_twice"
 timeout 300 "$loom" train "$tmp/job.toml" --checkpoint-dir "$ck" --set train.checkpoint_every_steps=1 \
   --set train.checkpoint_keep=100 >"$tmp/twice.out" 2>&1 &
