@@ -20,16 +20,27 @@
 // default action would, after removing every temporary file registered
 // with AbortCleanup (a checkpoint being written: io::AtomicFile registers
 // its temporary file), so no half-written file is left behind. The handler
-// does only async-signal-safe work (an atomic store, alarm, unlink, _exit).
+// does only async-signal-safe work (atomics, unlink, _exit).
+//
+// How they arrive: the constructor blocks the signals in the calling thread,
+// so every thread created after it inherits the mask, and a thread of its
+// own takes them with sigtimedwait (whose timeout also measures the grace).
+// So no system call of another thread is interrupted by a stop signal
+// (EINTR: code that mishandles it is common in libraries, and a stop
+// signal is a normal event here). Construct it before the program starts
+// threads (`loom train` does, before it joins the job); threads that existed
+// before get a handler that does the same work.
 //
 // One StopSignals at a time (ConfigError otherwise); its destructor restores
-// the previous handlers and cancels the grace alarm, and leaves a request
-// that was made set (clear_stop_request() clears it). The grace period uses
-// SIGALRM, so a program that uses alarm() itself cannot also have a grace.
+// the mask and the previous handlers, and leaves a request that was made set
+// (clear_stop_request() clears it). Send the signals to the process (kill),
+// not to a thread (raise, pthread_kill): a thread that blocks them keeps them
+// pending.
 #pragma once
 
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,14 +64,15 @@ class StopSignals {
   StopSignals& operator=(const StopSignals&) = delete;
 
  private:
-  std::vector<int> signals_;
+  struct Waiter;
+  std::unique_ptr<Waiter> waiter_;
 };
 
 // Whether a stop was requested (by a signal or request_stop), and by which
 // signal (0: request_stop without one).
 bool stop_requested();
 int stop_signal();
-// Requests a stop as the first signal would (no grace alarm): tests, and a
+// Requests a stop as the first signal would (the grace counts from it): tests, and a
 // program that learns of a preemption some other way.
 void request_stop(int signal = 0);
 void clear_stop_request();

@@ -19,6 +19,14 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
+// Signals go to the process (the waiting thread takes them), so they arrive
+// a moment later: waits up to 5 s for the count of requests to change.
+void send(int signal) { ::kill(::getpid(), signal); }
+bool eventually_requested() {
+  for (int i = 0; i < 500 && !stop_requested(); ++i) std::this_thread::sleep_for(10ms);
+  return stop_requested();
+}
+
 TEST(StopSignals, NamesAndNumbers) {
   EXPECT_EQ(signal_number("TERM"), SIGTERM);
   EXPECT_EQ(signal_number("USR1"), SIGUSR1);
@@ -36,8 +44,8 @@ TEST(StopSignals, FirstSignalRequestsAStopAndTheDestructorRestoresTheHandler) {
   {
     StopSignals handlers({"USR1", "USR2"}, 0ms);
     EXPECT_FALSE(stop_requested());
-    std::raise(SIGUSR2);
-    EXPECT_TRUE(stop_requested());
+    send(SIGUSR2);
+    EXPECT_TRUE(eventually_requested());
     EXPECT_EQ(stop_signal(), SIGUSR2);
     EXPECT_THROW(StopSignals({"TERM"}, 0ms), ConfigError);  // one at a time
   }
@@ -58,12 +66,14 @@ TEST(StopSignalsDeathTest, SecondSignalEndsAtOnceAndRemovesTemporaryFiles) {
         StopSignals handlers({"TERM"}, 0ms);
         write_file(tmp);
         AbortCleanup cleanup(tmp);
-        std::raise(SIGTERM);  // the first: only a request
-        if (!stop_requested() || !fs::exists(tmp)) std::_Exit(3);
-        std::raise(SIGTERM);  // the same request delivered twice: ignored
+        send(SIGTERM);  // the first: only a request
+        if (!eventually_requested() || !fs::exists(tmp)) std::_Exit(3);
+        send(SIGTERM);  // the same request delivered twice: ignored
+        std::this_thread::sleep_for(200ms);
         if (!fs::exists(tmp)) std::_Exit(5);
         std::this_thread::sleep_for(1100ms);
-        std::raise(SIGTERM);  // the second: at once
+        send(SIGTERM);  // the second: at once
+        std::this_thread::sleep_for(5s);
         std::_Exit(4);
       },
       ::testing::ExitedWithCode(128 + SIGTERM), "");
@@ -75,8 +85,10 @@ TEST(StopSignalsDeathTest, AnotherSignalRightAfterEndsAtOnce) {
   EXPECT_EXIT(
       {
         StopSignals handlers({"TERM", "INT"}, 0ms);
-        std::raise(SIGTERM);
-        std::raise(SIGINT);
+        send(SIGTERM);
+        if (!eventually_requested()) std::_Exit(3);
+        send(SIGINT);
+        std::this_thread::sleep_for(5s);
         std::_Exit(4);
       },
       ::testing::ExitedWithCode(128 + SIGTERM), "");
@@ -87,7 +99,7 @@ TEST(StopSignalsDeathTest, GraceRunningOutEndsAtOnce) {
   EXPECT_EXIT(
       {
         StopSignals handlers({"INT"}, 1000ms);
-        std::raise(SIGINT);
+        send(SIGINT);
         std::this_thread::sleep_for(10s);  // a checkpoint that never ends
         std::_Exit(4);
       },
@@ -102,9 +114,11 @@ TEST(StopSignalsDeathTest, AReleasedPathIsLeftAlone) {
         StopSignals handlers({"TERM"}, 0ms);
         write_file(kept);
         { AbortCleanup released(kept); }  // a committed file: no longer temporary
-        std::raise(SIGTERM);
+        send(SIGTERM);
+        if (!eventually_requested()) std::_Exit(3);
         std::this_thread::sleep_for(1100ms);
-        std::raise(SIGTERM);
+        send(SIGTERM);
+        std::this_thread::sleep_for(5s);
         std::_Exit(4);
       },
       ::testing::ExitedWithCode(128 + SIGTERM), "");

@@ -29,9 +29,11 @@ TEST(AtomicFileDeathTest, SecondStopSignalMidWriteLeavesNoHalfFile) {
         const std::string block(4 << 20, 'x');
         f.write(block);  // more than the buffer: bytes reach the temporary file
         if (!fs::exists(f.temp_path()) || fs::file_size(f.temp_path()) == 0) std::_Exit(3);
-        std::raise(SIGTERM);
+        ::kill(::getpid(), SIGTERM);  // to the process: the stop signals' thread takes it
+        for (int i = 0; i < 500 && !core::stop_requested(); ++i) std::this_thread::sleep_for(10ms);
         std::this_thread::sleep_for(1100ms);
-        std::raise(SIGTERM);
+        ::kill(::getpid(), SIGTERM);
+        std::this_thread::sleep_for(5s);
         std::_Exit(4);
       },
       ::testing::ExitedWithCode(128 + SIGTERM), "");

@@ -26,12 +26,6 @@ namespace loom::cli {
 namespace {
 
 int train_here(const TrainArgs& args, const io::JobConfig& job, std::shared_ptr<train::Strategy> strategy) {
-  // Preemption: the first stop signal finishes the step and checkpoints (Trainer::fit).
-  std::optional<core::StopSignals> stop_signals;
-  if (!job.train.stop_signals.empty()) {
-    stop_signals.emplace(job.train.stop_signals,
-                         std::chrono::milliseconds(static_cast<int64_t>(job.train.stop_grace_s * 1000)));
-  }
   train::Trainer trainer(job, {.checkpoint_dir = args.checkpoint_dir, .metrics_out = args.metrics_out}, strategy);
   const bool main = strategy->is_main();
   if (args.resume) {
@@ -99,7 +93,17 @@ int run_train(const TrainArgs& args) {
       return run_coordinator({.bind = format("tcp://*:{}", env.coordinator_port), .workers = env.world_size,
                               .servers = env.num_servers, .insecure = env.insecure,
                               .heartbeat_timeout_s = d.heartbeat_timeout_s, .tolerate_server_loss = d.replicas > 0});
-    case parallel::Role::Train: return train_here(args, job, parallel::make_strategy(role, job, env));
+    case parallel::Role::Train: {
+      // Preemption: the first stop signal finishes the step and checkpoints
+      // (Trainer::fit). Before the strategy starts its threads, so that they
+      // inherit the blocked signals (core/stop_signals.h).
+      std::optional<core::StopSignals> stop_signals;
+      if (!job.train.stop_signals.empty()) {
+        stop_signals.emplace(job.train.stop_signals,
+                             std::chrono::milliseconds(static_cast<int64_t>(job.train.stop_grace_s * 1000)));
+      }
+      return train_here(args, job, parallel::make_strategy(role, job, env));
+    }
   }
   return 1;
 }
