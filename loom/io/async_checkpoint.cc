@@ -10,13 +10,8 @@ NamedTensors snapshot(const NamedTensors& tensors) {
   NamedTensors out;
   out.reserve(tensors.size());
   for (const auto& [name, t] : tensors) {
-    if (!t.defined()) {  // left for the write to refuse, naming the file and the tensor
-      out.emplace_back(name, t);
-      continue;
-    }
-    core::Tensor copy = core::Tensor::empty(t.shape(), t.dtype(), t.device());
-    ops::copy_(copy, t);  // any layout in, row-major out; not recorded by autograd
-    out.emplace_back(name, std::move(copy));
+    // An undefined tensor is left for the write to refuse, naming the file and the tensor.
+    out.emplace_back(name, t.defined() ? ops::clone(t) : t);
   }
   return out;
 }

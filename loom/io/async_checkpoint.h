@@ -39,11 +39,12 @@
 
 namespace loom::io {
 
-// A deep copy of `tensors`: same names, shapes, dtypes and devices, each in
-// storage of its own, contiguous, without autograd history. What a training
-// step hands to submit() so it can go on changing the originals. (Tensors
-// that are already copies, such as an Optimizer::state_snapshot(), need no
-// second copy.)
+// A deep copy of `tensors` (ops::clone of each): same names, shapes,
+// dtypes and devices, each in storage of its own, contiguous, without
+// autograd history; an undefined tensor stays undefined, for the write to
+// refuse. What a training step hands to submit() so it can go on changing
+// the originals. (Tensors that are already copies, such as those of
+// Optimizer::state_snapshot(), need no second copy.)
 NamedTensors snapshot(const NamedTensors& tensors);
 
 class AsyncCheckpointWriter {

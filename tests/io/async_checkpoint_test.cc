@@ -65,6 +65,7 @@ TEST(AsyncCheckpoint, SnapshotIsADeepContiguousCopy) {
   w.data<float>()[0] = 99;  // the training step goes on changing the original
   EXPECT_EQ(copy[0].second.to_vector<float>(), (std::vector<float>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(copy[1].second.to_vector<float>(), (std::vector<float>{1, 4, 2, 5, 3, 6}));
+  EXPECT_FALSE(snapshot({{"u", Tensor()}})[0].second.defined());  // for the write to refuse, naming it
 }
 
 TEST(AsyncCheckpoint, WritesTheBytesASynchronousSaveWrites) {
