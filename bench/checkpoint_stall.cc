@@ -19,11 +19,15 @@
 // only, the optimizer's copy is handed over as is). The files go to a fresh
 // directory under --dir (keep_last 2), on the real disk: fsync included.
 //
-// Per state and mode one JSON line, then a table: the median time of steps
-// without a checkpoint, the extra time of checkpointing steps over that
-// median (median and max), and the total time of the run (for async up to
-// the last write's end). Modes run in turn (rotated each round); with
-// several rounds the steps are pooled and the totals are medians.
+// Per state and mode one JSON line, then a table. Each checkpoint is measured
+// against the median of the 5 steps before it that had neither a checkpoint
+// nor a write in flight (the load of a shared machine drifts): the extra time
+// of its step, and for async the extra time of the following steps that began
+// while its write was in flight (the write competes with training for the
+// cores); "whole" is their sum. Also the median step without either, and the
+// total run time (async: until the last write is on disk) and its ratio to
+// the run without checkpoints of the same round. Modes run in turn, rotated
+// each round; steps of all rounds are pooled, totals are medians over rounds.
 #include <unistd.h>
 
 #include <algorithm>
@@ -157,7 +161,7 @@ struct StepRecord {
   double ms = 0;
   bool checkpoint = false;
   bool overlapped = false;  // async: a write was in flight when the step began
-  double snapshot_ms = 0;   // async: io::snapshot of the model inside the step
+  double snapshot_ms = 0;   // async: io::snapshot inside the step
 };
 
 struct RunResult {
@@ -226,50 +230,102 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+// What one checkpoint cost the training thread, against the steps just
+// before it: the load of a shared machine drifts during a run, and a
+// run-wide median would charge that drift to the checkpoints.
+struct CheckpointCost {
+  double step_extra_ms = 0;     // the checkpointing step over the baseline
+  int overlapped_steps = 0;     // async: steps after it that began while its write was in flight
+  double overlap_extra_ms = 0;  // their time over the baseline (the write competing for the CPU)
+  double snapshot_ms = 0;
+};
+
+// The median of the (up to) 5 latest steps before `i` without a checkpoint or a write in flight.
+double baseline(const std::vector<StepRecord>& steps, size_t i, double fallback) {
+  std::vector<double> before;
+  for (size_t j = i; j-- > 0 && before.size() < 5;) {
+    if (!steps[j].checkpoint && !steps[j].overlapped) before.push_back(steps[j].ms);
+  }
+  return before.empty() ? fallback : median(before);
+}
+
+std::vector<double> quiet_steps(const RunResult& r) {
+  std::vector<double> out;
+  for (const auto& st : r.steps) {
+    if (!st.checkpoint && !st.overlapped) out.push_back(st.ms);
+  }
+  return out;
+}
+
+std::vector<CheckpointCost> checkpoint_costs(const RunResult& r) {
+  const double fallback = median(quiet_steps(r));
+  std::vector<CheckpointCost> out;
+  for (size_t i = 0; i < r.steps.size(); ++i) {
+    if (!r.steps[i].checkpoint) continue;
+    const double base = baseline(r.steps, i, fallback);
+    CheckpointCost c{.step_extra_ms = r.steps[i].ms - base, .snapshot_ms = r.steps[i].snapshot_ms};
+    for (size_t j = i + 1; j < r.steps.size() && r.steps[j].overlapped && !r.steps[j].checkpoint; ++j) {
+      ++c.overlapped_steps;
+      c.overlap_extra_ms += r.steps[j].ms - base;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
 struct Summary {
-  double plain_median_ms = 0;
+  double step_median_ms = 0;  // steps without a checkpoint or a write in flight
   double ckpt_extra_median_ms = 0;
   double ckpt_extra_max_ms = 0;
   double snapshot_median_ms = 0;
-  double overlapped_median_ms = 0;
-  size_t overlapped_steps = 0;
+  double overlapped_steps_median = 0;
+  double overlap_extra_median_ms = 0;
+  double whole_extra_median_ms = 0;  // step_extra + overlap_extra, per checkpoint
+  double whole_extra_max_ms = 0;
   size_t checkpoints = 0;
   size_t steps = 0;
-  double total_s = 0;
+  double total_s = 0;         // median over rounds
+  double total_vs_none = 0;   // median over rounds of total / the same round's run without checkpoints
   double final_wait_ms = 0;
   uint64_t state_nbytes = 0;
 };
 
-Summary summarize(const std::vector<RunResult>& runs) {
+Summary summarize(const std::vector<RunResult>& runs, const std::vector<RunResult>& none_runs) {
   Summary s;
-  std::vector<double> plain, ckpt, snap, overlapped, totals, waits;
-  for (const auto& r : runs) {
-    for (const auto& st : r.steps) {
-      if (st.checkpoint) {
-        ckpt.push_back(st.ms);
-        snap.push_back(st.snapshot_ms);
-      } else {
-        plain.push_back(st.ms);
-        if (st.overlapped) overlapped.push_back(st.ms);
-      }
+  std::vector<double> quiet, extra, snap, overlapped, overlap_extra, whole, totals, ratios, waits;
+  for (size_t k = 0; k < runs.size(); ++k) {
+    const RunResult& r = runs[k];
+    for (double ms : quiet_steps(r)) quiet.push_back(ms);
+    for (const CheckpointCost& c : checkpoint_costs(r)) {
+      extra.push_back(c.step_extra_ms);
+      snap.push_back(c.snapshot_ms);
+      overlapped.push_back(c.overlapped_steps);
+      overlap_extra.push_back(c.overlap_extra_ms);
+      whole.push_back(c.step_extra_ms + c.overlap_extra_ms);
     }
     totals.push_back(r.total_s);
+    ratios.push_back(r.total_s / none_runs[k].total_s);
     waits.push_back(r.final_wait_ms);
     s.checkpoints += r.checkpoints;
     s.steps += r.steps.size();
     s.state_nbytes = r.state_nbytes;
   }
-  s.plain_median_ms = median(plain);
-  for (double& c : ckpt) c -= s.plain_median_ms;
-  s.ckpt_extra_median_ms = median(ckpt);
-  s.ckpt_extra_max_ms = ckpt.empty() ? 0 : *std::max_element(ckpt.begin(), ckpt.end());
+  auto max_of = [](const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); };
+  s.step_median_ms = median(quiet);
+  s.ckpt_extra_median_ms = median(extra);
+  s.ckpt_extra_max_ms = max_of(extra);
   s.snapshot_median_ms = median(snap);
-  s.overlapped_steps = overlapped.size();
-  s.overlapped_median_ms = median(overlapped);
+  s.overlapped_steps_median = median(overlapped);
+  s.overlap_extra_median_ms = median(overlap_extra);
+  s.whole_extra_median_ms = median(whole);
+  s.whole_extra_max_ms = max_of(whole);
   s.total_s = median(totals);
+  s.total_vs_none = median(ratios);
   s.final_wait_ms = median(waits);
   return s;
 }
+
+std::string ms_pair(double a, double b) { return format("{} / {}", static_cast<int>(a + 0.5), static_cast<int>(b + 0.5)); }
 
 }  // namespace
 
@@ -293,40 +349,45 @@ int main(int argc, char** argv) try {
     }
     auto& row = table.emplace_back(state, std::map<Mode, Summary>{});
     for (Mode mode : modes) {
-      const Summary s = summarize(results[mode]);
+      const Summary s = summarize(results[mode], results[Mode::None]);
       row.second[mode] = s;
       std::printf("{\"bench\": \"checkpoint_stall\", \"state\": \"%s\", \"mode\": \"%s\", \"state_mb\": %.1f, "
-                  "\"threads\": %d, \"batch\": %lld, \"steps\": %zu, \"checkpoints\": %zu, \"every\": %d, "
-                  "\"rounds\": %d, \"step_ms_median\": %.2f, \"ckpt_extra_ms_median\": %.2f, "
-                  "\"ckpt_extra_ms_max\": %.2f, \"snapshot_ms_median\": %.2f, \"overlapped_steps\": %zu, "
-                  "\"overlapped_step_ms_median\": %.2f, \"final_wait_ms\": %.2f, \"total_s\": %.3f}\n",
+                  "\"threads\": %d, \"batch\": %lld, \"snapshot\": \"%s\", \"steps\": %zu, \"checkpoints\": %zu, "
+                  "\"every\": %d, \"rounds\": %d, \"step_ms_median\": %.2f, \"ckpt_extra_ms_median\": %.2f, "
+                  "\"ckpt_extra_ms_max\": %.2f, \"snapshot_ms_median\": %.2f, \"overlapped_steps_median\": %.1f, "
+                  "\"overlap_extra_ms_median\": %.2f, \"whole_extra_ms_median\": %.2f, \"whole_extra_ms_max\": %.2f, "
+                  "\"final_wait_ms\": %.2f, \"total_s\": %.3f, \"total_vs_none\": %.3f}\n",
                   state.c_str(), name(mode), static_cast<double>(s.state_nbytes) / 1e6, args.threads,
-                  static_cast<long long>(args.batch), s.steps, s.checkpoints, args.every, args.rounds,
-                  s.plain_median_ms, s.ckpt_extra_median_ms, s.ckpt_extra_max_ms, s.snapshot_median_ms,
-                  s.overlapped_steps, s.overlapped_median_ms, s.final_wait_ms, s.total_s);
+                  static_cast<long long>(args.batch), args.snapshot.c_str(), s.steps, s.checkpoints, args.every,
+                  args.rounds, s.step_median_ms, s.ckpt_extra_median_ms, s.ckpt_extra_max_ms, s.snapshot_median_ms,
+                  s.overlapped_steps_median, s.overlap_extra_median_ms, s.whole_extra_median_ms, s.whole_extra_max_ms,
+                  s.final_wait_ms, s.total_s, s.total_vs_none);
       std::fflush(stdout);
     }
   }
   std::error_code ec;
   fs::remove_all(root, ec);
 
-  std::printf("\n| state | MB | mode | step ms (no ckpt, median) | ckpt step extra ms (median / max) | "
-              "of which snapshot ms | steps during a write (n, median ms) | total s |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+  std::printf("\n| state | MB | mode | step ms | checkpoint step: extra ms (median / max) | of which snapshot ms | "
+              "later steps during the write: n, extra ms | whole extra ms a checkpoint (median / max) | total s | "
+              "total / none |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& [state, row] : table) {
     for (const auto& [mode, s] : row) {
-      std::printf("| %s | %.1f | %s | %.1f | %s | %s | %s | %.2f |\n", state.c_str(),
-                  static_cast<double>(s.state_nbytes) / 1e6, name(mode), s.plain_median_ms,
-                  mode == Mode::None ? "-" : format("{} / {}", static_cast<int>(s.ckpt_extra_median_ms + 0.5),
-                                                    static_cast<int>(s.ckpt_extra_max_ms + 0.5)).c_str(),
-                  mode == Mode::Async ? format("{}", static_cast<int>(s.snapshot_median_ms + 0.5)).c_str() : "-",
-                  mode == Mode::Async ? format("{}, {}", s.overlapped_steps,
-                                               static_cast<int>(s.overlapped_median_ms + 0.5)).c_str() : "-",
-                  s.total_s);
+      const bool ckpt = mode != Mode::None, async = mode == Mode::Async;
+      std::printf("| %s | %.1f | %s | %.1f | %s | %s | %s | %s | %.2f | %.3f |\n", state.c_str(),
+                  static_cast<double>(s.state_nbytes) / 1e6, name(mode), s.step_median_ms,
+                  ckpt ? ms_pair(s.ckpt_extra_median_ms, s.ckpt_extra_max_ms).c_str() : "-",
+                  async ? format("{}", static_cast<int>(s.snapshot_median_ms + 0.5)).c_str() : "-",
+                  async ? format("{}, {}", s.overlapped_steps_median, static_cast<int>(s.overlap_extra_median_ms + 0.5)).c_str()
+                        : "-",
+                  ckpt ? ms_pair(s.whole_extra_median_ms, s.whole_extra_max_ms).c_str() : "-", s.total_s,
+                  s.total_vs_none);
     }
-    const double sync_stall = row.at(Mode::Sync).ckpt_extra_median_ms;
-    const double async_stall = row.at(Mode::Async).ckpt_extra_median_ms;
-    if (async_stall > 0) std::printf("| %s | | stall sync/async (medians) | | %.1fx | | | |\n", state.c_str(), sync_stall / async_stall);
+    const Summary& sy = row.at(Mode::Sync);
+    const Summary& as = row.at(Mode::Async);
+    std::printf("| %s | | sync / async | | %.1fx | | | %.1fx | | |\n", state.c_str(),
+                sy.ckpt_extra_median_ms / as.ckpt_extra_median_ms, sy.whole_extra_median_ms / as.whole_extra_median_ms);
   }
   return 0;
 } catch (const std::exception& e) {
