@@ -1,5 +1,5 @@
 // Internal to loom/ops (ops::backend(Device::cpu()) returns it): the CPU
-// kernels: oneDNN for convolution and f32 matmul, our own OpenMP
+// kernels: oneDNN for convolution, f32 matmul and f32 GELU, our own OpenMP
 // loops for elementwise ops, reductions, softmax, norms, pooling and indexing.
 // f64 (used by gradient checks) runs reference loops everywhere.
 #pragma once
