@@ -30,8 +30,9 @@
 // on its share of the global batch; after its pipeline's step each stage
 // sums its gradients over the D replicas of that stage (one all-reduce on a
 // sub-communicator of the stage's replicas) before the update, so every
-// replica takes the same step. (The all-reduce follows the pipeline's drain;
-// it does not yet overlap it.)
+// replica takes the same step. Each stage's all-reduce starts when its own
+// part of the schedule ends, so later stages reduce while earlier ones still
+// drain; within a stage it follows the last backward (not bucketed into it).
 //
 // Deterministic (`deterministic`): the global batch is cut into
 // data_parallel x microbatches atoms, replica d's micro-batches are atoms
