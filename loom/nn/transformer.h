@@ -19,9 +19,9 @@
 // the token table wte [vocab, embed] itself and owns no weight, so the
 // tensor appears once, under "embedding.wte.weight", and its gradient sums
 // both uses. A pipeline that puts the embedding and the head on different
-// ranks must keep a copy of wte on both and all-reduce its two gradients
-// between them every step (Megatron's embedding group); `tied = false`
-// gives the head its own [vocab, embed] weight and avoids that.
+// ranks keeps a copy of wte on both and adds their gradients every step
+// (parallel::PipelineStrategy: Megatron's embedding group); `tied = false`
+// gives the head its own [vocab, embed] weight.
 //
 // Init as GPT-2: every Linear/attention projection weight and both
 // embeddings N(0, 0.02^2), the projections that end a residual branch

@@ -22,7 +22,7 @@ namespace {
 
 // Point-to-point tags of the strategy's own messages: bit 53 set, above
 // every tag of pipeline::CommLinks (activations and gradients).
-enum class Message : uint64_t { Tensor = 1, OptimizerState = 2, Loss = 3 };
+enum class Message : uint64_t { Tensor = 1, OptimizerState = 2, Loss = 3, TiedGradient = 4 };
 uint64_t tag(Message kind, uint64_t value) {
   LOOM_ASSERT(value < (uint64_t{1} << 48));
   return (uint64_t{1} << 53) | (static_cast<uint64_t>(kind) << 48) | value;
@@ -61,10 +61,8 @@ void PipelineStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
                                       .microbatches = options_.microbatches, .virtual_stages = options_.virtual_stages,
                                       .recompute = options_.recompute});
   layers_ = pipeline::pipeline_layers(model);
-  tied_gpt_ = [&] {
-    auto* gpt = dynamic_cast<nn::Gpt*>(&model);
-    return gpt && gpt->options().tied;
-  }();
+  auto* gpt = dynamic_cast<nn::Gpt*>(&model);
+  tied_ = gpt && gpt->options().tied ? gpt->embedding().token_weight() : Tensor();
   if (options_.deterministic) {
     steps_.atoms = static_cast<int64_t>(options_.data_parallel) * options_.microbatches;
     check_atoms(steps_.atoms, options_.data_parallel);
@@ -92,10 +90,6 @@ void PipelineStrategy::build_stage(std::vector<pipeline::LayerRange> chunks) {
   LOOM_CHECK_T(ConfigError, static_cast<int>(chunks.size()) == parts,
                "pipeline: the placement names {} chunks, the pipeline has {} (stages {} x virtual_stages {})",
                chunks.size(), parts, options_.stages, options_.virtual_stages);
-  // A tied GPT's token table serves the embedding and the head: both must run on one rank.
-  LOOM_CHECK_T(ConfigError, !tied_gpt_ || plan_.rank_of(0) == plan_.rank_of(parts - 1),
-               "pipeline: the GPT's head shares the embedding's weight (tied = true), and they would run on ranks {} "
-               "and {}: set [model] tied = false", plan_.rank_of(0), plan_.rank_of(parts - 1));
   chunks_ = std::move(chunks);
   std::map<int, pipeline::Layers> mine;
   own_params_.clear();
@@ -108,6 +102,7 @@ void PipelineStrategy::build_stage(std::vector<pipeline::LayerRange> chunks) {
     }
   }
   stage_ = std::make_unique<pipeline::ModuleStage>(std::move(mine), parts, options_.recompute);
+  if (tied_.defined() && (stage() == plan_.rank_of(0) || stage() == plan_.rank_of(parts - 1))) stage_->tie(tied_);
 }
 
 // Rank 0 times every layer's forward and backward on `sample` and cuts there;
@@ -167,13 +162,15 @@ double PipelineStrategy::step(const train::StepBatch& batch, train::StepParts& p
   }
   pipeline::run_rank(fewer.ranks.empty() ? plan_ : fewer, stage(), *stage_, *links_,
                      std::chrono::steady_clock::now() + options_.timeout);
+  if (options_.deterministic) stage_->end_step();
+  if (tied_.defined()) add_tied_gradients();
   if (options_.deterministic) {
-    stage_->end_step();
     exact_gradients();
     ++steps_.step;
   } else if (options_.data_parallel > 1) {
     sync_gradients();
   }
+  if (tied_.defined()) share_tied_gradient();
   parts.optimizer.step();
   // The last chunk's rank knows the loss of its replica's rows; rank 0 reports replica 0's.
   const int last = plan_.rank_of(plan_.num_chunks() - 1);
@@ -208,6 +205,65 @@ void PipelineStrategy::exact_gradients() {
     Tensor g = p.grad();
     fixed_point::to_float(ops::slice(flat, 0, at, at + p.numel()), g);
     at += p.numel();
+  }
+}
+
+// The embedding's rank and the head's rank of this replica (the same one when v = 1 and P = 1).
+std::pair<int, int> PipelineStrategy::tied_ranks() const {
+  const int first = data_rank() * options_.stages;
+  return {first + plan_.rank_of(0), first + plan_.rank_of(plan_.num_chunks() - 1)};
+}
+
+// Each micro-batch's gradient of the tied weight is the sum of its two uses'
+// (the head's rank sends its part to the embedding's), and the step's is the
+// sum over the micro-batches in their order: what autograd and gradient
+// accumulation give in one process, bit for bit. Deterministic: each
+// micro-batch's (atom's) whole gradient is rounded into the fixed-point sum,
+// as one process rounds the atom's.
+void PipelineStrategy::add_tied_gradients() {
+  const auto [owner, user] = tied_ranks();
+  if (rank() != owner && rank() != user) return;
+  std::vector<Tensor> kept = stage_->take_tied_gradients();
+  comm::SendRecvOptions o{.timeout = options_.timeout};
+  if (owner != user) {
+    for (size_t i = 0; i < kept.size(); ++i) {
+      o.tag = tag(Message::TiedGradient, i);
+      if (rank() == user) {
+        LOOM_CHECK(kept[i].defined(), "pipeline: the head left no gradient of the tied weight in micro-batch {}", i);
+        comm::send(*comm_, kept[i], owner, o);
+      } else {
+        Tensor head = ops::empty_like(tied_);
+        comm::recv(*comm_, head, user, o);
+        kept[i] = kept[i].defined() ? ops::add(kept[i], head) : head;
+      }
+    }
+    if (rank() == user) return;
+  }
+  Tensor sum;
+  for (const Tensor& g : kept) {
+    if (!g.defined()) continue;
+    if (options_.deterministic) {
+      stage_->add_to_sum(tied_, g);
+    } else {
+      sum = sum.defined() ? ops::add(sum, g) : g;
+    }
+  }
+  if (sum.defined()) tied_.set_grad(ops::contiguous(sum));
+}
+
+// The embedding's rank sends the tied weight's final gradient (summed over
+// the replicas) to the head's, so both take the same update.
+void PipelineStrategy::share_tied_gradient() {
+  const auto [owner, user] = tied_ranks();
+  if (owner == user || (rank() != owner && rank() != user)) return;
+  const comm::SendRecvOptions o{.tag = tag(Message::TiedGradient, uint64_t{1} << 40), .timeout = options_.timeout};
+  if (rank() == owner) {
+    LOOM_CHECK(tied_.grad().defined(), "pipeline: the tied weight has no gradient after the step");
+    comm::send(*comm_, tied_.grad(), user, o);
+  } else {
+    Tensor g = ops::empty_like(tied_);
+    comm::recv(*comm_, g, owner, o);
+    tied_.set_grad(g);
   }
 }
 

@@ -44,6 +44,18 @@
 // parallelism with deterministic_atoms = D M on any number of workers, one
 // included, whatever D, P and the schedule.
 //
+// A tied GPT (the head multiplies by the embedding's token table; Megatron's
+// embedding group): every rank holds a copy of the table, and the
+// embedding's rank and the head's both train theirs. After the schedule the
+// head's rank sends its gradient of each micro-batch to the embedding's,
+// which adds the two uses per micro-batch and then the micro-batches in
+// order (deterministic: rounds each micro-batch's sum into the fixed-point
+// sums), as one process does; after the replicas' sum it sends the final
+// gradient back, and both take the same update. gather() takes the table and
+// its optimizer state from the embedding's rank only, so checkpoints hold it
+// once, under "embedding.wte.weight". Cost: M gradients of the table kept on
+// each of the two ranks, M + 1 messages of its size a step.
+//
 // A lost stage process fails every rank's step (the transport's
 // PeerLostError, or a receive's deadline), as with data parallelism.
 #pragma once
@@ -51,6 +63,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "loom/comm/collectives/communicator.h"
@@ -114,12 +127,16 @@ class PipelineStrategy final : public train::Strategy {
   std::vector<train::StepBatch> atom_microbatches(const train::StepBatch& batch, std::vector<int64_t>& index) const;
   // Deterministic: the stage's fixed-point sums, added over the replicas, into the gradients.
   void exact_gradients();
+  // A tied GPT: the embedding group of the embedding's and the head's ranks.
+  std::pair<int, int> tied_ranks() const;
+  void add_tied_gradients();
+  void share_tied_gradient();
   std::unique_ptr<ProcessGroup> group_;
   comm::Communicator own_comm_;
   comm::Communicator* comm_;
   PipelineStrategyOptions options_;
   pipeline::Layers layers_;
-  bool tied_gpt_ = false;
+  core::Tensor tied_;  // a tied GPT's token table (undefined: none)
   std::vector<pipeline::LayerRange> chunks_;
   pipeline::Plan plan_;
   std::unique_ptr<pipeline::ModuleStage> stage_;

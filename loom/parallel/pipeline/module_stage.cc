@@ -1,5 +1,7 @@
 #include "loom/parallel/pipeline/module_stage.h"
 
+#include <utility>
+
 #include "loom/autograd/engine.h"
 #include "loom/core/error.h"
 #include "loom/nn/normalization.h"
@@ -37,6 +39,7 @@ ModuleStage::ModuleStage(std::map<int, Layers> chunks, int num_chunks, std::vect
 void ModuleStage::begin_step(std::vector<train::StepBatch> microbatches, const train::LossFn& loss) {
   LOOM_CHECK(idle(), "pipeline: a step began with {} micro-batches not finished", saved_.size());
   micro_ = std::move(microbatches);
+  tied_grads_.assign(micro_.size(), core::Tensor());
   loss_ = &loss;
   loss_sum_ = 0;
   atoms_.reset();
@@ -75,17 +78,48 @@ void ModuleStage::add_to_sums(int chunk) {
   const auto [first, last] = chunk_params_.at(chunk);
   for (size_t k = first; k < last; ++k) {
     const core::Tensor g = params_[k].grad();
-    if (!g.defined()) continue;
-    LOOM_CHECK(g.is_contiguous(), "pipeline: the gradient of {} is not contiguous", param_names_[k]);
-    // acc (+)= round(g 2^40), g = 0 for the next atom.
-    const auto bad = fixed_point::accumulate(
-        g, sums_[k], {.mode = summed_[k] ? fixed_point::Mode::Add : fixed_point::Mode::Assign});
-    LOOM_CHECK_T(ValueError, !bad,
-                 "deterministic pipeline: element {} of the gradient of {} is {}, outside the range of the exact "
-                 "sums (|g| <= {}): the step cannot be made deterministic", bad ? bad->index : 0, param_names_[k],
-                 bad ? bad->value : 0.0, fixed_point::kMaxMagnitude);
-    summed_[k] = true;
+    if (!g.defined()) continue;  // unused by this atom, or the tied weight (taken already)
+    round_into(k, g, !summed_[k]);
   }
+}
+
+// sums_[k] (+)= round(g 2^40), g = 0 (for the next atom).
+void ModuleStage::round_into(size_t k, const core::Tensor& g, bool first) {
+  LOOM_CHECK(g.is_contiguous(), "pipeline: the gradient of {} is not contiguous", param_names_[k]);
+  const auto bad = fixed_point::accumulate(g, sums_[k], {.mode = first ? fixed_point::Mode::Assign : fixed_point::Mode::Add});
+  LOOM_CHECK_T(ValueError, !bad,
+               "deterministic pipeline: element {} of the gradient of {} is {}, outside the range of the exact "
+               "sums (|g| <= {}): the step cannot be made deterministic", bad ? bad->index : 0, param_names_[k],
+               bad ? bad->value : 0.0, fixed_point::kMaxMagnitude);
+  summed_[k] = true;
+}
+
+void ModuleStage::tie(core::Tensor weight) {
+  LOOM_CHECK(idle(), "pipeline: tie() during a step");
+  tied_ = std::move(weight);
+}
+
+std::vector<core::Tensor> ModuleStage::take_tied_gradients() { return std::exchange(tied_grads_, {}); }
+
+void ModuleStage::add_to_sum(const core::Tensor& param, const core::Tensor& g) {
+  for (size_t k = 0; k < params_.size(); ++k) {
+    if (params_[k].impl_ptr() != param.impl_ptr()) continue;
+    round_into(k, ops::contiguous(g), /*first=*/false);  // end_step zeroed the sums no atom reached
+    return;
+  }
+  LOOM_CHECK(false, "pipeline: add_to_sum of a tensor that is none of this rank's parameters");
+}
+
+void ModuleStage::after_backward(int chunk, int i) {
+  if (tied_.defined()) {
+    core::Tensor g = tied_.grad();
+    if (g.defined()) {
+      tied_.set_grad(core::Tensor());
+      core::Tensor& kept = tied_grads_.at(static_cast<size_t>(i));
+      kept = kept.defined() ? ops::add(kept, g) : g;  // the head's use, then the embedding's: autograd's sum
+    }
+  }
+  if (atoms_) add_to_sums(chunk);
 }
 
 const Layers& ModuleStage::layers_of(int chunk) const {
@@ -179,7 +213,7 @@ core::Tensor ModuleStage::run_backward(int chunk, int i, core::Tensor output_gra
 
 core::Tensor ModuleStage::backward(int chunk, int i, core::Tensor output_grad) {
   core::Tensor g = run_backward(chunk, i, std::move(output_grad), nullptr);
-  if (atoms_) add_to_sums(chunk);
+  after_backward(chunk, i);
   return g;
 }
 
@@ -193,7 +227,7 @@ void ModuleStage::backward_weight(int chunk, int i) {
              "gradient", i, chunk);
   autograd::backward_weights(it->second);
   deferred_.erase(it);
-  if (atoms_) add_to_sums(chunk);
+  after_backward(chunk, i);
 }
 
 }  // namespace loom::parallel::pipeline

@@ -69,6 +69,14 @@ class ModuleStage final : public StageWork {
   // step, each one's i64 sum of its atoms' gradients in units of 2^-40.
   const std::vector<core::Tensor>& params() const { return params_; }
   const std::vector<core::Tensor>& fixed_point_sums() const { return sums_; }
+  // A weight another chunk also uses (see above); before begin_step.
+  void tie(core::Tensor weight);
+  // This step's gradients of the tied weight, one per micro-batch (undefined
+  // where none of this rank's chunks used it); clears them.
+  std::vector<core::Tensor> take_tied_gradients();
+  // Deterministic, after end_step: rounds `g` (an atom's gradient of
+  // `param`, one of params()) into its sum. Throws ValueError when out of range.
+  void add_to_sum(const core::Tensor& param, const core::Tensor& g);
   // Sum over this step's micro-batches of their mean loss times their rows
   // (0 unless this rank holds the last chunk).
   double loss_sum() const { return loss_sum_; }
@@ -95,6 +103,9 @@ class ModuleStage final : public StageWork {
   void reseed(int chunk, int microbatch);
   core::Tensor run_backward(int chunk, int microbatch, core::Tensor output_grad, autograd::DeferredWeights* later);
   void add_to_sums(int chunk);
+  void round_into(size_t k, const core::Tensor& g, bool first);
+  // After a backward of micro-batch i: the tied weight's gradient kept, then (deterministic) the chunk's rounded.
+  void after_backward(int chunk, int i);
   const train::StepBatch& microbatch(int i) const;
 
   std::map<int, Layers> chunks_;
@@ -113,6 +124,8 @@ class ModuleStage final : public StageWork {
   std::map<core::Generator*, uint64_t> seeds_;  // each generator's seed between steps
   std::vector<core::Tensor> sums_;               // i64, one per parameter
   std::vector<bool> summed_;                     // whether sums_[k] holds this step's first atom yet
+  core::Tensor tied_;                            // undefined: none
+  std::vector<core::Tensor> tied_grads_;         // per micro-batch
 };
 
 }  // namespace loom::parallel::pipeline
