@@ -130,6 +130,7 @@ for name in det_d2p2 det_d1p4 det_d4p1; do same "$name" det_dp1; done
 # 1d. The layout and each rank's actions, without starting anything.
 layout=$("$loom" launch --describe --workers 2 -- "$loom" train "$tmp/job.toml" "${pipe[@]}" --set distributed.stages=2 2>&1)
 echo "$layout" | grep -q "^stage 1, part 1: layers 2-4 (TransformerBlock" && echo "$layout" | grep -q "^rank 1: recv act mb 0 chunk 1 from 0" &&
+  echo "$layout" | grep -q "^tied embedding: stages 0 and 1 both hold the token table" &&
   echo "ok   launch --describe: $(echo "$layout" | grep '^pipeline:')" || { fail "launch --describe:"; echo "$layout"; }
 
 # 2. Checkpoints are the whole model, whatever wrote them.
