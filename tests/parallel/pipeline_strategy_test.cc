@@ -125,23 +125,26 @@ void expect_same(const Trained& got, const Trained& want, const std::string& wha
   }
 }
 
+// A schedule, stages, micro-batches and chunks a stage, as the tests' tables list them.
+struct Case {
+  io::PipelineSchedule kind;
+  int stages, microbatches, virtual_stages;
+};
+PipelineStrategyOptions options_of(const Case& c) {
+  return {.stages = c.stages, .microbatches = c.microbatches, .schedule = c.kind, .virtual_stages = c.virtual_stages};
+}
+std::string name_of(const Case& c) {
+  return format("{} p={} m={} v={}", io::name(c.kind), c.stages, c.microbatches, c.virtual_stages);
+}
+
 TEST(PipelineStrategy, EverySchedulesWeightsAreGradientAccumulations) {
-  struct Case {
-    io::PipelineSchedule kind;
-    int stages, microbatches, virtual_stages;
-  };
   const std::vector<Case> cases = {
       {io::PipelineSchedule::GPipe, 2, 4, 1},       {io::PipelineSchedule::OneFOneB, 2, 4, 1},
       {io::PipelineSchedule::OneFOneB, 4, 8, 1},    {io::PipelineSchedule::ZbH1, 3, 4, 1},
       {io::PipelineSchedule::Interleaved, 2, 4, 2}, {io::PipelineSchedule::OneFOneB, 4, 1, 1},  // M < P
       {io::PipelineSchedule::GPipe, 4, 3, 1},       {io::PipelineSchedule::OneFOneB, 1, 4, 1},
   };
-  for (const Case& c : cases) {
-    const std::string what = format("{} p={} m={} v={}", io::name(c.kind), c.stages, c.microbatches, c.virtual_stages);
-    expect_same(pipelined({.stages = c.stages, .microbatches = c.microbatches, .schedule = c.kind,
-                           .virtual_stages = c.virtual_stages}),
-                reference(c.microbatches), what);
-  }
+  for (const Case& c : cases) expect_same(pipelined(options_of(c)), reference(c.microbatches), name_of(c));
 }
 
 TEST(PipelineStrategy, RecomputationGivesTheSameBits) {
@@ -232,21 +235,13 @@ Job tied_gpt_job(double dropout = 0.1) {
 
 TEST(PipelineStrategy, TiedGptAcrossRanksGivesOneProcesssBits) {
   const Job job = tied_gpt_job();
-  struct Case {
-    io::PipelineSchedule kind;
-    int stages, microbatches, virtual_stages;
-  };
   const std::vector<Case> cases = {
       {io::PipelineSchedule::OneFOneB, 2, 4, 1}, {io::PipelineSchedule::GPipe, 3, 2, 1},
       {io::PipelineSchedule::ZbH1, 2, 4, 1},     {io::PipelineSchedule::Interleaved, 2, 2, 2},
       {io::PipelineSchedule::OneFOneB, 1, 4, 1},  // one rank: both uses on it
   };
   for (const Case& c : cases) {
-    const std::string what = format("tied {} p={} m={} v={}", io::name(c.kind), c.stages, c.microbatches,
-                                    c.virtual_stages);
-    expect_same(pipelined({.stages = c.stages, .microbatches = c.microbatches, .schedule = c.kind,
-                           .virtual_stages = c.virtual_stages}, job),
-                reference(c.microbatches, job), what);
+    expect_same(pipelined(options_of(c), job), reference(c.microbatches, job), "tied " + name_of(c));
   }
 }
 
