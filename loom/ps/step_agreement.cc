@@ -30,20 +30,36 @@ void StepAgreement::learn() {
   if (std::optional<std::string> value = client_.try_get(event_key(next_), options_.timeout)) pending_ = parse(*value);
 }
 
+void StepAgreement::collect() {
+  if (!poll_.valid()) return;
+  const std::optional<std::string> value = poll_.get();  // rethrows the poll's error
+  if (value && !pending_) pending_ = parse(*value);
+}
+
+void StepAgreement::start_polling() {
+  if (pending_) return;
+  poll_ = std::async(std::launch::async,
+                     [this, key = event_key(next_)] { return client_.try_get(key, options_.timeout); });
+}
+
 uint32_t StepAgreement::vote(uint32_t wish, int64_t steps) {
-  learn();
+  collect();
   if (!pending_ && wish != 0) {
-    const std::string mine = std::to_string(wish) + "@" + std::to_string(steps + options_.margin);
+    const std::string mine = std::to_string(wish) + "@" + std::to_string(steps + options_.margin + 1);
     pending_ = parse(client_.propose(event_key(next_), mine, options_.timeout));  // the winner, maybe not mine
   }
-  if (!pending_ || pending_->bits == 0 || steps < pending_->step) return 0;  // none, the end, or not yet
-  const uint32_t act = pending_->bits;
-  pending_.reset();
-  ++next_;
+  uint32_t act = 0;
+  if (pending_ && pending_->bits != 0 && steps >= pending_->step) {  // not none, the end, or not yet
+    act = pending_->bits;
+    pending_.reset();
+    ++next_;
+  }
+  start_polling();
   return act;
 }
 
 std::optional<uint32_t> StepAgreement::finish(int64_t steps) {
+  collect();
   learn();
   if (!pending_) pending_ = parse(client_.propose(event_key(next_), "0@0", options_.timeout));
   // The end marker, or an event past every worker's steps (they all have as many with dist_sync and

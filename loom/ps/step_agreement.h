@@ -12,12 +12,15 @@
 //
 // Event n of the job is the coordinator key "loom.vote.<n>" holding
 // "<bits>@<step>". A worker with a wish (bits != 0) and no event pending
-// proposes event n as (its bits, its steps + margin); the first proposal
+// proposes event n as (its bits, its steps + margin + 1); the first proposal
 // wins (CoordinatorClient::propose) and every worker learns the winner by
-// polling the key once per step (try_get). A worker acts on event n at its
-// first boundary at or past the event's step, then waits for event n + 1.
-// A wish that lost to another event is the caller's to repeat (the Trainer
-// asks again after every step until it is served).
+// polling the key once per step (try_get). The poll runs beside the next
+// step, on its own thread, and vote() takes its answer at the boundary
+// after (hence the + 1): the round trip to the coordinator is not on the
+// step's path. A worker acts on event n at its first boundary at or past
+// the event's step, then waits for event n + 1. A wish that lost to
+// another event is the caller's to repeat (the Trainer asks again after
+// every step until it is served).
 //
 // The end: a worker done with its steps calls finish() until it returns
 // nothing, acting on each event it returns. It acts on the events the
@@ -29,15 +32,17 @@
 //
 // Why every worker acts at the same step: with dist_sync, no worker finishes
 // step s + 1 before every worker pushed step s + 1, which the proposer does
-// only after its proposal at boundary s; so every worker polls at boundary
-// s + 1 = the event's step after the proposal exists, and none is past it.
-// With dist_ssp a worker runs at most `staleness` steps ahead, hence margin
-// 1 + staleness. With dist_async there is no common step: each worker acts
-// at its first boundary past the event's step (in its own step count).
+// only after its proposal at boundary s; so the poll every worker starts at
+// boundary s + 1 finds the proposal, and its answer is read at boundary
+// s + 2 = the event's step: none is past it, none misses it. With dist_ssp a
+// worker runs at most `staleness` steps ahead, hence margin 1 + staleness.
+// With dist_async there is no common step: each worker acts at its first
+// boundary past the event's step (in its own step count).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <optional>
 #include <string>
 
@@ -46,7 +51,7 @@
 namespace loom::ps {
 
 struct StepAgreementOptions {
-  int64_t margin = 1;  // steps between a proposal and the step every worker acts at (>= 1)
+  int64_t margin = 1;  // how many steps another worker may be ahead of the proposer, plus one (>= 1)
   std::chrono::milliseconds timeout{30000};  // one coordinator call
 };
 
@@ -68,12 +73,15 @@ class StepAgreement {
     int64_t step = 0;
   };
   Event parse(const std::string& value) const;
-  void learn();  // pending_ from the coordinator, if event next_ exists
+  void learn();         // pending_ from the coordinator, if event next_ exists
+  void collect();       // pending_ from the poll started at the previous boundary, if any
+  void start_polling();  // unless an event is pending: the poll for event next_, answered at the next boundary
 
   comm::CoordinatorClient& client_;
   StepAgreementOptions options_;
   int64_t next_ = 0;             // the event this worker waits for
   std::optional<Event> pending_;  // event next_, once known
+  std::future<std::optional<std::string>> poll_;  // try_get of event next_, in flight
 };
 
 }  // namespace loom::ps
