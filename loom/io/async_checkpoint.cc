@@ -6,12 +6,12 @@
 
 namespace loom::io {
 
-NamedTensors snapshot(const NamedTensors& tensors) {
+NamedTensors snapshot(const NamedTensors& tensors, const std::function<bool(const std::string&)>& owned) {
   NamedTensors out;
   out.reserve(tensors.size());
   for (const auto& [name, t] : tensors) {
     // An undefined tensor is left for the write to refuse, naming the file and the tensor.
-    out.emplace_back(name, t.defined() ? ops::clone(t) : t);
+    out.emplace_back(name, t.defined() && !(owned && owned(name)) ? ops::clone(t) : t);
   }
   return out;
 }

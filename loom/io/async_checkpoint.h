@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -43,9 +44,9 @@ namespace loom::io {
 // dtypes and devices, each in storage of its own, contiguous, without
 // autograd history; an undefined tensor stays undefined, for the write to
 // refuse. What a training step hands to submit() so it can go on changing
-// the originals. (Tensors that are already copies, such as those of
-// Optimizer::state_snapshot(), need no second copy.)
-NamedTensors snapshot(const NamedTensors& tensors);
+// the originals. Tensors for which `owned(name)` holds are copies already
+// (the optimizer state of Optimizer::state_snapshot()): passed on as they are.
+NamedTensors snapshot(const NamedTensors& tensors, const std::function<bool(const std::string&)>& owned = {});
 
 class AsyncCheckpointWriter {
  public:

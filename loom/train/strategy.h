@@ -143,6 +143,8 @@ class Strategy {
   // then takes, as a pull would, so that the checkpoint's weights and state
   // go together. The main rank calls it when writing a checkpoint (after
   // gather), before it takes the model's tensors.
+  // The result is a snapshot, tensors of its own (the asynchronous
+  // checkpoint does not copy them again).
   virtual optim::OptimizerState optimizer_state(const optim::Optimizer& local) { return local.state_snapshot(); }
   // Collective: every rank calls it before the main rank evaluates the model
   // (local = nullptr) or writes a checkpoint. A strategy whose model or

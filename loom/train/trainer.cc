@@ -286,7 +286,9 @@ void Trainer::write_checkpoint() {
     return;
   }
   CheckpointContents c = checkpoint_contents();
-  writer_->submit(step_, io::snapshot(c.tensors), std::move(c.metadata));  // the step goes on updating the originals
+  // The model's tensors are copied (the next step updates them); the optimizer's state is a snapshot already.
+  const auto optimizer_state = [](const std::string& name) { return name.starts_with("optim."); };
+  writer_->submit(step_, io::snapshot(c.tensors, optimizer_state), std::move(c.metadata));
   last_checkpoint_path_ = checkpoints_->path_for(step_);
   log(format("checkpoint: {} (writing in the background)", last_checkpoint_path_->string()));
 }

@@ -68,6 +68,14 @@ TEST(AsyncCheckpoint, SnapshotIsADeepContiguousCopy) {
   EXPECT_FALSE(snapshot({{"u", Tensor()}})[0].second.defined());  // for the write to refuse, naming it
 }
 
+TEST(AsyncCheckpoint, SnapshotPassesOnWhatIsACopyAlready) {
+  const Tensor live = Tensor::from_vector<float>({1, 2}, {2}), copied = Tensor::from_vector<float>({3, 4}, {2});
+  const NamedTensors out = snapshot({{"model.w", live}, {"optim.w.m", copied}},
+                                    [](const std::string& name) { return name.starts_with("optim."); });
+  EXPECT_FALSE(out[0].second.storage().is_same(live.storage()));
+  EXPECT_TRUE(out[1].second.storage().is_same(copied.storage()));  // not copied a second time
+}
+
 TEST(AsyncCheckpoint, WritesTheBytesASynchronousSaveWrites) {
   TempDir dir;
   const Metadata meta{{"format", "pt"}, {"loom.step", "7"}};
