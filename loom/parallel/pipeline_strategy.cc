@@ -91,6 +91,19 @@ void PipelineStrategy::build_stage(std::vector<pipeline::LayerRange> chunks) {
                "pipeline: the placement names {} chunks, the pipeline has {} (stages {} x virtual_stages {})",
                chunks.size(), parts, options_.stages, options_.virtual_stages);
   chunks_ = std::move(chunks);
+  // A parameter registered in layers of two ranks would get two updates from halves of its gradient.
+  std::unordered_map<const void*, std::pair<int, std::string>> rank_of_param;
+  for (int c = 0; c < parts; ++c) {
+    for (int64_t l = chunks_[static_cast<size_t>(c)].begin; l < chunks_[static_cast<size_t>(c)].end; ++l) {
+      for (const auto& [name, p] : layers_[static_cast<size_t>(l)]->named_parameters()) {
+        const auto [it, fresh] = rank_of_param.try_emplace(p.impl_ptr().get(), plan_.rank_of(c), name);
+        LOOM_CHECK_T(ConfigError, fresh || it->second.first == plan_.rank_of(c),
+                     "pipeline: one parameter is '{}' of a layer on stage {} and '{}' of layer {} on stage {}: a "
+                     "weight shared across stages is supported only as a GPT's tied embedding", it->second.second,
+                     it->second.first, name, l, plan_.rank_of(c));
+      }
+    }
+  }
   std::map<int, pipeline::Layers> mine;
   own_params_.clear();
   for (int c = 0; c < parts; ++c) {

@@ -257,11 +257,26 @@ TEST(PipelineStrategy, TiedGptDataTimesPipeline) {
   EXPECT_LT(worst, 1e-6);
 }
 
-TEST(PipelineStrategy, RefusesAWrongWorld) {
+TEST(PipelineStrategy, RefusesAWrongWorldAndALayerSharedAcrossStages) {
   comm::InProcHub one(1);
   auto m = model();
   PipelineStrategy strategy(comm::make_communicator(one.transport(0)), {.stages = 2});
   EXPECT_THROW(strategy.attach(*m, kAdam), ConfigError);
+  // The same Linear first and last: its weight would be trained by two stages apart.
+  comm::testing::run_ranks(2, {}, [&](comm::Communicator& c) {
+    auto shared = std::make_shared<nn::Sequential>();
+    auto layer = std::make_shared<nn::Linear>(nn::LinearOptions{.in = 4, .out = 4, .seed = 1});
+    shared->push_back(layer);
+    shared->push_back(nn::Tanh());
+    shared->push_back(layer);
+    PipelineStrategy s(c, {.stages = 2, .placement = {0, 2}});
+    try {
+      s.attach(*shared, kAdam);
+      ADD_FAILURE() << "a layer on two stages was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("shared across stages"), std::string::npos) << e.what();
+    }
+  });
 }
 
 }  // namespace
