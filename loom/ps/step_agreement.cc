@@ -1,6 +1,7 @@
 #include "loom/ps/step_agreement.h"
 
 #include <cstdio>
+#include <utility>
 
 #include "loom/core/error.h"
 
@@ -30,16 +31,60 @@ void StepAgreement::learn() {
   if (std::optional<std::string> value = client_.try_get(event_key(next_), options_.timeout)) pending_ = parse(*value);
 }
 
+StepAgreement::~StepAgreement() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (poller_.joinable()) poller_.join();
+}
+
+void StepAgreement::poll_loop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stopping_ || ask_.has_value(); });
+    if (stopping_) return;
+    const std::string key = std::move(*ask_);
+    ask_.reset();
+    lock.unlock();
+    std::optional<std::string> value;
+    std::exception_ptr error;
+    try {
+      value = client_.try_get(key, options_.timeout);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    answer_ = std::move(value);
+    error_ = error;
+    answered_ = true;
+    cv_.notify_all();
+  }
+}
+
 void StepAgreement::collect() {
-  if (!poll_.valid()) return;
-  const std::optional<std::string> value = poll_.get();  // rethrows the poll's error
+  if (!polling_) return;
+  std::optional<std::string> value;
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return answered_; });  // try_get's own timeout bounds the wait
+    polling_ = answered_ = false;
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+    value = std::move(answer_);
+  }
   if (value && !pending_) pending_ = parse(*value);
 }
 
 void StepAgreement::start_polling() {
   if (pending_) return;
-  poll_ = std::async(std::launch::async,
-                     [this, key = event_key(next_)] { return client_.try_get(key, options_.timeout); });
+  if (!poller_.joinable()) poller_ = std::thread([this] { poll_loop(); });
+  {
+    std::lock_guard lock(mu_);
+    ask_ = event_key(next_);
+    polling_ = true;
+  }
+  cv_.notify_all();
 }
 
 uint32_t StepAgreement::vote(uint32_t wish, int64_t steps) {

@@ -15,9 +15,9 @@
 // proposes event n as (its bits, its steps + margin + 1); the first proposal
 // wins (CoordinatorClient::propose) and every worker learns the winner by
 // polling the key once per step (try_get). The poll runs beside the next
-// step, on its own thread, and vote() takes its answer at the boundary
-// after (hence the + 1): the round trip to the coordinator is not on the
-// step's path. A worker acts on event n at its first boundary at or past
+// step, on a thread of the agreement's own, and vote() takes its answer at
+// the boundary after (hence the + 1): the round trip to the coordinator is
+// not on the step's path. A worker acts on event n at its first boundary at or past
 // the event's step, then waits for event n + 1. A wish that lost to
 // another event is the caller's to repeat (the Trainer asks again after
 // every step until it is served).
@@ -41,10 +41,13 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
-#include <future>
+#include <exception>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "loom/comm/rendezvous/coordinator.h"
 
@@ -58,6 +61,9 @@ struct StepAgreementOptions {
 class StepAgreement {
  public:
   StepAgreement(comm::CoordinatorClient& client, StepAgreementOptions options = {});
+  ~StepAgreement();  // waits for a poll in flight (at most the timeout)
+  StepAgreement(const StepAgreement&) = delete;
+  StepAgreement& operator=(const StepAgreement&) = delete;
 
   // After every step, on every worker: `wish` (bits; 0 for none), `steps`
   // done by this worker. Returns the bits of the event to act on at this
@@ -74,14 +80,25 @@ class StepAgreement {
   };
   Event parse(const std::string& value) const;
   void learn();         // pending_ from the coordinator, if event next_ exists
-  void collect();       // pending_ from the poll started at the previous boundary, if any
+  void collect();        // pending_ from the poll started at the previous boundary, if any
   void start_polling();  // unless an event is pending: the poll for event next_, answered at the next boundary
+  void poll_loop();      // the poller thread: one try_get per request
 
   comm::CoordinatorClient& client_;
   StepAgreementOptions options_;
   int64_t next_ = 0;             // the event this worker waits for
   std::optional<Event> pending_;  // event next_, once known
-  std::future<std::optional<std::string>> poll_;  // try_get of event next_, in flight
+
+  // The poll (started at the first boundary).
+  std::thread poller_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool polling_ = false;            // a poll was asked for and its answer not read (vote's side only)
+  std::optional<std::string> ask_;  // the key the poller is to read next
+  bool answered_ = false;
+  std::optional<std::string> answer_;
+  std::exception_ptr error_;
+  bool stopping_ = false;
 };
 
 }  // namespace loom::ps
