@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What the per-step stop vote costs (issue: preemption): whole `loom train`
 runs of a 2-worker parameter-server job (dist_sync, 1 server; the MLP of
-tests/cli/preempt.sh on its synthetic data, 1500 steps of about 4 ms) with
+tests/cli/preempt_job.toml on its synthetic data, 1500 steps of about 4 ms) with
 the vote on (the default `[train] stop_signals`) and off
 (`stop_signals = []`), run in pairs whose order alternates; per pair the
 ratios of wall time and of CPU time (the children's user + system), then
@@ -23,43 +23,6 @@ import time
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
 
-JOB = """[data]
-dataset = "idx"
-root = "{root}"
-train_file = "img"
-train_labels = "lab"
-test_file = "img"
-test_labels = "lab"
-batch_size = 16
-num_workers = 0
-[optimizer]
-name = "adam"
-lr = 0.001
-[train]
-epochs = 100
-threads = 1
-eval_interval = 0
-[distributed]
-timeout_s = 60
-[[model.layers]]
-type = "flatten"
-[[model.layers]]
-type = "linear"
-out = 1024
-[[model.layers]]
-type = "relu"
-[[model.layers]]
-type = "dropout"
-p = 0.2
-[[model.layers]]
-type = "linear"
-out = 512
-[[model.layers]]
-type = "relu"
-[[model.layers]]
-type = "linear"
-out = 3
-"""
 
 
 def run(cmd):
@@ -105,8 +68,10 @@ def main():
         subprocess.run([sys.executable, os.path.join(root, "tests", "cli", "synthetic_idx.py"), tmp, "2048"], check=True,
                        stdout=subprocess.DEVNULL)
         job = os.path.join(tmp, "job.toml")
+        with open(os.path.join(root, "tests", "cli", "preempt_job.toml")) as f:
+            text = f.read().replace("@ROOT@", tmp)
         with open(job, "w") as f:
-            f.write(JOB.format(root=tmp))
+            f.write(text)
 
         def cmd(loom, votes):
             c = [loom, "train", job, "--workers", "2", "--set", f"distributed.mode={args.mode}", "--set",

@@ -25,48 +25,7 @@ failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
 python3 "$(dirname "$0")/synthetic_idx.py" "$tmp" 2048
-cat >"$tmp/job.toml" <<TOML
-[data]
-dataset = "idx"
-root = "$tmp"
-train_file = "img"
-train_labels = "lab"
-test_file = "img"
-test_labels = "lab"
-batch_size = 16
-num_workers = 0
-[optimizer]
-name = "adam"
-lr = 0.001
-[train]
-epochs = 100
-max_steps = 1500
-threads = 1
-eval_interval = 0
-checkpoint_every = 100
-checkpoint_every_steps = 25
-checkpoint_keep = 2
-[distributed]
-timeout_s = 60
-[[model.layers]]
-type = "flatten"
-[[model.layers]]
-type = "linear"
-out = 1024
-[[model.layers]]
-type = "relu"
-[[model.layers]]
-type = "dropout"
-p = 0.2
-[[model.layers]]
-type = "linear"
-out = 512
-[[model.layers]]
-type = "relu"
-[[model.layers]]
-type = "linear"
-out = 3
-TOML
+sed "s#@ROOT@#$tmp#" "$(dirname "$0")/preempt_job.toml" >"$tmp/job.toml"
 
 same() {
   local d
