@@ -7,7 +7,6 @@
 #include "loom/comm/transport/sub_transport.h"
 #include "loom/core/error.h"
 #include "loom/nn/normalization.h"
-#include "loom/nn/transformer.h"
 #include "loom/ops/ops.h"
 #include "loom/parallel/data_parallel_atoms.h"
 #include "loom/parallel/data_parallel_fixed_point.h"
@@ -61,8 +60,7 @@ void PipelineStrategy::attach(nn::Module& model, const optim::OptimizerSpec&) {
                                       .microbatches = options_.microbatches, .virtual_stages = options_.virtual_stages,
                                       .recompute = options_.recompute});
   layers_ = pipeline::pipeline_layers(model);
-  auto* gpt = dynamic_cast<nn::Gpt*>(&model);
-  tied_ = gpt && gpt->options().tied ? gpt->embedding().token_weight() : Tensor();
+  tied_ = pipeline::tied_weight(model);
   if (options_.deterministic) {
     steps_.atoms = static_cast<int64_t>(options_.data_parallel) * options_.microbatches;
     check_atoms(steps_.atoms, options_.data_parallel);

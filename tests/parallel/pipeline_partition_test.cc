@@ -145,4 +145,9 @@ TEST(PipelinePartition, LayersOfAGptAndRefusalOfOtherModels) {
   EXPECT_EQ(layers.size(), 5u);  // embedding, 3 blocks, head
   nn::Linear lone({.in = 2, .out = 2});
   EXPECT_THROW(pipeline_layers(lone), ConfigError);
+  // The weight the first and last layers share: a tied GPT's token table only.
+  EXPECT_FALSE(tied_weight(gpt).defined());
+  EXPECT_FALSE(tied_weight(lone).defined());
+  nn::Gpt tied({.vocab = 256, .context = 8, .blocks = 1, .heads = 2, .embed = 16, .tied = true});
+  EXPECT_TRUE(tied_weight(tied).is_same(tied.embedding().token_weight()));
 }

@@ -173,7 +173,7 @@ void describe_pipeline(const std::vector<std::string>& command) {
   std::string line;
   for (int c = 0; std::getline(parts, line); ++c) std::printf("stage %d, %s\n", plan.rank_of(c), line.c_str());
   const int first = plan.rank_of(0), last = plan.rank_of(plan.num_chunks() - 1);
-  if (job.model.name == "gpt" && job.model.tied && first != last) {
+  if (parallel::pipeline::tied_weight(trainer.model()).defined() && first != last) {
     std::printf("tied embedding: stages %d and %d both hold the token table and add its gradients every step\n",
                 first, last);
   }

@@ -79,14 +79,15 @@ void ModuleStage::add_to_sums(int chunk) {
   for (size_t k = first; k < last; ++k) {
     const core::Tensor g = params_[k].grad();
     if (!g.defined()) continue;  // unused by this atom, or the tied weight (taken already)
-    round_into(k, g, !summed_[k]);
+    round_into(k, g, !summed_[k], /*zero=*/true);
   }
 }
 
-// sums_[k] (+)= round(g 2^40), g = 0 (for the next atom).
-void ModuleStage::round_into(size_t k, const core::Tensor& g, bool first) {
+// sums_[k] (+)= round(g 2^40); g = 0 if `zero` (a .grad the next atom adds into).
+void ModuleStage::round_into(size_t k, const core::Tensor& g, bool first, bool zero) {
   LOOM_CHECK(g.is_contiguous(), "pipeline: the gradient of {} is not contiguous", param_names_[k]);
-  const auto bad = fixed_point::accumulate(g, sums_[k], {.mode = first ? fixed_point::Mode::Assign : fixed_point::Mode::Add});
+  const auto bad = fixed_point::accumulate(
+      g, sums_[k], {.mode = first ? fixed_point::Mode::Assign : fixed_point::Mode::Add, .zero_grad = zero});
   LOOM_CHECK_T(ValueError, !bad,
                "deterministic pipeline: element {} of the gradient of {} is {}, outside the range of the exact "
                "sums (|g| <= {}): the step cannot be made deterministic", bad ? bad->index : 0, param_names_[k],
@@ -104,7 +105,8 @@ std::vector<core::Tensor> ModuleStage::take_tied_gradients() { return std::excha
 void ModuleStage::add_to_sum(const core::Tensor& param, const core::Tensor& g) {
   for (size_t k = 0; k < params_.size(); ++k) {
     if (params_[k].impl_ptr() != param.impl_ptr()) continue;
-    round_into(k, ops::contiguous(g), /*first=*/false);  // end_step zeroed the sums no atom reached
+    // end_step zeroed the sums no atom reached; nobody reads g again.
+    round_into(k, ops::contiguous(g), /*first=*/false, /*zero=*/false);
     return;
   }
   LOOM_CHECK(false, "pipeline: add_to_sum of a tensor that is none of this rank's parameters");

@@ -103,7 +103,7 @@ class ModuleStage final : public StageWork {
   void reseed(int chunk, int microbatch);
   core::Tensor run_backward(int chunk, int microbatch, core::Tensor output_grad, autograd::DeferredWeights* later);
   void add_to_sums(int chunk);
-  void round_into(size_t k, const core::Tensor& g, bool first);
+  void round_into(size_t k, const core::Tensor& g, bool first, bool zero);
   // After a backward of micro-batch i: the tied weight's gradient kept, then (deterministic) the chunk's rounded.
   void after_backward(int chunk, int i);
   const train::StepBatch& microbatch(int i) const;

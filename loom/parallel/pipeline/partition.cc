@@ -24,6 +24,11 @@ Layers pipeline_layers(nn::Module& model) {
                            "list, or the GPT) that stages could be cut from", model.describe()));
 }
 
+core::Tensor tied_weight(nn::Module& model) {
+  auto* gpt = dynamic_cast<nn::Gpt*>(&model);
+  return gpt && gpt->options().tied ? gpt->embedding().token_weight() : core::Tensor();
+}
+
 std::vector<LayerRange> balance(std::span<const double> costs, int parts) {
   const auto n = static_cast<int64_t>(costs.size());
   LOOM_CHECK_T(ConfigError, parts >= 1, "pipeline placement: {} parts; at least 1", parts);

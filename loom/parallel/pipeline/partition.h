@@ -39,6 +39,9 @@ using Layers = std::vector<std::shared_ptr<nn::Module>>;
 // ConfigError naming the model for anything else (its forward is not a
 // sequence of layers a pipeline could cut).
 Layers pipeline_layers(nn::Module& model);
+// The weight the first and the last layer share (a tied GPT's token table),
+// which the stages holding them must train together; undefined if none.
+core::Tensor tied_weight(nn::Module& model);
 
 struct LayerRange {
   int64_t begin = 0, end = 0;  // layers [begin, end)
