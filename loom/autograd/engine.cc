@@ -44,6 +44,15 @@ void finish_leaf(const std::shared_ptr<TensorImpl>& impl, const Tensor& g, const
   for (const auto& hook : meta.hooks) hook(meta.grad);
 }
 
+// A leaf whose every edge has delivered: its gradient, or (nothing arrived:
+// each use took its gradient elsewhere, ops::TakeWeightFactors) an undefined
+// one offered to the sink, which learns that the leaf is final.
+void finish_leaf_or_tell(const std::shared_ptr<TensorImpl>& impl, LeafState& st, const GradSink& sink) {
+  if (st.sum.defined()) finish_leaf(impl, st.sum, sink);
+  else if (sink) sink(Tensor(impl), Tensor());
+  st.sum = Tensor();
+}
+
 Tensor add_grads(const Tensor& a, const Tensor& b) {
   if (!a.defined()) return b;
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
@@ -160,10 +169,7 @@ void backward(const Tensor& root, const BackwardOptions& options) {
       } else if (e.leaf && !((held >> i) & 1u)) {
         auto& st = tape.leaves[e.leaf.get()];
         if (gi.defined()) st.sum = add_grads(st.sum, gi);
-        if (--st.pending == 0 && st.sum.defined()) {
-          finish_leaf(e.leaf, st.sum, options.sink);
-          st.sum = Tensor();
-        }
+        if (--st.pending == 0) finish_leaf_or_tell(e.leaf, st, options.sink);
       }
     }
     if (!options.retain_graph && held == 0) n->release_saved();
@@ -189,10 +195,7 @@ void backward_weights(DeferredWeights& deferred) {
       if (!((edges >> i) & 1u)) continue;
       auto& st = leaves[e.leaf.get()];
       if (i < grads.size() && grads[i].defined()) st.sum = add_grads(st.sum, grads[i]);
-      if (--st.pending == 0 && st.sum.defined()) {
-        finish_leaf(e.leaf, st.sum, deferred.sink);
-        st.sum = Tensor();
-      }
+      if (--st.pending == 0) finish_leaf_or_tell(e.leaf, st, deferred.sink);
     }
     if (!deferred.retain_graph) n->release_saved();
   }

@@ -38,7 +38,10 @@ void backward(const Tensor& root, const Tensor& grad = Tensor(), bool retain_gra
 // `.grad` is left as it is and the leaf's hooks do not fire. For a consumer
 // that folds every pass's gradient into its own accumulator (deterministic
 // DataParallel): it reads the gradient once, where adding it into `.grad`
-// and zeroing `.grad` again would cost two more passes.
+// and zeroing `.grad` again would cost two more passes. A leaf that got no
+// gradient in the pass although its edges were run (each use handed its
+// gradient elsewhere: ops::TakeWeightFactors) is offered an undefined `grad`:
+// the leaf is final (the return value is ignored).
 using GradSink = std::function<bool(const Tensor& leaf, const Tensor& grad)>;
 
 // The second half of a split backward: the nodes that feed leaves, with the

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "loom/ops/backend.h"
 #include "loom/ops/creation.h"
@@ -480,6 +481,14 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   return out;
 }
 
+namespace {
+thread_local WeightFactorTaker weight_factor_taker;
+}  // namespace
+
+TakeWeightFactors::TakeWeightFactors(WeightFactorTaker take)
+    : previous_(std::exchange(weight_factor_taker, std::move(take))) {}
+TakeWeightFactors::~TakeWeightFactors() { weight_factor_taker = std::move(previous_); }
+
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   LOOM_CHECK_T(ShapeError, weight.dim() == 2, "linear: weight must be 2-D [out, in], got {}", to_string(weight.shape()));
   LOOM_CHECK_T(ShapeError, x.dim() >= 1 && x.shape().back() == weight.shape()[1],
@@ -520,10 +529,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   }
   if (any_requires_grad({&x, &weight, &bias})) {
     record("LinearBackward", {x, weight, bias}, out,
-           [x = x.detach(), w = weight.detach()](const Tensor& g, GradMask need) {
+           [x = x.detach(), w = weight.detach(), leaf = weight](const Tensor& g, GradMask need) {
              Tensor gx, gw, gb;
              if (need[0]) gx = matmul(g, w);
-             if (need[1]) gw = matmul(transpose(g, 0, 1), x);
+             if (need[1] && !(weight_factor_taker && weight_factor_taker(leaf, g, x))) gw = matmul(transpose(g, 0, 1), x);
              if (need[2]) gb = sum(g, {0});
              return std::vector<Tensor>{gx, gw, gb};
            });

@@ -7,6 +7,7 @@
 //   auto m = ops::matmul(a, b);                         // batched, broadcast
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "loom/core/tensor.h"
@@ -55,6 +56,27 @@ Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // x @ weight^T + bias, weight [out, in], bias [out] (may be undefined).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// While a TakeWeightFactors lives on this thread, the backward of a 2-D
+// linear offers its weight gradient as its factors instead of forming
+// g^T x: `take(weight, g, x)` with the output gradient g [rows, out] and the
+// input x [rows, in]. Returning true takes them: the node gives the weight no
+// gradient (the taker adds g^T x itself; deterministic data parallelism
+// rounds it into its sums without writing it out, see
+// parallel::fixed_point::accumulate_products). False: g^T x as usual.
+//   ops::TakeWeightFactors taking([&](const Tensor& w, const Tensor& g, const Tensor& x) { return keep(w, g, x); });
+//   autograd::backward(loss);
+using WeightFactorTaker = std::function<bool(const Tensor& weight, const Tensor& g, const Tensor& x)>;
+class TakeWeightFactors {
+ public:
+  explicit TakeWeightFactors(WeightFactorTaker take);
+  ~TakeWeightFactors();  // the previous taker (if any) again
+  TakeWeightFactors(const TakeWeightFactors&) = delete;
+  TakeWeightFactors& operator=(const TakeWeightFactors&) = delete;
+
+ private:
+  WeightFactorTaker previous_;
+};
 
 }  // namespace loom::ops
 

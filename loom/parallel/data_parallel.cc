@@ -69,8 +69,15 @@ DataParallel::DataParallel(nn::Module& model, comm::Communicator& comm, DataPara
     }
     bucket.added.assign(bucket.names.size(), 0);
     bucket.in_sum.assign(bucket.names.size(), 0);
+    bucket.terms.assign(bucket.names.size(), 0);
   }
   if (options_.deterministic) {
+    factors_ = std::make_unique<WeightFactors>(std::vector<nn::Module*>{&model_});
+    for (size_t b = 0; b < buckets_.size(); ++b) buckets_[b].factored.resize(buckets_[b].names.size());
+    for (const Tensor& w : factors_->weights()) {
+      const auto it = slot_of_.find(w.impl());
+      if (it != slot_of_.end()) buckets_[it->second.bucket].factored[it->second.index] = w;
+    }
     sync_ = false;  // the hooks add each final gradient to the fixed-point sums instead
     // The last bucket's accumulator has one more element: the count of
     // out-of-range gradients, summed with the rest so every rank learns of one.
@@ -151,52 +158,97 @@ void DataParallel::comm_loop() {
 
 // From a parameter's hook (`grad` null: its gradient for this atom is final
 // in the bucket, just written, so still in cache; zeroed after) or from the
-// backward sink (`grad`: the gradient itself, read once and left as it is).
+// backward sink (`grad`: the gradient itself, read once and left as it is; an
+// undefined one: final, with nothing dense: only factors this atom).
 void DataParallel::add_fixed_point(size_t b, size_t k, const Tensor* grad) {
   Bucket& bucket = buckets_[b];
   const int64_t begin = bucket.offsets[k];
   const int64_t end = k + 1 < bucket.offsets.size() ? bucket.offsets[k + 1] : bucket.flat.numel();
-  // The step's first atom assigns: the accumulator is neither read nor zeroed between steps.
-  const fixed_point::Mode mode = bucket.in_sum[k] ? fixed_point::Mode::Add : fixed_point::Mode::Assign;
-  std::optional<fixed_point::OutOfRange> bad;
-  if (grad) {
-    Tensor acc = bucket.fixed.as_strided({end - begin}, {1}, begin);
-    bad = fixed_point::accumulate(*grad, acc, {.mode = mode, .zero_grad = false});
-  } else {
-    bad = fixed_point::accumulate(bucket.flat, bucket.fixed, {.mode = mode, .begin = begin, .end = end});
-    if (bad) bad->index -= begin;
+  if (!grad || grad->defined()) {
+    // The step's first value assigns: the accumulator is neither read nor zeroed between steps.
+    const fixed_point::Mode mode = bucket.in_sum[k] ? fixed_point::Mode::Add : fixed_point::Mode::Assign;
+    std::optional<fixed_point::OutOfRange> bad;
+    if (grad) {
+      Tensor acc = bucket.fixed.as_strided({end - begin}, {1}, begin);
+      bad = fixed_point::accumulate(*grad, acc, {.mode = mode, .zero_grad = false});
+    } else {
+      bad = fixed_point::accumulate(bucket.flat, bucket.fixed, {.mode = mode, .begin = begin, .end = end});
+      if (bad) bad->index -= begin;
+    }
+    bucket.in_sum[k] = 1;
+    count_terms(b, k, 1);
+    if (bad) note_out_of_range(b, k, *bad);
   }
   const bool first_time = !bucket.added[k];
   bucket.added[k] = 1;
-  bucket.in_sum[k] = 1;
-  // The rank's last atom: a bucket whose sums are complete goes on the wire
-  // while backward goes on (not the last bucket: it carries the out-of-range
-  // count, which any later gradient may still raise).
-  if (last_atom_ && first_time && b + 1 < buckets_.size()) {
+  if (!last_atom_) return;
+  // The rank's last atom: the parameter is final, so its factors go into the
+  // sums now, and a bucket whose sums are complete goes on the wire while
+  // backward goes on (not the last bucket: it carries the out-of-range count,
+  // which any later gradient may still raise).
+  flush_factors(b, k);
+  if (first_time && b + 1 < buckets_.size()) {
     std::lock_guard lock(mu_);
     if (--bucket.pending == 0) {
       is_ready_[b] = true;
       cv_.notify_all();
     }
   }
-  if (!bad) return;
+}
+
+// The terms a linear weight's layers handed over, rounded into its sums in one pass.
+void DataParallel::flush_factors(size_t b, size_t k) {
+  Bucket& bucket = buckets_[b];
+  if (!bucket.factored[k].defined()) return;
+  const int64_t terms = factors_->pending(bucket.factored[k]);
+  if (terms == 0) return;
+  count_terms(b, k, terms);
+  const int64_t begin = bucket.offsets[k];
+  Tensor acc = bucket.fixed.as_strided({bucket.factored[k].numel()}, {1}, begin);
+  const auto bad = factors_->flush(bucket.factored[k], acc,
+                                   bucket.in_sum[k] ? fixed_point::Mode::Add : fixed_point::Mode::Assign);
+  bucket.in_sum[k] = 1;
+  if (bad) note_out_of_range(b, k, *bad);
+}
+
+// Every rank adds as many values as this one (the same atoms and model), so
+// world x terms bounds the values in one element of the all-reduced sums.
+void DataParallel::count_terms(size_t b, size_t k, int64_t terms) {
+  int64_t& n = buckets_[b].terms[k];
+  n += terms;
+  LOOM_CHECK(n * comm_.size <= fixed_point::kMaxAtoms,
+             "deterministic data parallelism: {} values a step for each element of '{}' on {} ranks: more than {}, "
+             "so the int64 sums could overflow (use fewer deterministic atoms, or a layer fewer times per forward)",
+             n * comm_.size, buckets_[b].names[k], comm_.size, fixed_point::kMaxAtoms);
+}
+
+void DataParallel::note_out_of_range(size_t b, size_t k, const fixed_point::OutOfRange& bad) {
   buckets_.back().fixed.data<int64_t>()[buckets_.back().flat.numel()] += 1;
   if (!range_error_.empty()) return;
   range_error_ = format("deterministic data parallelism: a gradient of '{}' (element {}) is {} for one atom of the "
                         "batch, outside the exact fixed-point range |g| <= 2^11 - 2^-40 (2^51 - 1 units of 2^-40), so "
                         "the sums would not be exact; the training is diverging or its loss is scaled far up "
-                        "(lower [optimizer] lr, or set deterministic = false)", bucket.names[k], bad->index, bad->value);
+                        "(lower [optimizer] lr, or set deterministic = false)", buckets_[b].names[k], bad.index, bad.value);
 }
 
 bool DataParallel::take_atom_gradient(const Tensor& leaf, const Tensor& grad) {
   LOOM_CHECK(options_.deterministic, "DataParallel::take_atom_gradient needs the .deterministic option");
   const auto it = slot_of_.find(leaf.impl());
   if (it == slot_of_.end() || it->second.param.lock().get() != leaf.impl()) return false;  // not a parameter of ours
+  if (!grad.defined()) {
+    add_fixed_point(it->second.bucket, it->second.index, &grad);  // final: only factors
+    return true;
+  }
   // A gradient that is not a plain array of the parameter's dtype goes the
   // long way (into .grad, then the hook), which converts it.
   if (!grad.is_contiguous() || grad.dtype() != leaf.dtype() || grad.numel() != leaf.numel()) return false;
   add_fixed_point(it->second.bucket, it->second.index, &grad);
   return true;
+}
+
+ops::TakeWeightFactors DataParallel::take_weight_factors() {
+  LOOM_CHECK(options_.deterministic, "DataParallel::take_weight_factors needs the .deterministic option");
+  return ops::TakeWeightFactors(factors_->taker());
 }
 
 void DataParallel::begin_last_atom() {
@@ -213,7 +265,9 @@ void DataParallel::accumulate_fixed_point() {
   // gradient this atom, or one written without backward) is added here.
   for (size_t b = 0; b < buckets_.size(); ++b) {
     for (size_t k = 0; k < buckets_[b].added.size(); ++k) {
-      if (!buckets_[b].added[k]) add_fixed_point(b, k);
+      // (A linear weight whose factors were taken, with no sink to say so, has nothing more.)
+      const bool factors_only = buckets_[b].factored[k].defined() && factors_->pending(buckets_[b].factored[k]) > 0;
+      if (!buckets_[b].added[k] && !factors_only) add_fixed_point(b, k);
     }
     std::fill(buckets_[b].added.begin(), buckets_[b].added.end(), 0);
   }
@@ -243,6 +297,9 @@ void DataParallel::finish_gradient_sync() {
 // Parameters that got nothing this step (this rank ran no atom, or none
 // reached them) still hold the last step's sums: they go out as zeros.
 void DataParallel::begin_fixed_point_sync() {
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    for (size_t k = 0; k < buckets_[b].names.size(); ++k) flush_factors(b, k);  // what no last atom flushed
+  }
   for (auto& bucket : buckets_) {
     for (size_t k = 0; k < bucket.names.size(); ++k) {
       if (bucket.in_sum[k]) continue;
@@ -255,7 +312,11 @@ void DataParallel::begin_fixed_point_sync() {
 void DataParallel::end_fixed_point_sync(bool reduced) {
   accumulated_ = 0;
   last_atom_ = false;
-  for (auto& bucket : buckets_) std::fill(bucket.in_sum.begin(), bucket.in_sum.end(), 0);
+  for (auto& bucket : buckets_) {
+    std::fill(bucket.in_sum.begin(), bucket.in_sum.end(), 0);
+    std::fill(bucket.terms.begin(), bucket.terms.end(), 0);
+  }
+  factors_->clear();
   if (buckets_.empty()) return;
   int64_t& out_of_range = buckets_.back().fixed.data<int64_t>()[buckets_.back().flat.numel()];
   const bool failed = out_of_range != 0;

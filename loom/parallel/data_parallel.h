@@ -42,6 +42,8 @@
 #include "loom/comm/collectives/collectives.h"
 #include "loom/comm/collectives/communicator.h"
 #include "loom/nn/module.h"
+#include "loom/ops/math.h"
+#include "loom/parallel/weight_factors.h"
 
 namespace loom::parallel {
 
@@ -104,7 +106,14 @@ class DataParallel {
   //   autograd::backward(loss, {.sink = [&](const Tensor& leaf, const Tensor& g) {
   //     return dp.take_atom_gradient(leaf, g); }});
   //   dp.accumulate_fixed_point();
+  // An undefined `grad`: the leaf is final with nothing dense for this atom
+  // (its linear layers took their factors, below).
   bool take_atom_gradient(const core::Tensor& leaf, const core::Tensor& grad);
+  // Deterministic mode: while the guard lives, linear layers hand their
+  // weight gradients over as factors (parallel::WeightFactors), which are
+  // rounded into the sums in one pass each step, when the parameter is final
+  // in the rank's last atom (begin_last_atom) or at finish_gradient_sync.
+  [[nodiscard]] ops::TakeWeightFactors take_weight_factors();
   // Deterministic mode: the next atom is this rank's last of the step, so each
   // bucket is all-reduced as soon as its sums are complete, while backward
   // goes on (as the hooks do in normal mode). Optional.
@@ -122,12 +131,17 @@ class DataParallel {
     std::vector<int64_t> offsets;  // of each parameter in flat
     std::vector<uint8_t> added;    // deterministic: its gradient is in `fixed` for this atom
     std::vector<uint8_t> in_sum;   // deterministic: `fixed` holds its sum for this step
+    std::vector<int64_t> terms;    // deterministic: values added into its sums this step
+    std::vector<core::Tensor> factored;  // deterministic: the parameter, if WeightFactors takes it
     int pending = 0;    // gradients not yet final in this pass
   };
   void on_grad_ready(size_t bucket);
   void comm_loop();
   void reset_pass();
   void add_fixed_point(size_t bucket, size_t param, const core::Tensor* grad = nullptr);
+  void flush_factors(size_t bucket, size_t param);
+  void count_terms(size_t bucket, size_t param, int64_t terms);
+  void note_out_of_range(size_t bucket, size_t param, const fixed_point::OutOfRange& bad);
   void begin_fixed_point_sync();
   void end_fixed_point_sync(bool reduced);
 
@@ -144,6 +158,7 @@ class DataParallel {
   int64_t accumulated_ = 0;  // deterministic: accumulate_fixed_point() calls this step
   bool last_atom_ = false;   // deterministic: begin_last_atom() was called this step
   std::string range_error_;  // deterministic: the first out-of-range gradient this step
+  std::unique_ptr<WeightFactors> factors_;  // deterministic: linear weights' gradients as factors
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -2,13 +2,16 @@
 // 64-bit integers in units of 2^-40 (fixed point), and integer addition does
 // not depend on the order, so any grouping of the same atoms gives the same bits.
 //
-//   // given: Tensor grad_f32, Tensor acc_i64
+//   // given: Tensor grad_f32, Tensor acc_i64, Tensor g0, Tensor x0, Tensor g1, Tensor x1, Tensor acc_2d
 //   using namespace parallel::fixed_point;
 //   auto bad = accumulate(grad_f32, acc_i64, {.mode = Mode::Assign});  // acc = round(grad 2^40); grad = 0
 //   bad = accumulate(grad_f32, acc_i64);                                // acc += round(grad 2^40); grad = 0
 //   bad = accumulate(grad_f32, acc_i64, {.zero_grad = false});          // acc += round(grad 2^40); grad kept
 //   if (bad) { ... }   // grad[bad->index] was bad->value, outside the range: the sum is not exact
 //   to_float(acc_i64, grad_f32);                                        // grad = acc 2^-40
+//   // a linear layer's weight gradient, one term per atom, never formed in memory:
+//   std::vector<Product> terms = {{g0, x0}, {g1, x1}};   // g: [rows, out], x: [rows, in] (f32)
+//   bad = accumulate_products(terms, acc_2d);            // acc[o, i] += round(sum_r g[r, o] x[r, i] 2^40), per term
 //
 // Limits (docs/ARCHITECTURE.md, "Data parallelism"): each value added must
 // satisfy |g| <= kMaxMagnitude (2^51 - 1 units), so that kMaxAtoms of them
@@ -58,6 +61,30 @@ struct OutOfRange {
 // at least as many elements. Returns the first grad[i] with
 // !(|grad[i]| <= kMaxMagnitude) (NaN and infinities included), if any.
 std::optional<OutOfRange> accumulate(const core::Tensor& grad, core::Tensor& acc, const AccumulateOptions& options = {});
+
+// One term of a product sum: the weight gradient of a linear layer for one
+// atom, g^T x, given by its factors (the output gradient g [rows, out] and the
+// input x [rows, in], both contiguous f32 with the same rows).
+struct Product {
+  core::Tensor g, x;
+};
+
+enum class Kernel {
+  Best,      // AVX-512 where the CPU has it
+  Portable,  // plain C++ (the same bits: tests compare the two)
+};
+
+// For every term t and element (o, i) of acc ([out, in], contiguous i64):
+// P = the float sum over t's rows r, in row order, of g[r, o] x[r, i], each
+// step one fused multiply-add starting from 0; acc[o, i] (+)= round(P 2^40)
+// (Mode::Assign: the first term assigns). The terms' products are never
+// written to memory: each tile of acc is read and written once for all of
+// them, which is what makes an atom's weight gradient cheaper than forming it
+// and calling accumulate. P's bits depend on t's rows alone (not on the other
+// terms, the tile or the kernel), so a term adds the same integer wherever it
+// is computed. Returns the first (o i, P) with P outside the range, if any.
+std::optional<OutOfRange> accumulate_products(const std::vector<Product>& terms, core::Tensor& acc,
+                                              Mode mode = Mode::Add, Kernel kernel = Kernel::Best);
 
 // For i < grad.numel(): grad[i] = acc[i] * 2^-40, rounded to the nearest
 // double, then to grad's dtype. acc is left as it is.

@@ -86,6 +86,8 @@ double DataParallelStrategy::deterministic_forward_backward(const train::StepBat
   const autograd::GradSink sink = [this](const Tensor& leaf, const Tensor& g) {
     return dp_->take_atom_gradient(leaf, g);
   };
+  // Linear layers hand their weight gradients over as factors, rounded into the sums once a step.
+  const ops::TakeWeightFactors taking = dp_->take_weight_factors();
   double loss_sum = 0.0;
   for (const Atom& atom : atoms) {
     if (atom.rows() == 0) continue;  // a batch with fewer rows than atoms

@@ -125,9 +125,13 @@ double ParameterServerStrategy::deterministic_forward_backward(const train::Step
   for (core::Tensor& s : sums_) std::memset(s.data_ptr(), 0, s.nbytes());
   const std::vector<Atom> atoms = atoms_of_rank(global_rows, options_.deterministic_atoms, r, n);
   AtomScope scope(parts.model, steps_, atoms);
+  // Linear layers hand over their weight gradients as factors (as DataParallel's), rounded after the atoms.
+  if (!factors_) factors_ = std::make_unique<WeightFactors>(std::vector<nn::Module*>{&parts.model});
+  factors_->clear();
   double loss_sum = 0.0;
   for (const Atom& atom : atoms) {
     if (atom.rows() == 0) continue;  // a batch with fewer rows than atoms
+    const ops::TakeWeightFactors taking(factors_->taker());
     scope.begin_atom(atom);
     core::Tensor loss = parts.loss(parts.model(ops::slice(batch.inputs, 0, atom.begin, atom.end)),
                                    ops::slice(batch.targets, 0, atom.begin, atom.end));
@@ -144,6 +148,13 @@ double ParameterServerStrategy::deterministic_forward_backward(const train::Step
     parts.optimizer.zero_grad();  // the next atom's gradient starts from nothing
     scope.end_atom(atom);
     loss_sum += loss.item<double>() * static_cast<double>(atom.rows());
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (factors_->pending(params_[i]) == 0) continue;
+    const auto bad = factors_->flush(params_[i], sums_[i], fixed_point::Mode::Add);
+    LOOM_CHECK(!bad, "deterministic parameter servers: the gradient of '{}' has {} at element {} for one atom, outside "
+               "the exact fixed-point range (|g| <= {}); the step cannot be summed exactly", names_[i],
+               bad ? bad->value : 0.0, bad ? bad->index : 0, fixed_point::kMaxMagnitude);
   }
   return rows > 0 ? loss_sum / static_cast<double>(rows) : 0.0;
 }

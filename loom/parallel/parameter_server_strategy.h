@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "loom/parallel/server_embedding.h"
+#include "loom/parallel/weight_factors.h"
 #include "loom/ps/kvstore.h"
 #include "loom/train/strategy.h"
 
@@ -99,6 +100,7 @@ class ParameterServerStrategy final : public train::Strategy {
   ParameterServerStrategyOptions options_;
   std::vector<std::string> names_;           // the parameters', for errors
   std::vector<core::Tensor> sums_;           // deterministic: i64 fixed-point gradients, one per key
+  std::unique_ptr<WeightFactors> factors_;   // deterministic: linear weights' gradients as factors
   std::vector<int64_t> keys_;
   std::vector<core::Tensor> params_, grads_;
   std::vector<ServerEmbedding*> embeddings_;

@@ -172,6 +172,55 @@ TEST(FixedPoint, OutOfRangeValuesAreReported) {
   EXPECT_EQ(r->value, 5000.0);
 }
 
+// A linear layer's weight gradient by terms (one per atom): each term's
+// product, a float FMA chain over its rows in row order, rounded into the
+// sums; both kernels, odd shapes (tails of rows and columns), Assign and Add.
+TEST(FixedPoint, ProductsAddEachTermsRoundedRowOrderChain) {
+  core::Generator gen(5);
+  for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{{7, 45}, {4, 32}, {1, 3}, {10, 128}, {13, 17}}) {
+    std::vector<fixed_point::Product> terms;
+    for (int64_t rows : {16, 5, 1}) {
+      terms.push_back({ops::mul(ops::randn({rows, out}, gen), 1e-2), ops::randn({rows, in}, gen)});
+    }
+    // The reference: each term's chain by hand, then accumulate()'s rounding.
+    Tensor want = ops::zeros({out * in}, core::DType::I64);
+    for (const auto& t : terms) {
+      const auto g = t.g.to_vector<float>(), x = t.x.to_vector<float>();
+      std::vector<float> p(static_cast<size_t>(out * in), 0.0f);
+      for (int64_t o = 0; o < out; ++o) {
+        for (int64_t i = 0; i < in; ++i) {
+          float acc = 0.0f;
+          for (int64_t r = 0; r < t.g.shape()[0]; ++r) acc = std::fma(g[r * out + o], x[r * in + i], acc);
+          p[o * in + i] = acc;
+        }
+      }
+      Tensor pt = Tensor::from_vector<float>(p, {out * in});
+      ASSERT_FALSE(fixed_point::accumulate(pt, want).has_value());
+    }
+    for (auto kernel : {fixed_point::Kernel::Best, fixed_point::Kernel::Portable}) {
+      Tensor got = ops::full({out, in}, 99.0, core::DType::I64);  // Assign ignores what was there
+      ASSERT_FALSE(fixed_point::accumulate_products(terms, got, fixed_point::Mode::Assign, kernel).has_value());
+      EXPECT_EQ(got.to_vector<int64_t>(), want.to_vector<int64_t>()) << out << "x" << in;
+      Tensor added = ops::full({out, in}, 12345.0, core::DType::I64);
+      ASSERT_FALSE(fixed_point::accumulate_products(terms, added, fixed_point::Mode::Add, kernel).has_value());
+      auto expect = want.to_vector<int64_t>();
+      for (auto& v : expect) v += 12345;
+      EXPECT_EQ(added.to_vector<int64_t>(), expect) << out << "x" << in;
+    }
+  }
+  // A product outside the range (2^11) is named, with its element and value.
+  Tensor g = ops::zeros({2, 3}), x = ops::zeros({2, 40});
+  g.data<float>()[1 * 3 + 2] = 64.0f;  // row 1, output 2
+  x.data<float>()[1 * 40 + 37] = 40.0f;   // row 1, input 37: 2560
+  for (auto kernel : {fixed_point::Kernel::Best, fixed_point::Kernel::Portable}) {
+    Tensor acc = ops::zeros({3, 40}, core::DType::I64);
+    const auto bad = fixed_point::accumulate_products({{g, x}}, acc, fixed_point::Mode::Add, kernel);
+    ASSERT_TRUE(bad.has_value());
+    EXPECT_EQ(bad->index, 2 * 40 + 37);
+    EXPECT_EQ(bad->value, 2560.0);
+  }
+}
+
 // A gradient outside the range on one rank fails the step on every rank, and
 // the rank that saw it names the parameter and the value.
 TEST(FixedPoint, AGradientOutOfRangeFailsEveryRankClearly) {

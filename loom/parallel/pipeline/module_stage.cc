@@ -56,12 +56,18 @@ void ModuleStage::begin_step(std::vector<train::StepBatch> microbatches, const t
   }
   if (sums_.empty()) {
     for (const core::Tensor& p : params_) sums_.push_back(ops::zeros({p.numel()}, core::DType::I64));
+    std::vector<nn::Module*> modules;
+    for (const auto& [c, layers] : chunks_) {
+      for (const auto& layer : layers) modules.push_back(layer.get());
+    }
+    factors_ = std::make_unique<WeightFactors>(modules);
   }
   summed_.assign(params_.size(), false);
 }
 
 void ModuleStage::end_step() {
   for (const auto& [g, seed] : seeds_) g->set_state(seed, 0);
+  flush_factors();
   for (size_t k = 0; k < sums_.size(); ++k) {
     if (!summed_[k]) ops::fill_(sums_[k], 0.0);  // no atom gave it a gradient
   }
@@ -93,6 +99,25 @@ void ModuleStage::round_into(size_t k, const core::Tensor& g, bool first, bool z
                "sums (|g| <= {}): the step cannot be made deterministic", bad ? bad->index : 0, param_names_[k],
                bad ? bad->value : 0.0, fixed_point::kMaxMagnitude);
   summed_[k] = true;
+}
+
+void ModuleStage::take_factors(std::optional<ops::TakeWeightFactors>& taking) {
+  if (atoms_) taking.emplace(factors_->taker());
+}
+
+// The step's terms of each linear weight, rounded into its sums in one pass
+// (parallel::WeightFactors; the same terms as deterministic data parallelism's).
+void ModuleStage::flush_factors() {
+  if (!factors_) return;
+  for (size_t k = 0; k < params_.size(); ++k) {
+    if (factors_->pending(params_[k]) == 0) continue;
+    const auto bad = factors_->flush(params_[k], sums_[k], summed_[k] ? fixed_point::Mode::Add : fixed_point::Mode::Assign);
+    summed_[k] = true;
+    LOOM_CHECK_T(ValueError, !bad,
+                 "deterministic pipeline: element {} of the gradient of {} is {} for one atom, outside the range of "
+                 "the exact sums (|g| <= {}): the step cannot be made deterministic", bad ? bad->index : 0,
+                 param_names_[k], bad ? bad->value : 0.0, fixed_point::kMaxMagnitude);
+  }
 }
 
 void ModuleStage::tie(core::Tensor weight) {
@@ -207,7 +232,11 @@ core::Tensor ModuleStage::run_backward(int chunk, int i, core::Tensor output_gra
     if (!s.output.requires_grad()) return chunk == 0 ? core::Tensor() : ops::zeros_like(s.input);
     o.grad = output_grad;
   }
-  autograd::backward(s.output, o);
+  {
+    std::optional<ops::TakeWeightFactors> taking;
+    take_factors(taking);
+    autograd::backward(s.output, o);
+  }
   if (chunk == 0) return {};
   const core::Tensor g = s.input.grad();
   return g.defined() ? g : ops::zeros_like(s.input);  // a chunk whose output ignores its input
@@ -227,7 +256,11 @@ void ModuleStage::backward_weight(int chunk, int i) {
   auto it = deferred_.find({chunk, i});
   LOOM_CHECK(it != deferred_.end(), "pipeline: weight gradient of micro-batch {} on chunk {} before its input "
              "gradient", i, chunk);
-  autograd::backward_weights(it->second);
+  {
+    std::optional<ops::TakeWeightFactors> taking;
+    take_factors(taking);
+    autograd::backward_weights(it->second);
+  }
   deferred_.erase(it);
   after_backward(chunk, i);
 }

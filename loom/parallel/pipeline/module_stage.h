@@ -37,12 +37,14 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "loom/autograd/engine.h"
 #include "loom/parallel/pipeline/executor.h"
 #include "loom/parallel/pipeline/partition.h"
+#include "loom/parallel/weight_factors.h"
 #include "loom/train/strategy.h"
 
 namespace loom::parallel::pipeline {
@@ -104,6 +106,9 @@ class ModuleStage final : public StageWork {
   core::Tensor run_backward(int chunk, int microbatch, core::Tensor output_grad, autograd::DeferredWeights* later);
   void add_to_sums(int chunk);
   void round_into(size_t k, const core::Tensor& g, bool first, bool zero);
+  // Deterministic: while it lives, linear layers hand over their weight gradients as factors.
+  void take_factors(std::optional<ops::TakeWeightFactors>& taking);
+  void flush_factors();
   // After a backward of micro-batch i: the tied weight's gradient kept, then (deterministic) the chunk's rounded.
   void after_backward(int chunk, int i);
   const train::StepBatch& microbatch(int i) const;
@@ -124,6 +129,7 @@ class ModuleStage final : public StageWork {
   std::map<core::Generator*, uint64_t> seeds_;  // each generator's seed between steps
   std::vector<core::Tensor> sums_;               // i64, one per parameter
   std::vector<bool> summed_;                     // whether sums_[k] holds this step's first atom yet
+  std::unique_ptr<WeightFactors> factors_;       // linear weights' gradients as factors (as DataParallel)
   core::Tensor tied_;                            // undefined: none
   std::vector<core::Tensor> tied_grads_;         // per micro-batch
 };
