@@ -65,13 +65,29 @@ void check(const Tensor& grad, const Tensor& acc) {
 }
 
 // ---- accumulate_products ----
+//
+// Both kernels compute, for each term and element, P = the float FMA chain
+// over the term's rows (in row order, from 0) of (2^40 g[r, o]) x[r, i]:
+// g is scaled when it is packed (exact for every g above 2^-86 and below
+// 2^88, and whatever it does below, it does the same in both kernels), so P
+// is already in units and is rounded to the nearest integer as it is. A
+// term's products are all in range when rows max|2^40 g| max|x| (1 + 2^-7)
+// < 2^51 (each FMA rounds once, by at most 2^-24 relative, so a chain of at
+// most 2^16 of them grows by less than (1 + 2^-24)^(2^16) < 1 + 2^-7);
+// only the terms of a call that cannot show this check each product.
 
-// round(p 2^40) for a float p with |p| < 2^11 (accumulate_block's rounding:
-// 2^40 p is exact in double).
-inline uint64_t round_product(float p) {
-  return std::bit_cast<uint64_t>(static_cast<double>(p) * kScale + kRound) - std::bit_cast<uint64_t>(kRound);
-}
-inline bool product_in_range(float p) { return std::fabs(static_cast<double>(p)) * kScale <= kLimit; }
+constexpr float kLimitF = 0x1p51f;  // |P| < 2^51, in units: |g^T x| < 2^11, the accumulate() range for floats
+
+// The packed factors of one call: for each block of kRowsOfAcc rows of acc,
+// every term's rows of 2^40 g for it, back to back (g's rows are `out`
+// floats apart: read in place, every row of a term would be another page).
+constexpr int kRowsOfAcc = 8;
+
+struct Packed {
+  std::vector<float> g;            // [ceil(out / kRowsOfAcc)][rows of all terms][kRowsOfAcc]
+  int64_t rows = 0;                // of all terms
+  bool surely_in_range = true;     // every product of every term provably |P| < 2^51
+};
 
 struct Factors {
   const float* g;
@@ -79,37 +95,80 @@ struct Factors {
   int64_t rows;
 };
 
+float max_abs(const float* v, int64_t n, int64_t stride, int64_t count) {
+  float m = 0.0f;
+  for (int64_t r = 0; r < count; ++r) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float a = std::fabs(v[r * stride + i]);
+      if (!(a <= m)) m = a;  // NaN sticks
+    }
+  }
+  return m;
+}
+
+Packed pack(const std::vector<Factors>& terms, int64_t out, int64_t in) {
+  Packed p;
+  for (const Factors& t : terms) p.rows += t.rows;
+  const int64_t blocks = (out + kRowsOfAcc - 1) / kRowsOfAcc;
+  p.g.assign(static_cast<size_t>(blocks * p.rows * kRowsOfAcc), 0.0f);
+  int64_t first = 0;
+  for (const Factors& t : terms) {
+    float gmax = 0.0f;
+    for (int64_t r = 0; r < t.rows; ++r) {
+      const float* src = t.g + r * out;
+      for (int64_t o = 0; o < out; ++o) {
+        const float v = src[o] * 0x1p40f;
+        p.g[static_cast<size_t>(((o / kRowsOfAcc) * p.rows + first + r) * kRowsOfAcc + o % kRowsOfAcc)] = v;
+        if (!(std::fabs(v) <= gmax)) gmax = std::fabs(v);
+      }
+    }
+    const double bound = static_cast<double>(t.rows) * gmax * max_abs(t.x, in, in, t.rows) * (1.0 + 0x1p-7);
+    if (!(bound < kLimitF) || t.rows > (int64_t{1} << 16)) p.surely_in_range = false;
+    first += t.rows;
+  }
+  return p;
+}
+
+// round(P) for P in units, |P| < 2^51 (accumulate_block's rounding).
+inline uint64_t round_units(float p) {
+  return std::bit_cast<uint64_t>(static_cast<double>(p) + kRound) - std::bit_cast<uint64_t>(kRound);
+}
+
 struct Bad {
   bool found = false;
   int64_t index = 0;
-  float value = 0;
-  void note(int64_t i, float v) {
-    if (!found) *this = {true, i, v};
+  double value = 0;  // g^T x, not in units
+  void note(int64_t i, float p) {
+    if (!found) *this = {true, i, static_cast<double>(p) * 0x1p-40};
   }
 };
 
-// Plain C++ (acc null: only finds the first offender): a row of acc at a time, columns in blocks of 64 kept in float
-// while the term's rows are added, one std::fma each (the compiler may
-// vectorise across columns; every column's chain stays in row order).
-void products_portable(const std::vector<Factors>& terms, int64_t out, int64_t in, uint64_t* acc, bool assign,
-                       Bad& bad) {
+// Plain C++ (acc null: only finds the first offender): a row of acc at a
+// time, columns in blocks of 64 kept in float while the term's rows are added,
+// one std::fma each (the compiler may vectorise across columns; every
+// column's chain stays in row order).
+void products_portable(const std::vector<Factors>& terms, const Packed& packed, int64_t out, int64_t in,
+                       uint64_t* acc, bool assign, Bad& bad) {
   constexpr int64_t kCols = 64;
   float p[kCols];
   for (int64_t o = 0; o < out; ++o) {
+    const float* gblock = packed.g.data() + (o / kRowsOfAcc) * packed.rows * kRowsOfAcc + o % kRowsOfAcc;
     for (int64_t i0 = 0; i0 < in; i0 += kCols) {
       const int64_t n = std::min(kCols, in - i0);
       uint64_t* a = acc ? acc + o * in + i0 : nullptr;
+      const float* g = gblock;
       for (size_t t = 0; t < terms.size(); ++t) {
         std::fill(p, p + n, 0.0f);
         for (int64_t r = 0; r < terms[t].rows; ++r) {
-          const float gv = terms[t].g[r * out + o];
+          const float gv = g[r * kRowsOfAcc];
           const float* x = terms[t].x + r * in + i0;
           for (int64_t i = 0; i < n; ++i) p[i] = std::fma(gv, x[i], p[i]);
         }
+        g += terms[t].rows * kRowsOfAcc;
         for (int64_t i = 0; i < n; ++i) {
-          if (!product_in_range(p[i])) bad.note(o * in + i0 + i, p[i]);
+          if (!(std::fabs(p[i]) < kLimitF)) bad.note(o * in + i0 + i, p[i]);
           if (!acc) continue;  // only looking for an offender
-          const uint64_t q = round_product(p[i]);
+          const uint64_t q = round_units(p[i]);
           a[i] = (assign && t == 0) ? q : a[i] + q;
         }
       }
@@ -122,104 +181,105 @@ void products_portable(const std::vector<Factors>& terms, int64_t out, int64_t i
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-// AVX-512. g is packed first: for each block of kRowsOfAcc rows of acc, every
-// term's rows of g for it, back to back (g's rows are `out` floats apart: read
-// in place, every row of a term would be another page). A tile is MO rows of
-// acc by 16 columns: per term, MO float accumulators, one FMA per row of the
-// term (in row order: the portable kernel's chain), then rounded (x 2^40 is
-// exact in float; vcvtps2qq rounds to nearest even, as the 1.5 2^52 trick
-// does) into MO x 2 vectors of int64 that stay in registers across the terms.
-constexpr int kRowsOfAcc = 8;
-
-struct Packed {
-  std::vector<float> g;               // [out / kRowsOfAcc blocks][rows of all terms][kRowsOfAcc]
-  std::vector<int64_t> first_row;     // of each term in a block
-  int64_t rows = 0;                   // of all terms
-};
-
-Packed pack_g(const std::vector<Factors>& terms, int64_t out) {
-  Packed p;
-  for (const Factors& t : terms) {
-    p.first_row.push_back(p.rows);
-    p.rows += t.rows;
-  }
-  const int64_t blocks = (out + kRowsOfAcc - 1) / kRowsOfAcc;
-  p.g.assign(static_cast<size_t>(blocks * p.rows * kRowsOfAcc), 0.0f);
-  for (size_t t = 0; t < terms.size(); ++t) {
-    for (int64_t r = 0; r < terms[t].rows; ++r) {
-      const float* src = terms[t].g + r * out;
-      for (int64_t o = 0; o < out; ++o) {
-        p.g[static_cast<size_t>(((o / kRowsOfAcc) * p.rows + p.first_row[t] + r) * kRowsOfAcc + o % kRowsOfAcc)] = src[o];
-      }
-    }
-  }
-  return p;
-}
-
-template <int MO>
+// AVX-512: a tile is MO rows of acc by 16 NV columns; per term, MO x NV
+// float accumulators, one FMA per row of the term (in row order: the portable
+// kernel's chain), then rounded (vcvtps2qq rounds to nearest even, as the
+// 1.5 2^52 trick does) into MO x NV x 2 vectors of int64 that stay in
+// registers across the terms. kChecked: each product is compared with the
+// range (when the bound could not show it for every term). Measured on the
+// 256 x 784 and 1024 x 3136 layers at 8 terms of 16 rows, 8 x 1 was the
+// fastest of 8 x 1, 4 x 2 (registers) and 8 x 2 (sums in L1): 1.7x oneDNN's
+// one 128-deep GEMM; 4 x 2 1.8x, 8 x 2 2.2x.
+template <int MO, int NV, bool kChecked>
 __attribute__((target("avx512f,avx512dq"))) void products_tile_avx512(const std::vector<Factors>& terms,
                                                                       const float* gblock, int64_t in, int64_t o0,
-                                                                      int64_t i0, __mmask16 m, uint64_t* acc,
+                                                                      int64_t i0, const __mmask16* m, uint64_t* acc,
                                                                       bool assign, __mmask16& bad) {
-  const __m512 scale = _mm512_set1_ps(0x1p40f);
-  const __m512 limit = _mm512_set1_ps(0x1p11f);
-  __m512i q[MO][2];
-  for (int j = 0; j < MO; ++j) q[j][0] = q[j][1] = _mm512_setzero_si512();
+  __m512i q[MO][NV][2];
+  for (int j = 0; j < MO; ++j) {
+    for (int v = 0; v < NV; ++v) q[j][v][0] = q[j][v][1] = _mm512_setzero_si512();
+  }
   const float* g = gblock;
   for (const Factors& t : terms) {
-    __m512 p[MO];
-    for (int j = 0; j < MO; ++j) p[j] = _mm512_setzero_ps();
+    __m512 p[MO][NV];
+    for (int j = 0; j < MO; ++j) {
+      for (int v = 0; v < NV; ++v) p[j][v] = _mm512_setzero_ps();
+    }
     const float* x = t.x + i0;
     const int64_t rows = t.rows;
     for (int64_t r = 0; r < rows; ++r) {
-      const __m512 xv = _mm512_maskz_loadu_ps(m, x + r * in);
-      for (int j = 0; j < MO; ++j) p[j] = _mm512_fmadd_ps(_mm512_set1_ps(g[r * kRowsOfAcc + j]), xv, p[j]);
+      __m512 xv[NV];
+      for (int v = 0; v < NV; ++v) xv[v] = _mm512_maskz_loadu_ps(m[v], x + r * in + 16 * v);
+      for (int j = 0; j < MO; ++j) {
+        const __m512 b = _mm512_set1_ps(g[r * kRowsOfAcc + j]);
+        for (int v = 0; v < NV; ++v) p[j][v] = _mm512_fmadd_ps(b, xv[v], p[j][v]);
+      }
     }
     g += rows * kRowsOfAcc;
-    __mmask16 in_range = m;
     for (int j = 0; j < MO; ++j) {
-      in_range &= _mm512_cmp_ps_mask(_mm512_abs_ps(p[j]), limit, _CMP_LT_OQ);
-      const __m512 s = _mm512_mul_ps(p[j], scale);
-      const __m256 lo = _mm512_castps512_ps256(s);
-      const __m256 hi = _mm512_castps512_ps256(_mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(3, 2, 3, 2)));
-      q[j][0] = _mm512_add_epi64(q[j][0], _mm512_cvt_roundps_epi64(lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-      q[j][1] = _mm512_add_epi64(q[j][1], _mm512_cvt_roundps_epi64(hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      for (int v = 0; v < NV; ++v) {
+        if constexpr (kChecked) {
+          bad |= static_cast<__mmask16>(m[v] & ~_mm512_cmp_ps_mask(_mm512_abs_ps(p[j][v]), _mm512_set1_ps(kLimitF),
+                                                                    _CMP_LT_OQ));
+        }
+        const __m256 lo = _mm512_castps512_ps256(p[j][v]);
+        const __m256 hi = _mm512_castps512_ps256(_mm512_shuffle_f32x4(p[j][v], p[j][v], _MM_SHUFFLE(3, 2, 3, 2)));
+        q[j][v][0] = _mm512_add_epi64(q[j][v][0], _mm512_cvt_roundps_epi64(lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        q[j][v][1] = _mm512_add_epi64(q[j][v][1], _mm512_cvt_roundps_epi64(hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      }
     }
-    bad |= static_cast<__mmask16>(m & ~in_range);
   }
   for (int j = 0; j < MO; ++j) {
     uint64_t* a = acc + (o0 + j) * in + i0;
-    for (int h = 0; h < 2; ++h) {
-      const __mmask8 mh = static_cast<__mmask8>(m >> (8 * h));
-      __m512i v = q[j][h];
-      if (!assign) v = _mm512_add_epi64(v, _mm512_maskz_loadu_epi64(mh, a + 8 * h));
-      _mm512_mask_storeu_epi64(a + 8 * h, mh, v);
+    for (int v = 0; v < NV; ++v) {
+      for (int h = 0; h < 2; ++h) {
+        const __mmask8 mh = static_cast<__mmask8>(m[v] >> (8 * h));
+        __m512i s = q[j][v][h];
+        if (!assign) s = _mm512_add_epi64(s, _mm512_maskz_loadu_epi64(mh, a + 16 * v + 8 * h));
+        _mm512_mask_storeu_epi64(a + 16 * v + 8 * h, mh, s);
+      }
     }
   }
 }
 
-// Columns in blocks of 16 (outer: the block of x, all terms' rows, stays in
-// L1 while every row of acc is done), rows of acc in eights. Returns whether
-// a product was out of range (the caller finds which with the portable kernel).
-__attribute__((target("avx512f,avx512dq"))) bool products_avx512(const std::vector<Factors>& terms, int64_t out,
-                                                                 int64_t in, uint64_t* acc, bool assign) {
-  const Packed packed = pack_g(terms, out);
+constexpr int kVectors = 1;  // of 16 columns a tile
+
+template <bool kChecked>
+__attribute__((target("avx512f,avx512dq"))) void products_block_avx512(const std::vector<Factors>& terms,
+                                                                       const float* gblock, int64_t in, int64_t o0,
+                                                                       int64_t mo, int64_t i0, const __mmask16* m,
+                                                                       uint64_t* acc, bool assign, __mmask16& bad) {
+  switch (mo) {
+    case 8: products_tile_avx512<8, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
+    case 7: products_tile_avx512<7, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
+    case 6: products_tile_avx512<6, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
+    case 5: products_tile_avx512<5, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
+    case 4: products_tile_avx512<4, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
+    case 3: products_tile_avx512<3, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
+    case 2: products_tile_avx512<2, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
+    default: products_tile_avx512<1, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
+  }
+}
+
+// Columns in blocks of 16 kVectors (outer: the block of x, all terms' rows,
+// stays in L1 while every row of acc is done), rows of acc in eights. Returns
+// whether a product was out of range (the caller finds which with the
+// portable kernel).
+__attribute__((target("avx512f,avx512dq"))) bool products_avx512(const std::vector<Factors>& terms,
+                                                                 const Packed& packed, int64_t out, int64_t in,
+                                                                 uint64_t* acc, bool assign) {
   __mmask16 bad = 0;
-  for (int64_t i0 = 0; i0 < in; i0 += 16) {
-    const int64_t n = std::min<int64_t>(16, in - i0);
-    const __mmask16 m = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
+  for (int64_t i0 = 0; i0 < in; i0 += 16 * kVectors) {
+    __mmask16 m[kVectors];
+    for (int v = 0; v < kVectors; ++v) {
+      const int64_t n = std::clamp<int64_t>(in - i0 - 16 * v, 0, 16);
+      m[v] = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
+    }
     for (int64_t o0 = 0; o0 < out; o0 += kRowsOfAcc) {
       const float* gblock = packed.g.data() + (o0 / kRowsOfAcc) * packed.rows * kRowsOfAcc;
-      switch (std::min<int64_t>(kRowsOfAcc, out - o0)) {
-        case 8: products_tile_avx512<8>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-        case 7: products_tile_avx512<7>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-        case 6: products_tile_avx512<6>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-        case 5: products_tile_avx512<5>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-        case 4: products_tile_avx512<4>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-        case 3: products_tile_avx512<3>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-        case 2: products_tile_avx512<2>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-        default: products_tile_avx512<1>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-      }
+      const int64_t mo = std::min<int64_t>(kRowsOfAcc, out - o0);
+      if (packed.surely_in_range) products_block_avx512<false>(terms, gblock, in, o0, mo, i0, m, acc, assign, bad);
+      else products_block_avx512<true>(terms, gblock, in, o0, mo, i0, m, acc, assign, bad);
     }
   }
   return bad != 0;
@@ -251,15 +311,16 @@ std::optional<OutOfRange> accumulate_products(const std::vector<Product>& terms,
     if (assign) std::fill(a, a + acc.numel(), 0);
     return std::nullopt;
   }
+  const Packed packed = pack(factors, out, in);
   Bad bad;
   if (kernel == Kernel::Best && has_avx512()) {
-    if (!products_avx512(factors, out, in, a, assign)) return std::nullopt;
-    products_portable(factors, out, in, nullptr, assign, bad);  // out of range somewhere: which?
+    if (!products_avx512(factors, packed, out, in, a, assign)) return std::nullopt;
+    products_portable(factors, packed, out, in, nullptr, assign, bad);  // out of range somewhere: which?
   } else {
-    products_portable(factors, out, in, a, assign, bad);
+    products_portable(factors, packed, out, in, a, assign, bad);
   }
   if (!bad.found) return std::nullopt;
-  return OutOfRange{bad.index, static_cast<double>(bad.value)};
+  return OutOfRange{bad.index, bad.value};
 }
 
 std::optional<OutOfRange> accumulate(const Tensor& grad, Tensor& acc, const AccumulateOptions& o) {

@@ -182,21 +182,19 @@ TEST(FixedPoint, ProductsAddEachTermsRoundedRowOrderChain) {
     for (int64_t rows : {16, 5, 1}) {
       terms.push_back({ops::mul(ops::randn({rows, out}, gen), 1e-2), ops::randn({rows, in}, gen)});
     }
-    // The reference: each term's chain by hand, then accumulate()'s rounding.
-    Tensor want = ops::zeros({out * in}, core::DType::I64);
+    // The reference: each term's chain of (2^40 g) x by hand, rounded half to even.
+    std::vector<int64_t> sums(static_cast<size_t>(out * in), 0);
     for (const auto& t : terms) {
       const auto g = t.g.to_vector<float>(), x = t.x.to_vector<float>();
-      std::vector<float> p(static_cast<size_t>(out * in), 0.0f);
       for (int64_t o = 0; o < out; ++o) {
         for (int64_t i = 0; i < in; ++i) {
           float acc = 0.0f;
-          for (int64_t r = 0; r < t.g.shape()[0]; ++r) acc = std::fma(g[r * out + o], x[r * in + i], acc);
-          p[o * in + i] = acc;
+          for (int64_t r = 0; r < t.g.shape()[0]; ++r) acc = std::fma(g[r * out + o] * 0x1p40f, x[r * in + i], acc);
+          sums[o * in + i] += std::llrint(static_cast<double>(acc));
         }
       }
-      Tensor pt = Tensor::from_vector<float>(p, {out * in});
-      ASSERT_FALSE(fixed_point::accumulate(pt, want).has_value());
     }
+    const Tensor want = Tensor::from_vector<int64_t>(sums, {out * in});
     for (auto kernel : {fixed_point::Kernel::Best, fixed_point::Kernel::Portable}) {
       Tensor got = ops::full({out, in}, 99.0, core::DType::I64);  // Assign ignores what was there
       ASSERT_FALSE(fixed_point::accumulate_products(terms, got, fixed_point::Mode::Assign, kernel).has_value());
@@ -206,6 +204,19 @@ TEST(FixedPoint, ProductsAddEachTermsRoundedRowOrderChain) {
       auto expect = want.to_vector<int64_t>();
       for (auto& v : expect) v += 12345;
       EXPECT_EQ(added.to_vector<int64_t>(), expect) << out << "x" << in;
+    }
+  }
+  // Large factors that never meet (the bound cannot show the range, every
+  // product is in it): each product is checked, and the sums are as the chains.
+  {
+    Tensor g = ops::full({2, 3}, 1e-3), x = ops::full({2, 20}, 1e-3);
+    g.data<float>()[0] = 1000.0f;      // row 0, output 0
+    x.data<float>()[20 + 5] = 1000.0f;  // row 1, input 5
+    Tensor acc = ops::zeros({3, 20}, core::DType::I64);
+    for (auto kernel : {fixed_point::Kernel::Best, fixed_point::Kernel::Portable}) {
+      ASSERT_FALSE(fixed_point::accumulate_products({{g, x}}, acc, fixed_point::Mode::Assign, kernel).has_value());
+      const float p05 = std::fma(1e-3f * 0x1p40f, 1000.0f, std::fma(1000.0f * 0x1p40f, 1e-3f, 0.0f));  // (0, 5)
+      EXPECT_EQ(acc.to_vector<int64_t>()[5], std::llrint(static_cast<double>(p05)));
     }
   }
   // A product outside the range (2^11) is named, with its element and value.
