@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdint>
+#include <vector>
 
 #include <immintrin.h>
 
@@ -187,12 +189,15 @@ void products_portable(const std::vector<Factors>& terms, const Packed& packed, 
 // 1.5 2^52 trick does) into MO x NV x 2 vectors of int64 that stay in
 // registers across the terms. kChecked: each product is compared with the
 // range (when the bound could not show it for every term). Measured on the
-// 256 x 784 and 1024 x 3136 layers at 8 terms of 16 rows, 8 x 1 was the
-// fastest of 8 x 1, 4 x 2 (registers) and 8 x 2 (sums in L1): 1.7x oneDNN's
-// one 128-deep GEMM; 4 x 2 1.8x, 8 x 2 2.2x.
+// 256 x 784 and 1024 x 3136 layers at 8 terms of 16 rows (one thread), 8 x 1
+// was the fastest of 8 x 1, 4 x 2 (registers), 8 x 2 and 4 x 4 (sums in
+// L1); packing x's block of columns (below) took the big layer from 17 to
+// 11.6 ms (oneDNN's one 128-deep GEMM: 7.7), the small one from 0.81 to
+// 0.74-0.84 (0.46): x's rows in place are on a page each.
 template <int MO, int NV, bool kChecked>
 __attribute__((target("avx512f,avx512dq"))) void products_tile_avx512(const std::vector<Factors>& terms,
-                                                                      const float* gblock, int64_t in, int64_t o0,
+                                                                      const float* gblock, const float* xblock,
+                                                                      int64_t in, int64_t o0,
                                                                       int64_t i0, const __mmask16* m, uint64_t* acc,
                                                                       bool assign, __mmask16& bad) {
   __m512i q[MO][NV][2];
@@ -200,22 +205,23 @@ __attribute__((target("avx512f,avx512dq"))) void products_tile_avx512(const std:
     for (int v = 0; v < NV; ++v) q[j][v][0] = q[j][v][1] = _mm512_setzero_si512();
   }
   const float* g = gblock;
+  const float* x = xblock;
   for (const Factors& t : terms) {
     __m512 p[MO][NV];
     for (int j = 0; j < MO; ++j) {
       for (int v = 0; v < NV; ++v) p[j][v] = _mm512_setzero_ps();
     }
-    const float* x = t.x + i0;
     const int64_t rows = t.rows;
     for (int64_t r = 0; r < rows; ++r) {
       __m512 xv[NV];
-      for (int v = 0; v < NV; ++v) xv[v] = _mm512_maskz_loadu_ps(m[v], x + r * in + 16 * v);
+      for (int v = 0; v < NV; ++v) xv[v] = _mm512_load_ps(x + r * 16 * NV + 16 * v);
       for (int j = 0; j < MO; ++j) {
         const __m512 b = _mm512_set1_ps(g[r * kRowsOfAcc + j]);
         for (int v = 0; v < NV; ++v) p[j][v] = _mm512_fmadd_ps(b, xv[v], p[j][v]);
       }
     }
     g += rows * kRowsOfAcc;
+    x += rows * 16 * NV;
     for (int j = 0; j < MO; ++j) {
       for (int v = 0; v < NV; ++v) {
         if constexpr (kChecked) {
@@ -246,18 +252,19 @@ constexpr int kVectors = 1;  // of 16 columns a tile
 
 template <bool kChecked>
 __attribute__((target("avx512f,avx512dq"))) void products_block_avx512(const std::vector<Factors>& terms,
-                                                                       const float* gblock, int64_t in, int64_t o0,
-                                                                       int64_t mo, int64_t i0, const __mmask16* m,
+                                                                       const float* gblock, const float* xblock,
+                                                                       int64_t in, int64_t o0, int64_t mo, int64_t i0,
+                                                                       const __mmask16* m,
                                                                        uint64_t* acc, bool assign, __mmask16& bad) {
   switch (mo) {
-    case 8: products_tile_avx512<8, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-    case 7: products_tile_avx512<7, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-    case 6: products_tile_avx512<6, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-    case 5: products_tile_avx512<5, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-    case 4: products_tile_avx512<4, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-    case 3: products_tile_avx512<3, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-    case 2: products_tile_avx512<2, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
-    default: products_tile_avx512<1, kVectors, kChecked>(terms, gblock, in, o0, i0, m, acc, assign, bad); break;
+    case 8: products_tile_avx512<8, kVectors, kChecked>(terms, gblock, xblock, in, o0, i0, m, acc, assign, bad); break;
+    case 7: products_tile_avx512<7, kVectors, kChecked>(terms, gblock, xblock, in, o0, i0, m, acc, assign, bad); break;
+    case 6: products_tile_avx512<6, kVectors, kChecked>(terms, gblock, xblock, in, o0, i0, m, acc, assign, bad); break;
+    case 5: products_tile_avx512<5, kVectors, kChecked>(terms, gblock, xblock, in, o0, i0, m, acc, assign, bad); break;
+    case 4: products_tile_avx512<4, kVectors, kChecked>(terms, gblock, xblock, in, o0, i0, m, acc, assign, bad); break;
+    case 3: products_tile_avx512<3, kVectors, kChecked>(terms, gblock, xblock, in, o0, i0, m, acc, assign, bad); break;
+    case 2: products_tile_avx512<2, kVectors, kChecked>(terms, gblock, xblock, in, o0, i0, m, acc, assign, bad); break;
+    default: products_tile_avx512<1, kVectors, kChecked>(terms, gblock, xblock, in, o0, i0, m, acc, assign, bad); break;
   }
 }
 
@@ -269,17 +276,31 @@ __attribute__((target("avx512f,avx512dq"))) bool products_avx512(const std::vect
                                                                  const Packed& packed, int64_t out, int64_t in,
                                                                  uint64_t* acc, bool assign) {
   __mmask16 bad = 0;
+  // The packed block of x, 64-byte aligned (aligned loads).
+  std::vector<float> x_storage(static_cast<size_t>(packed.rows * 16 * kVectors + 16));
+  float* const xblock = x_storage.data() + (16 - (reinterpret_cast<uintptr_t>(x_storage.data()) / sizeof(float)) % 16) % 16;
   for (int64_t i0 = 0; i0 < in; i0 += 16 * kVectors) {
     __mmask16 m[kVectors];
     for (int v = 0; v < kVectors; ++v) {
       const int64_t n = std::clamp<int64_t>(in - i0 - 16 * v, 0, 16);
       m[v] = n >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
     }
+    // This block of columns of every term's x, back to back and zero-padded:
+    // in place, its rows are `in` floats apart, each on another page.
+    float* xp = xblock;
+    for (const Factors& t : terms) {
+      for (int64_t r = 0; r < t.rows; ++r, xp += 16 * kVectors) {
+        for (int v = 0; v < kVectors; ++v) _mm512_store_ps(xp + 16 * v, _mm512_maskz_loadu_ps(m[v], t.x + r * in + i0 + 16 * v));
+      }
+    }
     for (int64_t o0 = 0; o0 < out; o0 += kRowsOfAcc) {
       const float* gblock = packed.g.data() + (o0 / kRowsOfAcc) * packed.rows * kRowsOfAcc;
       const int64_t mo = std::min<int64_t>(kRowsOfAcc, out - o0);
-      if (packed.surely_in_range) products_block_avx512<false>(terms, gblock, in, o0, mo, i0, m, acc, assign, bad);
-      else products_block_avx512<true>(terms, gblock, in, o0, mo, i0, m, acc, assign, bad);
+      if (packed.surely_in_range) {
+        products_block_avx512<false>(terms, gblock, xblock, in, o0, mo, i0, m, acc, assign, bad);
+      } else {
+        products_block_avx512<true>(terms, gblock, xblock, in, o0, mo, i0, m, acc, assign, bad);
+      }
     }
   }
   return bad != 0;
