@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include <immintrin.h>
@@ -97,15 +98,19 @@ struct Factors {
   int64_t rows;
 };
 
+// max |v| over `count` rows of n values `stride` apart; NaN if one is NaN.
+// (Written to vectorise: a > m ? a : m is maxps, the NaN test an or.)
 float max_abs(const float* v, int64_t n, int64_t stride, int64_t count) {
   float m = 0.0f;
+  bool nan = false;
   for (int64_t r = 0; r < count; ++r) {
     for (int64_t i = 0; i < n; ++i) {
       const float a = std::fabs(v[r * stride + i]);
-      if (!(a <= m)) m = a;  // NaN sticks
+      m = a > m ? a : m;
+      nan |= a != a;
     }
   }
-  return m;
+  return nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
 
 Packed pack(const std::vector<Factors>& terms, int64_t out, int64_t in) {
@@ -115,15 +120,15 @@ Packed pack(const std::vector<Factors>& terms, int64_t out, int64_t in) {
   p.g.assign(static_cast<size_t>(blocks * p.rows * kRowsOfAcc), 0.0f);
   int64_t first = 0;
   for (const Factors& t : terms) {
-    float gmax = 0.0f;
     for (int64_t r = 0; r < t.rows; ++r) {
       const float* src = t.g + r * out;
-      for (int64_t o = 0; o < out; ++o) {
-        const float v = src[o] * 0x1p40f;
-        p.g[static_cast<size_t>(((o / kRowsOfAcc) * p.rows + first + r) * kRowsOfAcc + o % kRowsOfAcc)] = v;
-        if (!(std::fabs(v) <= gmax)) gmax = std::fabs(v);
+      for (int64_t o0 = 0; o0 < out; o0 += kRowsOfAcc) {
+        float* dst = p.g.data() + ((o0 / kRowsOfAcc) * p.rows + first + r) * kRowsOfAcc;
+        const int64_t n = std::min<int64_t>(kRowsOfAcc, out - o0);
+        for (int64_t j = 0; j < n; ++j) dst[j] = src[o0 + j] * 0x1p40f;
       }
     }
+    const float gmax = max_abs(t.g, out, out, t.rows) * 0x1p40f;
     const double bound = static_cast<double>(t.rows) * gmax * max_abs(t.x, in, in, t.rows) * (1.0 + 0x1p-7);
     if (!(bound < kLimitF) || t.rows > (int64_t{1} << 16)) p.surely_in_range = false;
     first += t.rows;
