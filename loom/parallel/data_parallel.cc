@@ -248,6 +248,7 @@ bool DataParallel::take_atom_gradient(const Tensor& leaf, const Tensor& grad) {
 
 ops::TakeWeightFactors DataParallel::take_weight_factors() {
   LOOM_CHECK(options_.deterministic, "DataParallel::take_weight_factors needs the .deterministic option");
+  factors_->clear();  // a step that failed before its sync may have left some
   return ops::TakeWeightFactors(factors_->taker());
 }
 

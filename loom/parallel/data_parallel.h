@@ -113,6 +113,7 @@ class DataParallel {
   // weight gradients over as factors (parallel::WeightFactors), which are
   // rounded into the sums in one pass each step, when the parameter is final
   // in the rank's last atom (begin_last_atom) or at finish_gradient_sync.
+  // Call it once a step, before the atoms (it forgets terms a failed step left).
   [[nodiscard]] ops::TakeWeightFactors take_weight_factors();
   // Deterministic mode: the next atom is this rank's last of the step, so each
   // bucket is all-reduced as soon as its sums are complete, while backward

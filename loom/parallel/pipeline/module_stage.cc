@@ -62,6 +62,7 @@ void ModuleStage::begin_step(std::vector<train::StepBatch> microbatches, const t
     }
     factors_ = std::make_unique<WeightFactors>(modules);
   }
+  factors_->clear();  // a step that failed may have left some
   summed_.assign(params_.size(), false);
 }
 
