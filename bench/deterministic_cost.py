@@ -34,7 +34,7 @@ import tomllib
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
 
-EPOCH_LINE = re.compile(r"epoch \d+/\d+: step (\d+), train loss [^,]+, (\d+) samples/s")
+EPOCH_LINE = re.compile(r"epoch (\d+)/\d+: step (\d+), train loss [^,]+, (\d+) samples/s")
 
 
 def step_ms(loom, job, workers, steps, deterministic, atoms, timeout):
@@ -48,7 +48,11 @@ def step_ms(loom, job, workers, steps, deterministic, atoms, timeout):
     found = [m for m in EPOCH_LINE.finditer(p.stdout + p.stderr)]
     if not found:
         raise RuntimeError(f"{' '.join(cmd)}: no epoch line in its output:\n{(p.stdout + p.stderr)[-2000:]}")
-    step, samples_per_s = int(found[-1].group(1)), int(found[-1].group(2))
+    epoch, step, samples_per_s = int(found[-1].group(1)), int(found[-1].group(2)), int(found[-1].group(3))
+    if epoch != 1:
+        # The epoch line's rate is that epoch's: with more steps than one epoch
+        # it would time only the last, partial one.
+        raise RuntimeError(f"{' '.join(cmd)}: {steps} steps run into epoch {epoch}; use at most one epoch of steps")
     if step != steps:
         raise RuntimeError(f"{' '.join(cmd)}: stopped at step {step}, expected {steps}")
     with open(job, "rb") as f:
