@@ -128,6 +128,7 @@ double ParameterServerStrategy::deterministic_forward_backward(const train::Step
   // Linear layers hand over their weight gradients as factors (as DataParallel's), rounded after the atoms.
   if (!factors_) factors_ = std::make_unique<WeightFactors>(std::vector<nn::Module*>{&parts.model});
   factors_->clear();
+  factors_->drop_gradients();  // a .grad after an atom is then a dense use: added below
   double loss_sum = 0.0;
   for (const Atom& atom : atoms) {
     if (atom.rows() == 0) continue;  // a batch with fewer rows than atoms
@@ -146,6 +147,7 @@ double ParameterServerStrategy::deterministic_forward_backward(const train::Step
                  bad ? bad->value : 0.0, bad ? bad->index : 0, fixed_point::kMaxMagnitude);
     }
     parts.optimizer.zero_grad();  // the next atom's gradient starts from nothing
+    factors_->drop_gradients();
     scope.end_atom(atom);
     loss_sum += loss.item<double>() * static_cast<double>(atom.rows());
   }

@@ -54,4 +54,8 @@ void WeightFactors::clear() {
   for (auto& [w, terms] : terms_) terms.clear();
 }
 
+void WeightFactors::drop_gradients() {
+  for (Tensor& w : weights_) w.set_grad(Tensor());
+}
+
 }  // namespace loom::parallel

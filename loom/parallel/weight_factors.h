@@ -54,6 +54,11 @@ class WeightFactors {
   // product out of the exact range, if any (acc is then not exact).
   std::optional<fixed_point::OutOfRange> flush(const core::Tensor& weight, core::Tensor& acc, fixed_point::Mode mode);
   void clear();  // forgets every kept term (a failed step)
+  // Drops every taken weight's .grad buffer, so that a .grad after the next
+  // backward means a use that was not taken (to add densely), and a weight
+  // whose uses were all taken costs no pass over a buffer of zeros. For
+  // callers that read .grad after each atom (without a backward sink).
+  void drop_gradients();
 
  private:
   std::vector<core::Tensor> weights_;

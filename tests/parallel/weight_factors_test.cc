@@ -1,8 +1,9 @@
 // parallel::WeightFactors: which weights deterministic mode takes as factors
 // (nn::Linear weights that no other module holds: not a GPT's tied token
 // table), what a backward under ops::TakeWeightFactors leaves (no weight
-// gradient, one term per use), and that the flushed sums are each term's
-// product rounded: the dense gradient within rounding.
+// gradient, one term per use), that the flushed sums are each term's
+// product rounded (the dense gradient within rounding), and that after
+// drop_gradients .grad holds only the uses that were not taken.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -66,6 +67,17 @@ TEST(WeightFactors, ABackwardLeavesTermsWhoseRoundedSumIsTheGradient) {
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_NEAR(got[i], want[i], 1e-5 * (1.0 + std::fabs(want[i]))) << i;
   }
+  // drop_gradients: afterwards .grad holds only the uses that were not taken
+  // (here a penalty on the weight itself), which the caller adds densely.
+  f.drop_gradients();
+  EXPECT_FALSE(fc->weight().grad().defined());
+  {
+    const ops::TakeWeightFactors taking(f.taker());
+    autograd::backward(ops::add(ops::sum(ops::square(model(atoms[0]))), ops::sum(ops::square(fc->weight()))));
+  }
+  EXPECT_EQ(f.pending(fc->weight()), 1);
+  ASSERT_TRUE(fc->weight().grad().defined());
+  EXPECT_EQ(fc->weight().grad().to_vector<float>(), ops::mul(fc->weight(), 2.0).to_vector<float>());
   // Outside a TakeWeightFactors, or for another tensor, nothing is taken.
   EXPECT_FALSE(f.take(fc->bias(), ops::zeros({16, 9}), ops::zeros({16, 37})));
   EXPECT_FALSE(f.take(fc->weight(), ops::zeros({16, 9}), ops::zeros({15, 37})));  // rows differ

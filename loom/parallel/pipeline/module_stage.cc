@@ -63,6 +63,7 @@ void ModuleStage::begin_step(std::vector<train::StepBatch> microbatches, const t
     factors_ = std::make_unique<WeightFactors>(modules);
   }
   factors_->clear();  // a step that failed may have left some
+  factors_->drop_gradients();  // a .grad after a backward is then a dense use (add_to_sums)
   summed_.assign(params_.size(), false);
 }
 
@@ -88,6 +89,7 @@ void ModuleStage::add_to_sums(int chunk) {
     if (!g.defined()) continue;  // unused by this atom, or the tied weight (taken already)
     round_into(k, g, !summed_[k], /*zero=*/true);
   }
+  if (factors_) factors_->drop_gradients();  // (a dense use of a taken weight is rare: its zeroed .grad goes)
 }
 
 // sums_[k] (+)= round(g 2^40); g = 0 if `zero` (a .grad the next atom adds into).
